@@ -1,0 +1,41 @@
+# Two commands: `make test` runs the whole suite, `make run` runs the daemon.
+# Each creates .venv and installs on first use, building pyuv 1.4.0 with our
+# forced-include header (build-support/pyuv-compat.h, see README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+COMPAT := $(CURDIR)/build-support/pyuv-compat.h
+ARGS ?=
+
+.PHONY: install test run lint typecheck check bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml build-support/pyuv-compat.h
+	$(PYTHON) -m venv $(VENV)
+	CPPFLAGS="-include $(COMPAT)" $(BIN)/pip install --no-binary pyuv "pyuv==1.4.0"
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/python -c "import pyuv, h11, structlog; print('pyuv', pyuv.__version__, 'libuv', pyuv.LIBUV_VERSION)"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest $(ARGS)
+
+run: $(STAMP)
+	$(BIN)/hiperfifo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check hiperfifo tests bench
+	$(BIN)/ruff format --check hiperfifo tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine_scale.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

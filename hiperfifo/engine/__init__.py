@@ -1,0 +1,41 @@
+"""The multi engine: libcurl's multi-socket interface on h11 (see spec/engine.md).
+
+Imports only the stdlib and h11; it never blocks and never imports an event library.
+"""
+
+from hiperfifo.engine.codes import (
+    CSELECT_ERR,
+    CSELECT_IN,
+    CSELECT_OUT,
+    POLL_IN,
+    POLL_INOUT,
+    POLL_NONE,
+    POLL_OUT,
+    POLL_REMOVE,
+    SOCKET_TIMEOUT,
+    Code,
+    MCode,
+    MultiError,
+    strerror,
+)
+from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.multi import Message, Multi
+
+__all__ = [
+    "CSELECT_ERR",
+    "CSELECT_IN",
+    "CSELECT_OUT",
+    "POLL_IN",
+    "POLL_INOUT",
+    "POLL_NONE",
+    "POLL_OUT",
+    "POLL_REMOVE",
+    "SOCKET_TIMEOUT",
+    "Code",
+    "Easy",
+    "MCode",
+    "Message",
+    "Multi",
+    "MultiError",
+    "strerror",
+]
