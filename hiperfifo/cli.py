@@ -1,0 +1,74 @@
+"""The command line: argv and HIPERFIFO_* environment → Config → daemon → exit status.
+
+Owns the only reads of argv and os.environ (LISTEN_FDS aside, which fifo.py
+adopts) and the mapping of startup problems to exit status 2. It knows
+nothing about the loop or the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from hiperfifo import __version__
+from hiperfifo.config import OPTIONS, Config, ConfigError, build
+
+EXIT_USAGE = 2
+
+_EPILOG = """\
+Every option can also be set from the environment as HIPERFIFO_<NAME>
+(e.g. HIPERFIFO_MAX_TOTAL_CONNECTIONS=16); the command line wins.
+Write URLs (whitespace-separated) into the FIFO; the word `stop` drains and exits.
+Exit status: 0 clean stop, 1 internal error, 2 bad usage or FIFO path, 130 aborted."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argparse parser: every option of config.OPTIONS, defaults left to config."""
+    p = argparse.ArgumentParser(
+        prog="hiperfifo",
+        description="Fetch the URLs written into a named pipe (libcurl's hiperfifo.c, as a "
+        "daemon).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for option in OPTIONS:
+        default = option.default if option.default is not None else _special_default(option.name)
+        p.add_argument(
+            option.flag,
+            dest=option.name,
+            metavar=option.metavar,
+            default=None,
+            help=f"{option.help} (default: {default}; env {option.env})",
+        )
+    p.add_argument("--version", action="version", version=f"hiperfifo {__version__}")
+    return p
+
+
+def _special_default(name: str) -> str:
+    return {"log_format": "json, console on a terminal", "log_file": "stdout"}.get(name, "-")
+
+
+def resolve(argv: Sequence[str] | None, environ: Mapping[str, str], stdout_is_tty: bool) -> Config:
+    """Command line over environment over defaults; raises ConfigError, SystemExit(2)."""
+    args = vars(parser().parse_args(argv))
+    raw: dict[str, str | None] = {}
+    for option in OPTIONS:
+        from_env = environ.get(option.env) or None
+        raw[option.name] = args[option.name] if args[option.name] is not None else from_env
+    if raw["log_format"] is None:
+        raw["log_format"] = "console" if stdout_is_tty and raw["log_file"] is None else "json"
+    return build(raw)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `hiperfifo` and `python -m hiperfifo`; returns the exit status."""
+    try:
+        config = resolve(argv, os.environ, sys.stdout.isatty())
+    except ConfigError as exc:
+        print(f"hiperfifo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from hiperfifo.daemon import run  # the loop and the engine only once the options are good
+
+    return run(config)

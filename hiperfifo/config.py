@@ -1,0 +1,183 @@
+"""Config: every option of the daemon, its default, how it is parsed and validated.
+
+Owns the table of options (shared by the command line and the environment)
+and the frozen `Config` value. Reads neither argv nor the environment itself:
+cli.py hands it strings; a bad value raises ConfigError with a readable message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOG_FORMATS = ("json", "logfmt", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ENV_PREFIX = "HIPERFIFO_"
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option and the problem."""
+
+
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ConfigError(f"not an octal mode: {text!r}") from None
+    if not 0 <= value <= 0o7777:
+        raise ConfigError(f"mode out of range: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"not an integer: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"not a finite number of seconds: {text!r}")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _path(text: str) -> Path:
+    if not text or "\x00" in text:
+        raise ConfigError(f"not a usable path: {text!r}")
+    return Path(text)
+
+
+def _output(text: str) -> Path | None:
+    return None if text == "discard" else _path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option: its flag, parser, default (as text, parsed like user input) and help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    metavar: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("fifo", _path, "hiper.fifo", "PATH", "the named pipe to read URLs from"),
+    Option("fifo_mode", _mode, "0600", "MODE", "octal mode of a FIFO the daemon creates"),
+    Option("output", _output, "discard", "discard|DIR", "where bodies go"),
+    Option("max_total_connections", _count, "64", "N", "open connections at once"),
+    Option("max_host_connections", _count, "8", "N", "open connections per host:port"),
+    Option("connect_timeout", _seconds, "300", "S", "connect phase limit, seconds"),
+    Option("timeout", _seconds, "0", "S", "whole-transfer limit, seconds (0: none)"),
+    Option("max_url_length", _count, "8192", "N", "longer tokens are rejected"),
+    Option("shutdown_timeout", _seconds, "30", "S", "drain bound on stop, seconds"),
+    Option("log_format", _choice(LOG_FORMATS), None, "FORMAT", "json|logfmt|console"),
+    Option("log_level", _choice(LOG_LEVELS), "info", "LEVEL", "|".join(LOG_LEVELS)),
+    Option("log_file", _path, None, "PATH", "append logs to PATH instead of stdout"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the daemon needs to know, validated on construction."""
+
+    fifo: Path = Path("hiper.fifo")
+    fifo_mode: int = 0o600
+    output: Path | None = None
+    max_total_connections: int = 64
+    max_host_connections: int = 8
+    connect_timeout: float = 300.0
+    timeout: float = 0.0
+    max_url_length: int = 8192
+    shutdown_timeout: float = 30.0
+    log_format: str = "json"
+    log_level: str = "info"
+    log_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("--max-total-connections", self.max_total_connections, 1)
+        _at_least("--max-host-connections", self.max_host_connections, 1)
+        _at_least("--max-url-length", self.max_url_length, 16)
+        _not_negative("--connect-timeout", self.connect_timeout)
+        _not_negative("--timeout", self.timeout)
+        _not_negative("--shutdown-timeout", self.shutdown_timeout)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format: {self.log_format!r} is not one of {LOG_FORMATS}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
+
+    @property
+    def connect_timeout_ms(self) -> int:
+        return _ms(self.connect_timeout)
+
+    @property
+    def timeout_ms(self) -> int:
+        return _ms(self.timeout)
+
+    def summary(self) -> dict[str, object]:
+        """The settings worth one log line at start."""
+        return {
+            "output": str(self.output) if self.output else "discard",
+            "max_total_connections": self.max_total_connections,
+            "max_host_connections": self.max_host_connections,
+            "connect_timeout": self.connect_timeout,
+            "timeout": self.timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+
+
+def _ms(seconds: float) -> int:
+    return 0 if seconds <= 0 else max(1, round(seconds * 1000))
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{flag}: must be at least {low}, got {value}")
+
+
+def _not_negative(flag: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{flag}: must not be negative, got {value}")
+
+
+def build(raw: dict[str, str | None]) -> Config:
+    """Parse option texts (missing or None: the default) into a validated Config."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        text = raw.get(option.name)
+        if text is None:
+            text = option.default
+        if text is None:
+            continue
+        try:
+            values[option.name] = option.parse(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{option.flag}: {exc}") from None
+    return Config(**values)

@@ -1,0 +1,183 @@
+"""The pyuv loop under the engine: the only module that imports pyuv.
+
+Owns the libuv handles: one Poll per socket the engine announces (created on
+the first announcement, kept with multi.assign, changed in place, stopped and
+closed on POLL_REMOVE), one Timer for the engine's timer callback (0 ms runs
+on the next loop iteration through an Idle handle, never re-entrantly), the
+FIFO watcher, signals and one-shot timers for the daemon. After every
+socket_action it drains info_read() and hands the finished transfers over.
+It holds no transfer state and does not log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyuv
+
+from hiperfifo.engine import (
+    CSELECT_ERR,
+    CSELECT_IN,
+    CSELECT_OUT,
+    POLL_IN,
+    POLL_INOUT,
+    POLL_OUT,
+    POLL_REMOVE,
+    SOCKET_TIMEOUT,
+    Message,
+    Multi,
+)
+
+_UV_EVENTS = {
+    POLL_IN: pyuv.UV_READABLE,
+    POLL_OUT: pyuv.UV_WRITABLE,
+    POLL_INOUT: pyuv.UV_READABLE | pyuv.UV_WRITABLE,
+}
+
+OnDone = Callable[[list[Message]], None]
+
+
+def _close(handle: Any) -> None:
+    if not handle.closed:
+        handle.close()
+
+
+class Handle:
+    """A loop resource the daemon holds (FIFO watcher, signal, one-shot timer)."""
+
+    def __init__(self, uv_handle: Any) -> None:
+        self._uv = uv_handle
+
+    def stop(self) -> None:
+        """Stop and close it; calling twice is harmless."""
+        if not self._uv.closed:
+            self._uv.stop()
+            self._uv.close()
+
+
+class Driver:
+    """Runs one Multi on a pyuv loop and reports finished transfers to `on_done`."""
+
+    def __init__(self, multi: Multi, on_done: OnDone) -> None:
+        self.loop = pyuv.Loop()
+        self.loop.excepthook = self._excepthook
+        self.failure: BaseException | None = None
+        self._multi = multi
+        self._on_done = on_done
+        self._timer = pyuv.Timer(self.loop)
+        self._soon = pyuv.Idle(self.loop)
+        self._polls: dict[int, Any] = {}
+        self._own: list[Handle] = []
+        multi.socket_function = self._socket_function
+        multi.timer_function = self._timer_function
+
+    # -- the engine's callbacks (called inside the engine: only assign() allowed) --
+
+    def _socket_function(self, easy: object, fd: int, what: int, poll: Any) -> None:
+        if what == POLL_REMOVE:
+            self._forget(fd, poll)
+            return
+        if poll is None:
+            stale = self._polls.pop(fd, None)  # never two Polls on one fd
+            if stale is not None:
+                _close(stale)
+            poll = pyuv.Poll(self.loop, fd)
+            self._polls[fd] = poll
+            self._multi.assign(fd, poll)
+        poll.start(_UV_EVENTS[what], self._on_socket)
+
+    def _forget(self, fd: int, poll: Any) -> None:
+        poll = poll if poll is not None else self._polls.get(fd)
+        if poll is None:
+            return
+        if self._polls.get(fd) is poll:
+            del self._polls[fd]
+        if not poll.closed:
+            poll.stop()
+            poll.close()
+
+    def _timer_function(self, timeout_ms: int) -> None:
+        self._timer.stop()
+        self._soon.stop()
+        if timeout_ms == 0:
+            self._soon.start(self._on_timeout)
+        elif timeout_ms > 0:
+            self._timer.start(self._on_timeout, timeout_ms / 1000.0, 0.0)
+
+    # -- libuv's callbacks: the only places that call into the engine --
+
+    def _on_socket(self, poll: Any, events: int, error: int | None) -> None:
+        bits = CSELECT_ERR if error is not None else 0
+        if events & pyuv.UV_READABLE:
+            bits |= CSELECT_IN
+        if events & pyuv.UV_WRITABLE:
+            bits |= CSELECT_OUT
+        self._action(poll.fileno(), bits)
+
+    def _on_timeout(self, handle: Any) -> None:
+        handle.stop()
+        self._action(SOCKET_TIMEOUT, 0)
+
+    def _action(self, fd: int, bits: int) -> None:
+        self._multi.socket_action(fd, bits)
+        self.collect()
+
+    def collect(self) -> None:
+        """Drain info_read() and hand the finished transfers to on_done (if any)."""
+        finished: list[Message] = []
+        while (message := self._multi.info_read()) is not None:
+            finished.append(message)
+        if finished:
+            self._on_done(finished)
+
+    def _excepthook(self, kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if self.failure is None:
+            self.failure = value.with_traceback(tb)
+        self.loop.stop()
+
+    # -- services for the daemon --
+
+    def watch_readable(self, fd: int, callback: Callable[[], None]) -> Handle:
+        """Call `callback()` on every loop iteration where `fd` is readable."""
+        poll = pyuv.Poll(self.loop, fd)
+        poll.start(pyuv.UV_READABLE, lambda _h, _e, _err: callback())
+        return self._keep(poll)
+
+    def on_signal(self, signum: int, callback: Callable[[int], None]) -> Handle:
+        """Call `callback(signum)` at once when the signal arrives (pyuv.Signal)."""
+        signal = pyuv.Signal(self.loop)
+        signal.start(lambda _h, num: callback(num), signum)
+        return self._keep(signal)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Handle:
+        """Call `callback()` once, `seconds` from now."""
+        timer = pyuv.Timer(self.loop)
+        timer.start(lambda _h: callback(), max(seconds, 0.0), 0.0)
+        return self._keep(timer)
+
+    def _keep(self, uv_handle: Any) -> Handle:
+        handle = Handle(uv_handle)
+        self._own.append(handle)
+        return handle
+
+    def run(self) -> None:
+        """Run the loop until stop(); re-raise what a callback raised."""
+        self.loop.run(pyuv.UV_RUN_DEFAULT)
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self) -> None:
+        """Make run() return after the current callback."""
+        self.loop.stop()
+
+    def close(self) -> None:
+        """Close every handle (the multi should be closed first) and let libuv finish."""
+        for handle in self._own:
+            handle.stop()
+        for poll in self._polls.values():
+            _close(poll)
+        self._polls.clear()
+        _close(self._timer)
+        _close(self._soon)
+        self.loop.run(pyuv.UV_RUN_NOWAIT)

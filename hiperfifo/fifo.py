@@ -1,0 +1,281 @@
+"""The FIFO: create, adopt or refuse the named pipe, read it, split it into tokens.
+
+Owns the path rules (mode, O_NOFOLLOW, refusal of anything but a FIFO),
+systemd's ListenFIFO descriptor, and the pure `Tokenizer` that turns bytes
+into accepted URLs, `stop` and rejections. Imports no pyuv and does no
+logging: the driver watches the descriptor, the daemon logs what comes out.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
+
+SHOWN_TOKEN_CHARS = 200
+_SEPARATORS = re.compile(rb"[ \t\r\n\x0b\x0c]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SCHEMES = frozenset({"http", "https"})
+_SD_LISTEN_FDS_START = 3
+
+
+class FifoError(Exception):
+    """The FIFO path cannot be used; the message says why and what to do."""
+
+
+# -- tokens ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    """An accepted http/https URL."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The word `stop`: finish what runs, then exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A token that is not a usable URL: why, and the token shown safely."""
+
+    reason: str
+    token: str
+
+
+Item = Url | Stop | Rejected
+
+
+def show(raw: bytes) -> str:
+    """A token for a log line: cut to 200 characters, non-UTF-8 bytes as \\xNN."""
+    return raw.decode("utf-8", "backslashreplace")[:SHOWN_TOKEN_CHARS]
+
+
+def classify(raw: bytes) -> Item:
+    """One complete token (no whitespace in it) → URL, stop or a rejection."""
+    if b"\x00" in raw:
+        return Rejected("NUL byte in token", show(raw))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejected("not UTF-8", show(raw))
+    if text == "stop":
+        return Stop()
+    reason = url_problem(text)
+    if reason:
+        return Rejected(reason, show(raw))
+    return Url(text)
+
+
+def url_problem(text: str) -> str | None:
+    """Why `text` is not a fetchable http/https URL, or None when it is."""
+    if _CONTROL.search(text):
+        return "control character in URL"
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        return f"unparseable URL: {exc}"
+    if not parts.scheme:
+        return "not a URL (no scheme)"
+    if parts.scheme.lower() not in _SCHEMES:
+        return f"unsupported scheme {parts.scheme!r}"
+    return _authority_problem(parts)
+
+
+def _authority_problem(parts: SplitResult) -> str | None:
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"unparseable URL: {exc}"
+    if not host:
+        return "unparseable URL: no host"
+    return None
+
+
+@dataclass
+class Tokenizer:
+    """Bytes in, items out: ASCII-whitespace-separated tokens, split across reads.
+
+    A token longer than `max_length` bytes is rejected once and skipped up to
+    the next whitespace. Feeding the same bytes in any pieces gives the same
+    items as feeding them at once.
+    """
+
+    max_length: int = 8192
+    _pending: bytearray = field(default_factory=bytearray, repr=False)
+    _skipping: bool = False
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Split `data`; a token not yet ended by whitespace waits for more."""
+        items: list[Item] = []
+        parts = _SEPARATORS.split(data)
+        self._extend(parts[0], items)
+        if len(parts) == 1:
+            return items
+        self._finish(items)
+        for raw in parts[1:-1]:
+            self._emit(raw, items)
+        self._extend(parts[-1], items)
+        return items
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished token held back (0 when skipping)."""
+        return len(self._pending)
+
+    def _extend(self, chunk: bytes, items: list[Item]) -> None:
+        if self._skipping or not chunk:
+            return
+        if len(self._pending) + len(chunk) > self.max_length:
+            self._pending += chunk[: self.max_length + 1 - len(self._pending)]
+            items.append(self._too_long(bytes(self._pending)))
+            self._pending.clear()
+            self._skipping = True
+            return
+        self._pending += chunk
+
+    def _finish(self, items: list[Item]) -> None:
+        if self._skipping:
+            self._skipping = False
+            return
+        if self._pending:
+            raw = bytes(self._pending)
+            self._pending.clear()
+            self._emit(raw, items)
+
+    def _emit(self, raw: bytes, items: list[Item]) -> None:
+        if len(raw) > self.max_length:
+            items.append(self._too_long(raw))
+        elif raw:
+            items.append(classify(raw))
+
+    def _too_long(self, raw: bytes) -> Rejected:
+        return Rejected(
+            f"token longer than {self.max_length} bytes", show(raw[: self.max_length + 1])
+        )
+
+
+# -- the pipe itself --------------------------------------------------------
+
+
+@dataclass
+class Fifo:
+    """An open FIFO descriptor (read-write, non-blocking) and whether we made it."""
+
+    fd: int
+    path: Path
+    created: bool
+    _identity: tuple[int, int] = (0, 0)
+
+    def read(self, limit: int) -> bytes:
+        """At most `limit` bytes; b"" when nothing is there right now."""
+        try:
+            return os.read(self.fd, limit)
+        except (BlockingIOError, InterruptedError):
+            return b""
+
+    def close(self) -> None:
+        """Close the descriptor; unlink the path only if we created it and it is still ours."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self.created:
+            return
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._identity:
+            os.unlink(self.path)
+
+
+def open_fifo(path: Path, mode: int) -> Fifo:
+    """Adopt systemd's ListenFIFO, or create/reuse the FIFO at `path`; FifoError if unusable."""
+    adopted = _from_systemd(path)
+    if adopted is not None:
+        return adopted
+    created = _make_fifo(path, mode)
+    fd = _open_nofollow(path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode):
+            raise FifoError(f"{path}: {_kind(st.st_mode)}, not a FIFO; refusing to use it")
+        if created:
+            os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Fifo(fd, path, created, (st.st_dev, st.st_ino))
+
+
+def _make_fifo(path: Path, mode: int) -> bool:
+    """mkfifo with exactly `mode` (umask ignored); False when something is already there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISFIFO(st.st_mode):
+            return False
+        raise FifoError(
+            f"{path} exists and is {_kind(st.st_mode)}, not a FIFO; refusing to use or "
+            "replace it (remove it or choose another --fifo)"
+        )
+    old = os.umask(0)
+    try:
+        os.mkfifo(path, mode)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise FifoError(f"cannot create FIFO {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old)
+    return True
+
+
+def _open_nofollow(path: Path) -> int:
+    flags = os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FifoError(f"{path} is a symbolic link; refusing to follow it") from exc
+        raise FifoError(f"cannot open FIFO {path}: {exc.strerror}") from exc
+
+
+def _kind(mode: int) -> str:
+    kinds = {
+        stat.S_IFREG: "a regular file",
+        stat.S_IFDIR: "a directory",
+        stat.S_IFLNK: "a symbolic link",
+        stat.S_IFSOCK: "a socket",
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+    }
+    return kinds.get(stat.S_IFMT(mode), "not a FIFO")
+
+
+def _from_systemd(path: Path) -> Fifo | None:
+    """The FIFO systemd passed (ListenFIFO=, LISTEN_FDS/LISTEN_PID), or None."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "0")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if not count.isdigit() or int(count) < 1:
+        return None
+    fd = _SD_LISTEN_FDS_START
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode):
+        raise FifoError(f"descriptor {fd} from systemd is {_kind(st.st_mode)}, not a FIFO")
+    os.set_blocking(fd, False)
+    os.set_inheritable(fd, False)
+    return Fifo(fd, path, False, (st.st_dev, st.st_ino))
