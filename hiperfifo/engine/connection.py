@@ -1,0 +1,115 @@
+"""One non-blocking TCP connection and its HTTP/1.1 state; the connect attempts before it.
+
+A Connection answers questions (`is_alive()`, `is_reusable()`) and moves
+bytes when told the socket is ready; it never waits. `OSError` from the
+socket is the caller's to map. Closing goes through the multi, which
+announces POLL_REMOVE first.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from hiperfifo.engine.http1 import Http1
+from hiperfifo.engine.resolver import Address
+
+Origin = tuple[str, str, int]  # (scheme, host, port)
+
+
+class Connection:
+    """A connected socket to one origin, reusable across requests (keep-alive)."""
+
+    __slots__ = ("http", "last_used", "origin", "outbuf", "requests", "sock")
+
+    def __init__(self, origin: Origin, sock: socket.socket, now: float) -> None:
+        self.origin = origin
+        self.sock = sock
+        self.http = Http1()
+        self.requests = 0
+        self.last_used = now
+        self.outbuf = memoryview(b"")
+
+    def __repr__(self) -> str:
+        scheme, host, port = self.origin
+        fd = self.sock.fileno()
+        state = "CLOSED" if fd < 0 else f"fd={fd}"
+        return f"<Connection {scheme}://{host}:{port} {state} requests={self.requests}>"
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def reused(self) -> bool:
+        """True when an earlier request completed on this connection."""
+        return self.http.cycles > 0
+
+    def peer(self) -> tuple[str, int]:
+        name = self.sock.getpeername()
+        return str(name[0]), int(name[1])
+
+    def local_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def queue(self, data: bytes) -> None:
+        self.outbuf = memoryview(data)
+
+    def flush(self) -> bool:
+        """Send what is queued; True when everything went out. Raises OSError."""
+        while self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return False
+            self.outbuf = self.outbuf[sent:]
+        return True
+
+    def is_alive(self) -> bool:
+        """A pooled connection is usable if the server has neither closed it nor spoken."""
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        return not data  # EOF (b"") or unexpected bytes: both unusable
+
+    def is_reusable(self) -> bool:
+        return self.http.reusable()
+
+
+def open_attempt(address: Address) -> tuple[socket.socket | None, str]:
+    """Start a non-blocking connect; returns the socket, or None and the reason."""
+    family, sockaddr = address
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        return None, f"socket(): {exc.strerror or exc}"
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(sockaddr)
+    except OSError as exc:
+        sock.close()
+        return None, exc.strerror or str(exc)
+    if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
+        sock.close()
+        return None, errno.errorcode.get(err, str(err))
+    return sock, ""
+
+
+def attempt_status(sock: socket.socket) -> tuple[bool, str]:
+    """(connected, error): (True, "") done, (False, "") still going, (False, reason) failed."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return False, os.strerror(err)
+    try:
+        sock.getpeername()
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            return False, ""
+        return False, exc.strerror or str(exc)
+    return True, ""

@@ -1,0 +1,88 @@
+"""Easy: one transfer's options in, and what curl_easy_getinfo would answer out.
+
+Holds no protocol logic: the multi runs it. Options are plain attributes,
+validated when the transfer starts (a bad URL fails at info_read time with
+URL_MALFORMAT, never as an exception here, so a daemon never dies of one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hiperfifo.engine.codes import Code
+
+WriteFunction = Callable[[bytes], "int | None"]
+HeaderFunction = Callable[[bytes], "int | None"]
+ProgressFunction = Callable[[int, int, int, int], Any]
+DebugFunction = Callable[[str, str], None]
+
+
+class Easy:
+    """One transfer: set options, add it to a Multi, read the results after DONE."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        write_function: WriteFunction | None = None,
+        header_function: HeaderFunction | None = None,
+        progress_function: ProgressFunction | None = None,
+        debug_function: DebugFunction | None = None,
+        follow_location: bool = False,
+        max_redirs: int = 30,
+        connect_timeout_ms: int = 300_000,
+        timeout_ms: int = 0,
+        low_speed_limit: int = 0,
+        low_speed_time: int = 0,
+        method: str = "GET",
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+        verify: bool = True,
+        ca_file: str | None = None,
+        private: Any = None,
+    ) -> None:
+        self.url = url
+        self.write_function = write_function
+        self.header_function = header_function
+        self.progress_function = progress_function
+        self.debug_function = debug_function
+        self.follow_location = follow_location
+        self.max_redirs = max_redirs
+        self.connect_timeout_ms = connect_timeout_ms
+        self.timeout_ms = timeout_ms
+        self.low_speed_limit = low_speed_limit
+        self.low_speed_time = low_speed_time
+        self.method = method
+        self.headers = tuple(headers)
+        self.body = body
+        self.verify = verify
+        self.ca_file = ca_file
+        self.private = private
+        self.multi: Any = None  # the Multi this easy is in, if any
+        self.reset_info()
+
+    def __repr__(self) -> str:
+        return f"<Easy {self.url!r} result={self.result.name} status={self.response_code}>"
+
+    def reset_info(self) -> None:
+        """Clear what getinfo answers, before a (new) run."""
+        self.result = Code.OK
+        self.error = ""
+        self.response_code = 0
+        self.http_version = ""
+        self.effective_url = self.url
+        self.redirect_count = 0
+        self.size_download = 0
+        self.content_length = -1
+        self.primary_ip = ""
+        self.primary_port = 0
+        self.local_port = 0
+        self.num_connects = 0
+        self.namelookup_time = 0.0
+        self.connect_time = 0.0
+        self.appconnect_time = 0.0
+        self.pretransfer_time = 0.0
+        self.starttransfer_time = 0.0
+        self.total_time = 0.0
+        self.redirect_time = 0.0

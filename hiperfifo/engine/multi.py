@@ -1,0 +1,334 @@
+"""Multi: libcurl's multi-socket API (curl_multi_socket_action) in Python shapes.
+
+Owns the transfers, the message queue, the pending queue, the re-entrancy
+guard, the dead flag and the timer bookkeeping; lends the pool, deadlines
+and resolver to its transfers. Every public method is one API call: it
+refuses re-entry from callbacks, does its work, announces socket and timer
+changes, and raises MultiError for misuse or a dead multi.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from hiperfifo.engine.codes import POLL_IN, SOCKET_TIMEOUT, Code, MCode, MultiError
+from hiperfifo.engine.deadlines import Deadlines
+from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.guard import CallbackGuard
+from hiperfifo.engine.pollset import PollSet
+from hiperfifo.engine.pool import Pool
+from hiperfifo.engine.resolver import Resolver
+from hiperfifo.engine.transfer import Services, Transfer, TransferState
+
+SocketFunction = Callable[[Easy | None, int, int, Any], Any]
+TimerFunction = Callable[[int], Any]
+PENDING_SCAN = 64  # how far past a blocked head of the queue a release may look
+_MAX_TIMEOUT_MS = 2**31 - 1
+
+
+class Message(NamedTuple):
+    """One finished transfer, as curl_multi_info_read reports it."""
+
+    easy: Easy
+    result: Code
+    msgs_in_queue: int
+
+
+class Multi:
+    """Many transfers, one application-owned loop: sockets and deadlines are announced."""
+
+    def __init__(
+        self,
+        socket_function: SocketFunction | None = None,
+        timer_function: TimerFunction | None = None,
+        max_total_connections: int = 0,
+        max_host_connections: int = 0,
+        max_connects: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        resolver_threads: int = 4,
+    ) -> None:
+        _check_limit("max_total_connections", max_total_connections)
+        _check_limit("max_host_connections", max_host_connections)
+        if max_connects is not None:
+            _check_limit("max_connects", max_connects)
+        self.socket_function = socket_function
+        self.timer_function = timer_function
+        self.max_connects = max_connects
+        self._clock = clock
+        self._guard = CallbackGuard()
+        self._deadlines = Deadlines()
+        self._pool = Pool(max_total_connections, max_host_connections)
+        self._resolver = Resolver(resolver_threads)
+        self._pollset = PollSet(self._announce)
+        self._svc = Services(
+            clock, self._deadlines, self._pool, self._resolver, self._guard,
+            self._pollset.forget, self._max_idle,
+        )  # fmt: skip
+        self._transfers: dict[Easy, Transfer] = {}
+        self._alive = 0
+        self._messages: dict[Easy, None] = {}  # finished, unread, oldest first
+        self._pending: deque[Transfer] = deque()
+        self._queued: set[Transfer] = set()
+        self._timer_last: float | None = None  # the instant last announced; None: -1
+        self._force_timer = False
+        self._dead: BaseException | None = None
+        self._died_now: BaseException | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "dead" if self._dead else "closed" if self._closed else "ok"
+        return (
+            f"<Multi {state} running={self._alive} sockets={len(self._pollset)} "
+            f"pending={len(self._queued)} {self._pool!r}>"
+        )
+
+    def __enter__(self) -> Multi:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._closed:
+            self.close()
+
+    # --- limits (changeable at run time; L5) -------------------------------------------
+
+    @property
+    def max_total_connections(self) -> int:
+        return self._pool.max_total
+
+    @max_total_connections.setter
+    def max_total_connections(self, value: int) -> None:
+        _check_limit("max_total_connections", value)
+        self._pool.max_total = value
+
+    @property
+    def max_host_connections(self) -> int:
+        return self._pool.max_host
+
+    @max_host_connections.setter
+    def max_host_connections(self, value: int) -> None:
+        _check_limit("max_host_connections", value)
+        self._pool.max_host = value
+
+    # --- the API -------------------------------------------------------------------
+
+    def add_handle(self, easy: Easy) -> None:
+        """Queue `easy` to start on the next socket_action(SOCKET_TIMEOUT); does no I/O."""
+        self._enter()
+        if not isinstance(easy, Easy):
+            raise MultiError(MCode.BAD_EASY_HANDLE, "not an Easy")
+        if easy.multi is not None:
+            raise MultiError(MCode.ADDED_ALREADY)
+        if self._dead is not None:
+            if self._transfers:
+                raise MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead") from self._dead
+            self._dead = None
+            self._timer_last = None
+        easy.reset_info()
+        easy.multi = self
+        transfer = Transfer(easy, self._svc)
+        self._transfers[easy] = transfer
+        self._alive += 1
+        self._deadlines.set(transfer, "run", self._clock())
+        self._finish_call()
+
+    def remove_handle(self, easy: Easy) -> None:
+        """Take `easy` out, at any time; a running transfer stops and gets no message."""
+        self._enter()
+        if easy.multi is None:
+            return
+        if easy.multi is not self:
+            raise MultiError(MCode.BAD_EASY_HANDLE, "the easy handle is in another multi")
+        transfer = self._transfers.pop(easy)
+        easy.multi = None
+        self._messages.pop(easy, None)
+        self._queued.discard(transfer)
+        if not transfer.done:
+            self._alive -= 1
+            transfer.abort()
+            self._pollset.drop_owner(transfer)
+            self._release_pending()
+        self._finish_call()
+
+    def socket_action(self, sockfd: int, ev_bitmask: int = 0) -> int:
+        """Act on `sockfd` (or SOCKET_TIMEOUT) and on expired deadlines; returns running."""
+        self._enter()
+        self._check_dead()
+        if sockfd == SOCKET_TIMEOUT:
+            self._force_timer = True
+        else:
+            self._act_on_fd(sockfd)
+        self._run_expired()
+        self._run_expired()  # one extra pass, as libcurl does, for what expired meanwhile
+        self._finish_call()
+        return self._alive
+
+    def socket_all(self) -> int:
+        """Deprecated curl_multi_socket_all: act on every transfer and deadline."""
+        self._enter()
+        self._check_dead()
+        self._collect_lookups()
+        for transfer in list(self._transfers.values()):
+            if not transfer.done and transfer.state is not TransferState.PENDING:
+                self._drive(transfer, transfer.run)
+        self._run_expired()
+        self._finish_call()
+        return self._alive
+
+    def assign(self, fd: int, socketp: Any) -> None:
+        """Attach `socketp` to an announced fd; it comes back in the socket callback."""
+        if not self._pollset.assign(fd, socketp):
+            raise MultiError(MCode.BAD_SOCKET, f"fd {fd} is not announced")
+
+    def info_read(self) -> Message | None:
+        """The oldest unread finished transfer, or None."""
+        if not self._messages:
+            return None
+        easy = next(iter(self._messages))
+        del self._messages[easy]
+        return Message(easy, easy.result, len(self._messages))
+
+    def timeout(self) -> int:
+        """Milliseconds until socket_action(SOCKET_TIMEOUT) is due; -1 if nothing is."""
+        self._enter()
+        if self._dead is not None:
+            return 0
+        return self._ms_until(self._deadlines.earliest())
+
+    def close(self) -> None:
+        """Stop every transfer and close every connection; the multi is unusable after."""
+        self._enter()
+        for easy in list(self._transfers):
+            self.remove_handle(easy)
+        for conn in self._pool.drain_idle():
+            conn.sock.close()  # idle connections are not announced
+        self._pollset.drop_owner(self._resolver)
+        self._resolver.close()
+        self._closed = True
+
+    # --- internals -----------------------------------------------------------------
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise MultiError(MCode.BAD_HANDLE, "the multi is closed")
+        if self._guard.active:
+            raise MultiError(MCode.RECURSIVE_API_CALL)
+
+    def _check_dead(self) -> None:
+        if self._dead is not None:
+            raise MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead") from self._dead
+
+    def _finish_call(self) -> None:
+        """End of every API call: resolver socket, timer, and a callback that raised."""
+        want = {self._resolver.wake_fd: POLL_IN} if self._resolver.in_flight else {}
+        self._pollset.sync(self._resolver, None, want)
+        self._update_timer()
+        died, self._died_now = self._died_now, None
+        if died is not None:
+            raise MultiError(MCode.ABORTED_BY_CALLBACK, "a callback raised") from died
+
+    def _act_on_fd(self, fd: int) -> None:
+        owner = self._pollset.owner_of(fd)
+        if owner is self._resolver:
+            self._collect_lookups()
+        elif isinstance(owner, Transfer):
+            self._drive(owner, owner.run)
+        # anything else: a late event for a socket already removed; ignore (rule 4)
+
+    def _collect_lookups(self) -> None:
+        for resolved in self._resolver.collect():
+            transfer = resolved.token
+            if isinstance(transfer, Transfer) and transfer.easy.multi is self:
+                self._drive(transfer, lambda t=transfer, r=resolved: t.on_resolved(r))
+
+    def _run_expired(self) -> None:
+        for owner, name in self._deadlines.pop_expired(self._clock()):
+            if isinstance(owner, Transfer) and not owner.done and owner.easy.multi is self:
+                self._drive(owner, lambda t=owner, n=name: t.on_deadline(n))
+
+    def _drive(self, transfer: Transfer, action: Callable[[], None]) -> None:
+        action()
+        if transfer.state is TransferState.PENDING and transfer not in self._queued:
+            self._queued.add(transfer)
+            self._pending.append(transfer)
+        self._pollset.sync(transfer, transfer.easy, transfer.wanted())
+        if transfer.done:
+            self._alive -= 1
+            self._messages[transfer.easy] = None
+            self._release_pending()
+
+    def _release_pending(self) -> None:
+        """Let one queued transfer that can get a connection now proceed (FCFS)."""
+        pending = self._pending
+        while pending and pending[0] not in self._queued:
+            pending.popleft()
+        for transfer in itertools.islice(pending, PENDING_SCAN):
+            if transfer in self._queued and transfer.can_leave_pending():
+                self._queued.discard(transfer)
+                transfer.resume()
+                self._deadlines.set(transfer, "run", self._clock())
+                return
+
+    def _max_idle(self) -> int:
+        if self.max_connects is not None:
+            return self.max_connects
+        return 4 * max(self._alive, 1)
+
+    def _announce(self, easy: Easy | None, fd: int, what: int, socketp: Any) -> bool:
+        function = self.socket_function
+        if function is None:
+            return True
+        try:
+            with self._guard.calling():
+                function(easy, fd, what, socketp)
+        except Exception as exc:
+            self._die(exc)
+            return False
+        return True
+
+    def _update_timer(self) -> None:
+        if self._dead is not None:
+            return
+        earliest = self._deadlines.earliest()
+        if earliest == self._timer_last and not self._force_timer:
+            return
+        self._force_timer = False
+        if earliest is None and self._timer_last is None:
+            return  # -1 never twice in a row, never first
+        self._timer_last = earliest
+        function = self.timer_function
+        if function is None:
+            return
+        try:
+            with self._guard.calling():
+                function(self._ms_until(earliest))
+        except Exception as exc:
+            self._die(exc)
+
+    def _ms_until(self, instant: float | None) -> int:
+        if instant is None:
+            return -1
+        ms = math.ceil((instant - self._clock()) * 1000)
+        return min(max(ms, 0), _MAX_TIMEOUT_MS)
+
+    def _die(self, exc: BaseException) -> None:
+        if self._dead is None:
+            self._dead = exc
+        if self._died_now is None:
+            self._died_now = exc
+
+
+def _check_limit(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise MultiError(MCode.BAD_FUNCTION_ARGUMENT, f"{name} must be an int >= 0, not {value!r}")

@@ -1,0 +1,147 @@
+"""Run a Multi without pyuv: a stdlib `selectors` driver and a fake clock.
+
+For the engine's tests and for library users who want the engine on a plain
+loop. The driver does what an application must: registers announced sockets,
+keeps one timer, calls socket_action and drains info_read. It records every
+callback in `calls` so tests can assert the exact sequence.
+"""
+
+from __future__ import annotations
+
+import selectors
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hiperfifo.engine.codes import (
+    CSELECT_IN,
+    CSELECT_OUT,
+    POLL_IN,
+    POLL_INOUT,
+    POLL_OUT,
+    POLL_REMOVE,
+    SOCKET_TIMEOUT,
+)
+from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.multi import Message, Multi
+
+_EVENTS = {
+    POLL_IN: selectors.EVENT_READ,
+    POLL_OUT: selectors.EVENT_WRITE,
+    POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
+}
+
+
+class FakeClock:
+    """A clock that moves only when told: timer tests run instantly."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SelectorDriver:
+    """Drives a Multi on `selectors`: one registration per announced fd, one timer."""
+
+    def __init__(self, multi: Multi | None = None, **multi_kwargs: Any) -> None:
+        self.multi = multi if multi is not None else Multi(**multi_kwargs)
+        self.multi.socket_function = self._on_socket
+        self.multi.timer_function = self._on_timer
+        self.calls: list[tuple[Any, ...]] = []
+        self.messages: list[Message] = []
+        self._selector = selectors.DefaultSelector()
+        self._timer_at: float | None = None
+        self._monotonic: Callable[[], float] = time.monotonic
+
+    def __repr__(self) -> str:
+        return f"<SelectorDriver fds={len(self._selector.get_map())} timer={self._timer_at}>"
+
+    @property
+    def watched(self) -> dict[int, int]:
+        """fd -> selectors events currently registered (what the app watches)."""
+        return {key.fd: key.events for key in self._selector.get_map().values()}
+
+    def step(self, max_wait: float = 1.0) -> int:
+        """Wait for one round of readiness (or the timer) and dispatch it; returns running."""
+        wait = max_wait
+        if self._timer_at is not None:
+            wait = max(0.0, min(wait, self._timer_at - self._monotonic()))
+        ready = self._selector.select(wait) if self._selector.get_map() else _sleep(wait)
+        running = None
+        for key, events in ready:
+            bits = (CSELECT_IN if events & selectors.EVENT_READ else 0) | (
+                CSELECT_OUT if events & selectors.EVENT_WRITE else 0
+            )
+            running = self.multi.socket_action(key.fd, bits)
+            self._drain()
+        if self._timer_at is not None and self._monotonic() >= self._timer_at:
+            self._timer_at = None
+            running = self.multi.socket_action(SOCKET_TIMEOUT, 0)
+            self._drain()
+        if running is None:
+            running = self.multi.socket_action(SOCKET_TIMEOUT, 0) if not ready else 0
+            self._drain()
+        return running
+
+    def run(self, timeout: float = 30.0) -> list[Message]:
+        """Drive until no transfer runs; returns the messages read (handles stay added)."""
+        deadline = self._monotonic() + timeout
+        start = len(self.messages)
+        running = self._kick()
+        while running:
+            if self._monotonic() > deadline:
+                raise TimeoutError(f"transfers still running after {timeout} s: {self.multi!r}")
+            running = self.step(min(1.0, max(0.0, deadline - self._monotonic())))
+        self._drain()
+        return self.messages[start:]
+
+    def perform(self, *easies: Easy, timeout: float = 30.0) -> list[Easy]:
+        """Add each easy, run them all to completion, remove them; returns the easies."""
+        for easy in easies:
+            self.multi.add_handle(easy)
+        try:
+            self.run(timeout)
+        finally:
+            for easy in easies:
+                self.multi.remove_handle(easy)
+        return list(easies)
+
+    def close(self) -> None:
+        self.multi.close()
+        self._selector.close()
+
+    def _kick(self) -> int:
+        running = self.multi.socket_action(SOCKET_TIMEOUT, 0)
+        self._timer_at = None if self._timer_at is None else self._timer_at
+        self._drain()
+        return running
+
+    def _drain(self) -> None:
+        while (message := self.multi.info_read()) is not None:
+            self.messages.append(message)
+
+    def _on_socket(self, easy: Easy | None, fd: int, what: int, socketp: Any) -> None:
+        self.calls.append(("socket", easy, fd, what))
+        if what == POLL_REMOVE:
+            if socketp is not None:
+                self._selector.unregister(fd)
+            return
+        if socketp is None:
+            self._selector.register(fd, _EVENTS[what])
+            self.multi.assign(fd, fd)
+        else:
+            self._selector.modify(fd, _EVENTS[what])
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        self.calls.append(("timer", timeout_ms))
+        self._timer_at = None if timeout_ms < 0 else self._monotonic() + timeout_ms / 1000
+
+
+def _sleep(seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
+    time.sleep(seconds)
+    return []

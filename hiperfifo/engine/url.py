@@ -1,0 +1,101 @@
+"""URLs as libcurl's URL parser takes them: only http and https, nothing smuggled.
+
+Turns a URL string into what a request needs (origin, request target, Host
+header, credentials) or a TransferError with URL_MALFORMAT or
+UNSUPPORTED_PROTOCOL. Also resolves a redirect's Location against its base.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import NamedTuple
+from urllib.parse import unquote, urljoin, urlsplit
+
+from hiperfifo.engine.codes import Code, TransferError
+
+SCHEMES = {"http": 80, "https": 443}
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, CR/LF and spaces never reach a request
+
+
+class Target(NamedTuple):
+    """A parsed URL, ready to be requested."""
+
+    url: str
+    scheme: str
+    host: str  # as resolved: IDNA-encoded, IPv6 without brackets
+    port: int
+    target: str  # request target: path and query
+    host_header: str
+    authorization: str | None
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+
+def parse(url: str) -> Target:
+    """Parse `url`; raises TransferError(URL_MALFORMAT | UNSUPPORTED_PROTOCOL)."""
+    if _FORBIDDEN.search(url):
+        raise TransferError(Code.URL_MALFORMAT, "URL rejected: Malformed input to a URL function")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise TransferError(Code.URL_MALFORMAT, f"URL rejected: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise TransferError(Code.URL_MALFORMAT, "URL rejected: No scheme part")
+    if scheme not in SCHEMES:
+        raise TransferError(Code.UNSUPPORTED_PROTOCOL, f'Protocol "{scheme}" not supported')
+    if not hostname:
+        raise TransferError(Code.URL_MALFORMAT, "URL rejected: No host part in the URL")
+    host = _ascii_host(hostname)
+    port = port if port is not None else SCHEMES[scheme]
+    if port == 0:
+        raise TransferError(
+            Code.URL_MALFORMAT, "URL rejected: Port number was not a decimal number"
+        )
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(
+        url=url,
+        scheme=scheme,
+        host=host,
+        port=port,
+        target=target,
+        host_header=_host_header(host, port, scheme),
+        authorization=_basic_auth(parts.username, parts.password),
+    )
+
+
+def redirect_target(base: str, location: bytes) -> str:
+    """The absolute URL a Location header points to, resolved against `base`."""
+    try:
+        text = location.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise TransferError(Code.URL_MALFORMAT, "Location header is not UTF-8") from exc
+    return urljoin(base, text)
+
+
+def _ascii_host(hostname: str) -> str:
+    if "%" in hostname:
+        raise TransferError(Code.URL_MALFORMAT, "URL rejected: zone IDs are not supported")
+    if hostname.isascii():
+        return hostname.lower()
+    try:
+        return hostname.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise TransferError(Code.URL_MALFORMAT, f"URL rejected: bad IDN host: {exc}") from exc
+
+
+def _host_header(host: str, port: int, scheme: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == SCHEMES[scheme] else f"{shown}:{port}"
+
+
+def _basic_auth(username: str | None, password: str | None) -> str | None:
+    if username is None:
+        return None
+    raw = f"{unquote(username)}:{unquote(password or '')}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
