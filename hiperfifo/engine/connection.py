@@ -14,25 +14,39 @@ import socket
 
 from hiperfifo.engine.http1 import Http1
 from hiperfifo.engine.resolver import Address
+from hiperfifo.engine.tls import TlsSession
 
-Origin = tuple[str, str, int]  # (scheme, host, port)
+Origin = tuple[str, str, int, str]  # (scheme, host, port, TLS profile: "" for plain http)
 
 
 class Connection:
     """A connected socket to one origin, reusable across requests (keep-alive)."""
 
-    __slots__ = ("http", "last_used", "origin", "outbuf", "requests", "sock")
+    __slots__ = (
+        "http",
+        "last_used",
+        "origin",
+        "outbuf",
+        "requests",
+        "sock",
+        "tls",
+        "tls_eof",
+    )
 
-    def __init__(self, origin: Origin, sock: socket.socket, now: float) -> None:
+    def __init__(
+        self, origin: Origin, sock: socket.socket, now: float, tls: TlsSession | None = None
+    ) -> None:
         self.origin = origin
         self.sock = sock
+        self.tls = tls
+        self.tls_eof = False  # the peer ended the TLS stream after the plaintext we returned
         self.http = Http1()
         self.requests = 0
         self.last_used = now
         self.outbuf = memoryview(b"")
 
     def __repr__(self) -> str:
-        scheme, host, port = self.origin
+        scheme, host, port, _tls = self.origin
         fd = self.sock.fileno()
         state = "CLOSED" if fd < 0 else f"fd={fd}"
         return f"<Connection {scheme}://{host}:{port} {state} requests={self.requests}>"
@@ -53,8 +67,41 @@ class Connection:
     def local_port(self) -> int:
         return int(self.sock.getsockname()[1])
 
-    def queue(self, data: bytes) -> None:
-        self.outbuf = memoryview(data)
+    def queue(self, plaintext: bytes) -> None:
+        """Queue request bytes (encrypted first on a TLS connection)."""
+        raw = self.tls.encrypt(plaintext) if self.tls is not None else plaintext
+        self.outbuf = memoryview(bytes(self.outbuf) + raw) if self.outbuf else memoryview(raw)
+
+    def queue_raw(self, raw: bytes) -> None:
+        if raw:
+            self.outbuf = memoryview(bytes(self.outbuf) + raw) if self.outbuf else memoryview(raw)
+
+    def read(self, view: memoryview) -> bytes | None:
+        """Plaintext received now; b"" at end of stream; None when nothing is ready.
+
+        Raises OSError for the socket's errors. On TLS it reads until a record
+        yields plaintext or the socket runs dry, so no decrypted byte is left
+        waiting for a readiness event that will not come.
+        """
+        tls = self.tls
+        if self.tls_eof:
+            return b""
+        while True:
+            try:
+                n = self.sock.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                return None
+            if tls is None:
+                return bytes(view[:n])
+            if n == 0:
+                tls.feed_eof()
+            else:
+                tls.feed(view[:n])
+            plaintext, closed = tls.decrypt()
+            self.queue_raw(tls.take_outgoing())
+            if plaintext or closed or n == 0:
+                self.tls_eof = bool(plaintext) and (closed or n == 0)
+                return plaintext
 
     def flush(self) -> bool:
         """Send what is queued; True when everything went out. Raises OSError."""

@@ -15,14 +15,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from hiperfifo.engine.codes import POLL_IN, POLL_OUT, Code, TransferError
-from hiperfifo.engine.connection import Connection, attempt_status, open_attempt
+from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, POLL_OUT, Code, TransferError
+from hiperfifo.engine.connection import Connection, Origin, attempt_status, open_attempt
 from hiperfifo.engine.deadlines import Deadlines
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.http1 import ResponseHead
 from hiperfifo.engine.pool import Pool
 from hiperfifo.engine.resolver import Address, Resolved, Resolver, numeric_addresses
+from hiperfifo.engine.tls import TlsSession, client_context
 from hiperfifo.engine.url import Target, parse, redirect_target
 
 EYEBALLS_DELAY = 0.2  # libcurl's CURL_HET_DEFAULT
@@ -38,6 +39,7 @@ class TransferState(enum.Enum):
     PENDING = "PENDING"  # waiting for a slot (connection limits)
     RESOLVING = "RESOLVING"
     CONNECTING = "CONNECTING"  # happy-eyeballs attempts running
+    TLS_HANDSHAKE = "TLS_HANDSHAKE"
     SENDING = "SENDING"
     RECEIVING = "RECEIVING"
     DONE = "DONE"
@@ -82,6 +84,7 @@ class Transfer:
         self.svc = services
         self.state = TransferState.INIT
         self.target: Target | None = None
+        self.origin: Origin = ("", "", 0, "")
         self.conn: Connection | None = None
         self.method = easy.method.upper()
         self.body = easy.body
@@ -132,6 +135,8 @@ class Transfer:
             return {self.conn.fd: POLL_OUT}
         if state is TransferState.CONNECTING:
             return {sock.fileno(): POLL_OUT for sock, _addr in self._attempts}
+        if state is TransferState.TLS_HANDSHAKE and self.conn is not None:
+            return {self.conn.fd: POLL_INOUT if self.conn.outbuf else POLL_IN}
         return {}
 
     def resume(self) -> None:
@@ -142,7 +147,7 @@ class Transfer:
     def can_leave_pending(self) -> bool:
         """Would this pending transfer find a connection or a slot now?"""
         assert self.target is not None
-        return self.svc.pool.could_serve(self.target.origin)
+        return self.svc.pool.could_serve(self.origin)
 
     def abort(self) -> None:
         """Stop at once (remove_handle): close what is open, keep no result."""
@@ -194,7 +199,9 @@ class Transfer:
         return True
 
     def _setup(self, url: str) -> None:
-        self.target = parse(url)
+        self.target = target = parse(url)
+        tls_profile = f"{self.easy.verify}:{self.easy.ca_file}" if target.scheme == "https" else ""
+        self.origin = (target.scheme, target.host, target.port, tls_profile)
         self.easy.effective_url = url
         self._set_state(TransferState.CONNECT)
 
@@ -202,15 +209,15 @@ class Transfer:
         target = self.target
         assert target is not None
         pool = self.svc.pool
-        if not self._fresh_only and self._reuse_pooled(target):
+        if not self._fresh_only and self._reuse_pooled():
             return True
-        if not pool.has_room(target.origin):
-            for victim in pool.make_room(target.origin):
+        if not pool.has_room(self.origin):
+            for victim in pool.make_room(self.origin):
                 self.svc.close_socket(victim.sock)
-        if not pool.has_room(target.origin):
+        if not pool.has_room(self.origin):
             self._set_state(TransferState.PENDING)
             return False
-        pool.reserve(target.origin)
+        pool.reserve(self.origin)
         self._slot_held = True
         self._fresh_only = False
         now = self.svc.clock()
@@ -225,13 +232,14 @@ class Transfer:
         self.svc.resolver.submit(self, target.host, target.port)
         return False
 
-    def _reuse_pooled(self, target: Target) -> bool:
+    def _reuse_pooled(self) -> bool:
         pool = self.svc.pool
-        while (conn := pool.take_idle(target.origin)) is not None:
+        while (conn := pool.take_idle(self.origin)) is not None:
             if conn.is_alive():
                 self.conn = conn
                 self._slot_held = True
-                self._connected(reused=True)
+                self.easy.namelookup_time = self.easy.connect_time = self._elapsed()
+                self._ready()
                 return True
             self.svc.close_socket(conn.sock)
             pool.release(conn.origin)
@@ -287,20 +295,51 @@ class Transfer:
     def _win(self, sock: Any, address: Address) -> None:
         self._attempts.remove((sock, address))
         self._close_attempts()
-        assert self.target is not None
-        self.conn = Connection(self.target.origin, sock, self.svc.clock())
+        target = self.target
+        assert target is not None
+        tls = None
+        if target.scheme == "https":
+            context = client_context(self.easy.verify, self.easy.ca_file)
+            tls = TlsSession(context, target.host)
+        self.conn = Connection(self.origin, sock, self.svc.clock(), tls)
         self.easy.num_connects += 1
-        self._connected(reused=False)
+        self.easy.connect_time = self._elapsed()
+        self.svc.deadlines.clear(self, "eyeballs")
+        if tls is not None:
+            self._set_state(TransferState.TLS_HANDSHAKE)
+        else:
+            self._ready()
 
-    def _connected(self, reused: bool) -> None:
+    def _step_tls_handshake(self) -> bool:
+        conn = self.conn
+        assert conn is not None and conn.tls is not None
+        try:
+            while True:
+                done = conn.tls.handshake()
+                conn.queue_raw(conn.tls.take_outgoing())
+                if not conn.flush():
+                    return False
+                if done:
+                    self.easy.appconnect_time = self._elapsed()
+                    self._ready()
+                    return True
+                n = conn.sock.recv_into(self.svc.view)
+                if n == 0:
+                    self._fail(Code.SSL_CONNECT_ERROR, "Connection closed in the TLS handshake")
+                    return False
+                conn.tls.feed(self.svc.view[:n])
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._fail(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc.strerror or exc}")
+            return False
+
+    def _ready(self) -> None:
+        """Connected (and TLS done), or a pooled connection taken: queue the request."""
         easy = self.easy
         conn = self.conn
         assert conn is not None
         self.svc.deadlines.clear_owner(self, ("connect", "eyeballs"))
-        if reused:
-            easy.namelookup_time = easy.connect_time = self._elapsed()
-        else:
-            easy.connect_time = self._elapsed()
         easy.primary_ip, easy.primary_port = conn.peer()
         easy.local_port = conn.local_port()
         easy.http_version = "1.1"
@@ -346,17 +385,17 @@ class Transfer:
         budget = READ_BUDGET
         while budget > 0 and self.state is TransferState.RECEIVING:
             try:
-                n = conn.sock.recv_into(view)
-            except (BlockingIOError, InterruptedError):
-                return False
+                data = conn.read(view)
             except OSError as exc:
                 return self._io_failed(Code.RECV_ERROR, f"Recv failure: {exc.strerror or exc}")
-            if n == 0 and not conn.http.received and conn.reused and self._retry():
+            if data is None:
+                return False
+            if not data and not conn.http.received and conn.reused and self._retry():
                 return True
-            self._feed(bytes(view[:n]))
-            if n == 0 and self.state is TransferState.RECEIVING:
+            self._feed(data)
+            if not data and self.state is TransferState.RECEIVING:
                 self._fail(Code.RECV_ERROR, "Connection closed before the response ended")
-            budget -= n
+            budget -= len(data)
         return self.state is not TransferState.RECEIVING and self.state is not TransferState.DONE
 
     def _io_failed(self, code: Code, text: str) -> bool:
@@ -535,8 +574,7 @@ class Transfer:
             self._drop_connection()
         if self._slot_held:  # reserved for a connect that never produced a connection
             self._slot_held = False
-            assert self.target is not None
-            self.svc.pool.release(self.target.origin)
+            self.svc.pool.release(self.origin)
 
     def _release_connection(self) -> None:
         """Back to the pool if it can serve another request, else closed."""

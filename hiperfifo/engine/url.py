@@ -29,10 +29,6 @@ class Target(NamedTuple):
     host_header: str
     authorization: str | None
 
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return self.scheme, self.host, self.port
-
 
 def parse(url: str) -> Target:
     """Parse `url`; raises TransferError(URL_MALFORMAT | UNSUPPORTED_PROTOCOL)."""
