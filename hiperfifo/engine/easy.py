@@ -40,6 +40,11 @@ class Easy:
         body: bytes | None = None,
         verify: bool = True,
         ca_file: str | None = None,
+        accept_encoding: str | None = None,
+        max_filesize: int = 0,
+        fail_on_error: bool = False,
+        proxy: str | None = None,
+        noproxy: str | None = None,
         private: Any = None,
     ) -> None:
         self.url = url
@@ -58,6 +63,11 @@ class Easy:
         self.body = body
         self.verify = verify
         self.ca_file = ca_file
+        self.accept_encoding = accept_encoding  # None: no Accept-Encoding; "": all we decode
+        self.max_filesize = max_filesize
+        self.fail_on_error = fail_on_error
+        self.proxy = proxy  # "http://host:port"; None or "": direct
+        self.noproxy = noproxy  # curl's no_proxy list
         self.private = private
         self.multi: Any = None  # the Multi this easy is in, if any
         self.reset_info()

@@ -18,10 +18,12 @@ from typing import Any
 from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, POLL_OUT, Code, TransferError
 from hiperfifo.engine.connection import Connection, Origin, attempt_status, open_attempt
 from hiperfifo.engine.deadlines import Deadlines
+from hiperfifo.engine.decoding import Decoder, accept_header
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
-from hiperfifo.engine.http1 import ResponseHead
+from hiperfifo.engine.http1 import Http1, ResponseHead
 from hiperfifo.engine.pool import Pool
+from hiperfifo.engine.proxy import bypasses, parse_proxy
 from hiperfifo.engine.resolver import Address, Resolved, Resolver, numeric_addresses
 from hiperfifo.engine.tls import TlsSession, client_context
 from hiperfifo.engine.url import Target, parse, redirect_target
@@ -39,6 +41,7 @@ class TransferState(enum.Enum):
     PENDING = "PENDING"  # waiting for a slot (connection limits)
     RESOLVING = "RESOLVING"
     CONNECTING = "CONNECTING"  # happy-eyeballs attempts running
+    TUNNEL = "TUNNEL"  # CONNECT through an HTTP proxy
     TLS_HANDSHAKE = "TLS_HANDSHAKE"
     SENDING = "SENDING"
     RECEIVING = "RECEIVING"
@@ -85,6 +88,9 @@ class Transfer:
         self.state = TransferState.INIT
         self.target: Target | None = None
         self.origin: Origin = ("", "", 0, "")
+        self.proxy: Target | None = None
+        self._tunnel: Http1 | None = None
+        self._decoder: Decoder | None = None
         self.conn: Connection | None = None
         self.method = easy.method.upper()
         self.body = easy.body
@@ -135,6 +141,8 @@ class Transfer:
             return {self.conn.fd: POLL_OUT}
         if state is TransferState.CONNECTING:
             return {sock.fileno(): POLL_OUT for sock, _addr in self._attempts}
+        if state is TransferState.TUNNEL and self.conn is not None:
+            return {self.conn.fd: POLL_OUT if self.conn.outbuf else POLL_IN}
         if state is TransferState.TLS_HANDSHAKE and self.conn is not None:
             return {self.conn.fd: POLL_INOUT if self.conn.outbuf else POLL_IN}
         return {}
@@ -181,7 +189,8 @@ class Transfer:
         if self.state is not TransferState.RESOLVING:
             return
         if not resolved.addresses:
-            self._fail(Code.COULDNT_RESOLVE_HOST, resolved.error)
+            code = Code.COULDNT_RESOLVE_PROXY if self.proxy else Code.COULDNT_RESOLVE_HOST
+            self._fail(code, resolved.error)
             return
         self._addresses = deque(resolved.addresses)
         self.easy.namelookup_time = self._elapsed()
@@ -199,10 +208,21 @@ class Transfer:
         return True
 
     def _setup(self, url: str) -> None:
+        easy = self.easy
         self.target = target = parse(url)
-        tls_profile = f"{self.easy.verify}:{self.easy.ca_file}" if target.scheme == "https" else ""
-        self.origin = (target.scheme, target.host, target.port, tls_profile)
-        self.easy.effective_url = url
+        tls_profile = f"{easy.verify}:{easy.ca_file}" if target.scheme == "https" else ""
+        proxy = None
+        if easy.proxy and not bypasses(target.host, easy.noproxy or ""):
+            proxy = parse_proxy(easy.proxy)
+        self.proxy = proxy
+        if proxy is None:
+            self.origin = (target.scheme, target.host, target.port, tls_profile)
+        elif target.scheme == "http":  # one connection to the proxy serves every http URL
+            self.origin = ("http", proxy.host, proxy.port, "proxy")
+        else:  # a tunnel is bound to its target
+            via = f"{tls_profile}|via {proxy.host}:{proxy.port}"
+            self.origin = (target.scheme, target.host, target.port, via)
+        easy.effective_url = url
         self._set_state(TransferState.CONNECT)
 
     def _step_connect(self) -> bool:
@@ -222,14 +242,15 @@ class Transfer:
         self._fresh_only = False
         now = self.svc.clock()
         self.svc.deadlines.set(self, "connect", now + self.easy.connect_timeout_ms / 1000)
-        addresses = numeric_addresses(target.host, target.port)
+        dial = self.proxy or target
+        addresses = numeric_addresses(dial.host, dial.port)
         if addresses is not None:
             self._addresses = deque(addresses)
             self.easy.namelookup_time = self._elapsed()
             self._set_state(TransferState.CONNECTING)
             return True
         self._set_state(TransferState.RESOLVING)
-        self.svc.resolver.submit(self, target.host, target.port)
+        self.svc.resolver.submit(self, dial.host, dial.port)
         return False
 
     def _reuse_pooled(self) -> bool:
@@ -297,22 +318,59 @@ class Transfer:
         self._close_attempts()
         target = self.target
         assert target is not None
-        tls = None
-        if target.scheme == "https":
-            context = client_context(self.easy.verify, self.easy.ca_file)
-            tls = TlsSession(context, target.host)
-        self.conn = Connection(self.origin, sock, self.svc.clock(), tls)
+        self.conn = Connection(self.origin, sock, self.svc.clock())
         self.easy.num_connects += 1
         self.easy.connect_time = self._elapsed()
         self.svc.deadlines.clear(self, "eyeballs")
-        if tls is not None:
-            self._set_state(TransferState.TLS_HANDSHAKE)
+        if target.scheme == "https" and self.proxy is not None:
+            self._set_state(TransferState.TUNNEL)
+        elif target.scheme == "https":
+            self._start_tls()
         else:
             self._ready()
 
+    def _start_tls(self) -> None:
+        assert self.conn is not None
+        assert self.target is not None
+        context = client_context(self.easy.verify, self.easy.ca_file)
+        self.conn.tls = TlsSession(context, self.target.host)
+        self._set_state(TransferState.TLS_HANDSHAKE)
+
+    def _step_tunnel(self) -> bool:
+        """CONNECT host:port through the proxy; a 2xx answer makes the socket a tunnel."""
+        conn = self.conn
+        target = self.target
+        assert conn is not None
+        assert target is not None
+        if self._tunnel is None:
+            self._tunnel = Http1()
+            authority = f"{target.host_header.rsplit(':', 1)[0]}:{target.port}"
+            conn.queue(self._tunnel.request("CONNECT", authority, [("Host", authority)], None))
+        try:
+            if not conn.flush():
+                return False
+            data = conn.read(self.svc.view)
+        except OSError as exc:
+            self._fail(Code.COULDNT_CONNECT, f"Proxy CONNECT failed: {exc.strerror or exc}")
+            return False
+        if data is None:
+            return False
+        for kind, head in self._tunnel.receive(data):
+            if kind != "head":
+                continue
+            assert isinstance(head, ResponseHead)
+            if not 200 <= head.status < 300:
+                self._fail(Code.RECV_ERROR, f"CONNECT tunnel failed, response {head.status}")
+                return False
+            self._tunnel = None
+            self._start_tls()
+            return True
+        return True
+
     def _step_tls_handshake(self) -> bool:
         conn = self.conn
-        assert conn is not None and conn.tls is not None
+        assert conn is not None
+        assert conn.tls is not None
         try:
             while True:
                 done = conn.tls.handshake()
@@ -354,17 +412,22 @@ class Transfer:
         assert target is not None
         given = {name.lower() for name, _value in self.easy.headers}
         headers: list[tuple[str, str]] = []
+        request_target = target.target
+        if self.proxy is not None and target.scheme == "http":
+            request_target = f"http://{target.host_header}{target.target}"
         if "host" not in given:
             headers.append(("Host", target.host_header))
         if target.authorization and "authorization" not in given:
             headers.append(("Authorization", target.authorization))
         if "accept" not in given:
             headers.append(("Accept", "*/*"))
+        if self.easy.accept_encoding is not None and "accept-encoding" not in given:
+            headers.append(("Accept-Encoding", accept_header(self.easy.accept_encoding)))
         headers.extend(self.easy.headers)
         body = self.body
         if body is not None and "content-length" not in given:
             headers.append(("Content-Length", str(len(body))))
-        return target.target, headers, body
+        return request_target, headers, body
 
     def _step_sending(self) -> bool:
         conn = self.conn
@@ -444,19 +507,51 @@ class Transfer:
                 if not self._deliver(easy.header_function, line):
                     return
         if final:
-            self._head = head
-            length = head.header(b"content-length")
-            easy.content_length = int(length) if length and length.isdigit() else -1
-            self._skip_body = self._redirect_location() is not None
+            self._on_final_head(head)
+
+    def _on_final_head(self, head: ResponseHead) -> None:
+        easy = self.easy
+        self._head = head
+        length = head.header(b"content-length")
+        easy.content_length = int(length) if length and length.isdigit() else -1
+        self._skip_body = self._redirect_location() is not None
+        if self._skip_body:
+            return
+        if easy.fail_on_error and head.status >= 400:
+            raise TransferError(
+                Code.HTTP_RETURNED_ERROR, f"The requested URL returned error: {head.status}"
+            )
+        if easy.max_filesize and easy.content_length > easy.max_filesize:
+            raise TransferError(
+                Code.FILESIZE_EXCEEDED, f"Maximum file size exceeded ({easy.content_length})"
+            )
+        encoding = head.header(b"content-encoding")
+        if encoding and easy.accept_encoding is not None:
+            name = encoding.decode("latin-1").strip().lower()
+            if name not in ("", "identity"):
+                self._decoder = Decoder(name, easy.max_filesize)
 
     def _on_body(self, data: bytes) -> None:
         if self._skip_body:
             return
         easy = self.easy
         easy.size_download += len(data)
-        if easy.write_function is not None and not self._deliver(easy.write_function, data):
-            return
+        if self._decoder is not None:
+            for chunk in self._decoder.feed(data):
+                if not self._write(chunk):
+                    return
+        else:
+            if easy.max_filesize and easy.size_download > easy.max_filesize:
+                raise TransferError(
+                    Code.FILESIZE_EXCEEDED, f"Exceeded the maximum file size ({easy.max_filesize})"
+                )
+            if not self._write(data):
+                return
         self._progress()
+
+    def _write(self, data: bytes) -> bool:
+        function = self.easy.write_function
+        return function is None or self._deliver(function, data)
 
     def _deliver(self, function: Callable[[bytes], int | None], data: bytes) -> bool:
         """Call a write or header callback; a short count or an exception is WRITE_ERROR."""
@@ -489,6 +584,8 @@ class Transfer:
             self._fail(Code.ABORTED_BY_CALLBACK, "Callback aborted")
 
     def _on_end(self) -> None:
+        if self._decoder is not None:
+            self._decoder.finish()
         location = self._redirect_location()
         if location is None:
             self._finish(Code.OK, "")
@@ -519,6 +616,7 @@ class Transfer:
         ):
             self.method, self.body = "GET", None
         self._head = None
+        self._decoder = None
         self._skip_body = False
         self._setup(new_url)
         if self.target.host != old_host and self.target.authorization is None:
