@@ -306,10 +306,12 @@ class Transfer:
         self.svc.close_socket(sock)
 
     def _fail_connect(self) -> None:
-        assert self.target is not None
+        dial = self.proxy or self.target
+        assert dial is not None
+        what = "proxy " if self.proxy else ""
         self._fail(
             Code.COULDNT_CONNECT,
-            f"Failed to connect to {self.target.host} port {self.target.port} after "
+            f"Failed to connect to {what}{dial.host} port {dial.port} after "
             f"{int(self._elapsed() * 1000)} ms: {self._connect_error or 'Could not connect'}",
         )
 
