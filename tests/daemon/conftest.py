@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.note_request(self.path)
         parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        kind, arg = (parts + ["", ""])[:2]
+        kind, arg = [*parts, "", ""][:2]
         if kind == "hang":
             self.server.stopping.wait(WAIT * 3)
             self.close_connection = True
@@ -166,10 +166,11 @@ class Daemon:
         """Wait until `count` `name` events are logged; fail with the log tail if not."""
         deadline = time.monotonic() + timeout
         while True:
+            exited = self.proc.poll() is not None
             found = self.events(name)
             if len(found) >= count:
                 return found
-            if time.monotonic() > deadline or self.proc.poll() is not None and not found:
+            if exited or time.monotonic() > deadline:
                 tail = "\n".join(self.lines()[-10:])
                 raise AssertionError(f"{len(found)}/{count} {name} after {timeout}s:\n{tail}")
             time.sleep(0.02)
@@ -203,7 +204,9 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "hiperfifo", *args],
         stdin=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ def stop(daemon: Daemon) -> int:
 def test_thousand_urls_in_one_write_each_done_once(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:
-    """1,000 URLs in one write: one transfer.done each, status 200, right sizes, ≤ 8 connections."""
+    """1,000 URLs in one write: one transfer.done each, 200, right sizes, ≤ 8 connections."""
     daemon = run_daemon("--max-total-connections", "8")
     urls = [http_server.url(f"/size/{i}") for i in range(1000)]
     started = time.monotonic()
@@ -50,7 +50,8 @@ def test_junk_is_rejected_and_valid_urls_around_it_fetched(
         + b"http://\xff\xfe/\n"
         + good[1].encode()
         + b" "
-        + b"http://" + b"x" * 100_000
+        + b"http://"
+        + b"x" * 100_000
         + b"\nfile:///etc/passwd gopher://x\n"
         + good[2].encode()
         + b"\r\n\r\n"

@@ -85,7 +85,9 @@ def test_shown_token_is_cut_to_200_characters() -> None:
 def test_over_long_token_is_rejected_once_and_stream_resyncs() -> None:
     """A 100 KB token is one rejection; the URL after the next whitespace is accepted."""
     tokenizer = Tokenizer(max_length=8192)
-    items = feed_all(tokenizer, b"http://a/ok1 http://", b"a" * 50_000, b"b" * 50_000, b" http://a/ok2\n")
+    items = feed_all(
+        tokenizer, b"http://a/ok1 http://", b"a" * 50_000, b"b" * 50_000, b" http://a/ok2\n"
+    )
     assert items[0] == Url("http://a/ok1")
     assert isinstance(items[1], Rejected)
     assert "longer than 8192" in items[1].reason
@@ -109,11 +111,25 @@ def test_nul_is_not_a_separator() -> None:
 
 def test_crlf_lines_are_accepted() -> None:
     """CRLF line endings do not leak a CR into the URL."""
-    assert Tokenizer().feed(b"http://a/1\r\nhttp://a/2\r\n") == [Url("http://a/1"), Url("http://a/2")]
+    assert Tokenizer().feed(b"http://a/1\r\nhttp://a/2\r\n") == [
+        Url("http://a/1"),
+        Url("http://a/2"),
+    ]
 
 
 _token_bytes = st.sampled_from(
-    [b"http://a/x", b"stop", b" ", b"\n", b"\r\n", b"\x00", b"\xff", b"gopher://g", b"http://", b"a" * 20]
+    [
+        b"http://a/x",
+        b"stop",
+        b" ",
+        b"\n",
+        b"\r\n",
+        b"\x00",
+        b"\xff",
+        b"gopher://g",
+        b"http://",
+        b"a" * 20,
+    ]
 )
 
 
@@ -123,7 +139,9 @@ _token_bytes = st.sampled_from(
     cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
     max_length=st.integers(min_value=16, max_value=64),
 )
-def test_any_split_gives_the_same_items_as_one_feed(data: bytes, cuts: list[int], max_length: int) -> None:
+def test_any_split_gives_the_same_items_as_one_feed(
+    data: bytes, cuts: list[int], max_length: int
+) -> None:
     """Arbitrary bytes fed in arbitrary pieces give the same items as one feed; nothing raises."""
     points = sorted({min(c, len(data)) for c in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]

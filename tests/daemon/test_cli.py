@@ -1,0 +1,167 @@
+"""cli.py and config.py: options, environment, precedence, validation, exit 2, log formats."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, Daemon, Server, spawn
+
+from hiperfifo import __version__
+from hiperfifo.cli import resolve
+from hiperfifo.config import OPTIONS, Config, ConfigError
+
+
+def test_defaults_match_the_spec() -> None:
+    """No flags, no environment: the spec's defaults (json off a terminal)."""
+    config = resolve([], {}, stdout_is_tty=False)
+    assert config == Config()
+    assert (config.max_total_connections, config.max_host_connections) == (64, 8)
+    assert (config.connect_timeout, config.timeout, config.shutdown_timeout) == (300, 0, 30)
+    assert (config.fifo, config.fifo_mode, config.output) == (Path("hiper.fifo"), 0o600, None)
+    assert (config.log_format, config.log_level, config.max_url_length) == ("json", "info", 8192)
+
+
+def test_console_format_on_a_terminal() -> None:
+    """On a TTY the default format is console; with --log-file it stays json."""
+    assert resolve([], {}, stdout_is_tty=True).log_format == "console"
+    assert resolve(["--log-file", "x.log"], {}, stdout_is_tty=True).log_format == "json"
+
+
+def test_every_option_reads_its_environment_variable() -> None:
+    """Each option has HIPERFIFO_<NAME>; the command line wins over it."""
+    env = {
+        "HIPERFIFO_MAX_TOTAL_CONNECTIONS": "5",
+        "HIPERFIFO_TIMEOUT": "2.5",
+        "HIPERFIFO_OUTPUT": "/tmp/o",
+        "HIPERFIFO_FIFO_MODE": "0620",
+    }
+    config = resolve(["--timeout", "7"], env, stdout_is_tty=False)
+    assert config.max_total_connections == 5
+    assert config.timeout == 7.0
+    assert config.output == Path("/tmp/o")
+    assert config.fifo_mode == 0o620
+    assert {o.env for o in OPTIONS} >= {
+        "HIPERFIFO_FIFO",
+        "HIPERFIFO_LOG_FORMAT",
+        "HIPERFIFO_SHUTDOWN_TIMEOUT",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-total-connections", "0"], "at least 1"),
+        (["--max-host-connections", "x"], "not an integer"),
+        (["--timeout", "-1"], "not be negative"),
+        (["--connect-timeout", "nan"], "finite"),
+        (["--fifo-mode", "999"], "octal"),
+        (["--log-format", "xml"], "not one of"),
+        (["--log-level", "loud"], "not one of"),
+    ],
+)
+def test_bad_values_are_readable_config_errors(args: list[str], message: str) -> None:
+    """Each bad value raises ConfigError naming the option and the problem."""
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve(args, {}, stdout_is_tty=False)
+    assert args[0] in str(info.value)
+
+
+def test_bad_flag_and_bad_env_exit_2(tmp_path: Path) -> None:
+    """A bad value from the command line or the environment: exit 2 with a message."""
+    proc = spawn(["--fifo", str(tmp_path / "f"), "--max-total-connections", "0"])
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert b"--max-total-connections" in err
+    proc = spawn(["--fifo", str(tmp_path / "f")], env={"HIPERFIFO_TIMEOUT": "soon"})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert b"--timeout" in err
+    proc = spawn(["--no-such-flag"])
+    proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert not (tmp_path / "f").exists()
+
+
+def test_version_and_help() -> None:
+    """--version prints the version, --help lists every option and its variable; both exit 0."""
+    proc = spawn(["--version"])
+    out, _ = proc.communicate(timeout=20)
+    assert (proc.returncode, out.decode().strip()) == (0, f"hiperfifo {__version__}")
+    proc = spawn(["--help"])
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    for option in OPTIONS:
+        assert option.flag in out.decode()
+        assert option.env in out.decode()
+
+
+def test_env_sets_limits_of_a_running_daemon(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """HIPERFIFO_MAX_TOTAL_CONNECTIONS=2 limits the real daemon; the flag overrides it."""
+    env = {"HIPERFIFO_MAX_TOTAL_CONNECTIONS": "2"}
+    daemon = run_daemon(env=env)
+    assert daemon.events("daemon.started")[0]["max_total_connections"] == 2
+    daemon.write("".join(f"{http_server.url(f'/slow/0.2?{i}')}\n" for i in range(6)).encode())
+    daemon.wait_for("transfer.done", 6)
+    assert http_server.peak <= 2
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
+    other = run_daemon("--max-total-connections", "3", env=env)
+    assert other.events("daemon.started")[0]["max_total_connections"] == 3
+
+
+def _run_with_format(tmp_path: Path, fmt: str, server: Server) -> list[str]:
+    """Run the daemon logging to stdout in `fmt`; feed one URL, one junk token, stop."""
+    fifo = tmp_path / f"{fmt}.fifo"
+    proc = spawn(["--fifo", str(fifo), "--log-format", fmt])
+    try:
+        deadline = time.monotonic() + WAIT
+        while not fifo.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(fifo, "wb") as writer:
+            writer.write(f"{server.url('/a')} gopher://x\x1b[2J\nstop\n".encode())
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
+    return out.decode().splitlines()
+
+
+def test_json_lines_each_load_with_timestamp_level_event(
+    tmp_path: Path, http_server: Server
+) -> None:
+    """--log-format json on stdout: every line is a JSON object with timestamp, level, event."""
+    lines = _run_with_format(tmp_path, "json", http_server)
+    events = [json.loads(line) for line in lines]
+    assert events[0]["event"] == "daemon.started"
+    assert {"transfer.added", "transfer.done", "input.rejected", "daemon.stopped"} <= {
+        e["event"] for e in events
+    }
+    for e in events:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", e["timestamp"])
+        assert e["level"] in {"debug", "info", "warning", "error"}
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "console"])
+def test_text_formats_escape_control_characters(
+    tmp_path: Path, http_server: Server, fmt: str
+) -> None:
+    """logfmt and console: one line per event, and an ESC from the FIFO is shown as \\x1b."""
+    lines = _run_with_format(tmp_path, fmt, http_server)
+    text = "\n".join(lines)
+    assert "\x1b[2J" not in text
+    assert "\\x1b" in text
+    assert sum("transfer.done" in line for line in lines) == 1
+    if fmt == "logfmt":
+        assert all(
+            line.startswith("timestamp=") and " level=" in line and " event=" in line
+            for line in lines
+        )
