@@ -8,12 +8,9 @@ announces POLL_REMOVE first.
 
 from __future__ import annotations
 
-import errno
-import os
 import socket
 
 from hiperfifo.engine.http1 import Http1
-from hiperfifo.engine.resolver import Address
 from hiperfifo.engine.tls import TlsSession
 
 Origin = tuple[str, str, int, str]  # (scheme, host, port, TLS profile: "" for plain http)
@@ -125,38 +122,3 @@ class Connection:
 
     def is_reusable(self) -> bool:
         return self.http.reusable()
-
-
-def open_attempt(address: Address) -> tuple[socket.socket | None, str]:
-    """Start a non-blocking connect; returns the socket, or None and the reason."""
-    family, sockaddr = address
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        return None, f"socket(): {exc.strerror or exc}"
-    try:
-        sock.setblocking(False)
-        if family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(sockaddr)
-    except OSError as exc:
-        sock.close()
-        return None, exc.strerror or str(exc)
-    if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
-        sock.close()
-        return None, errno.errorcode.get(err, str(err))
-    return sock, ""
-
-
-def attempt_status(sock: socket.socket) -> tuple[bool, str]:
-    """(connected, error): (True, "") done, (False, "") still going, (False, reason) failed."""
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:
-        return False, os.strerror(err)
-    try:
-        sock.getpeername()
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            return False, ""
-        return False, exc.strerror or str(exc)
-    return True, ""

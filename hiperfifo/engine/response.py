@@ -1,0 +1,129 @@
+"""What a transfer does with the response: getinfo fields, callbacks, decoding, limits.
+
+Receives the events of http1.py for one request and hands headers and body
+to the application's callbacks under the re-entrancy guard. Every failure
+is raised as TransferError with libcurl's code (WRITE_ERROR for a refusing
+write or header callback, ABORTED_BY_CALLBACK for progress, 22, 61, 63);
+the transfer turns it into its result. Redirect decisions stay with the
+transfer: this module only says where a redirect points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.decoding import Decoder
+from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.guard import CallbackGuard
+from hiperfifo.engine.http1 import ResponseHead
+
+REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
+
+
+class Response:
+    """One response as it arrives, delivered to one Easy."""
+
+    __slots__ = ("_decoder", "_easy", "_elapsed", "_guard", "head", "skip_body")
+
+    def __init__(self, easy: Easy, guard: CallbackGuard, elapsed: Callable[[], float]) -> None:
+        self._easy = easy
+        self._guard = guard
+        self._elapsed = elapsed
+        self._decoder: Decoder | None = None
+        self.head: ResponseHead | None = None
+        self.skip_body = False
+
+    def on_head(self, head: ResponseHead, final: bool) -> None:
+        easy = self._easy
+        if not easy.starttransfer_time:
+            easy.starttransfer_time = self._elapsed()
+        easy.response_code = head.status
+        easy.http_version = head.http_version
+        if easy.header_function is not None:
+            for line in head.lines():
+                self._deliver(easy.header_function, line)
+        if final:
+            self._on_final_head(head)
+
+    def redirect_location(self) -> bytes | None:
+        """Where to go next, when following redirects and this response is one."""
+        head = self.head
+        if head is None or not self._easy.follow_location or head.status not in REDIRECT_CODES:
+            return None
+        return head.header(b"location")
+
+    def on_body(self, data: bytes) -> None:
+        if self.skip_body:
+            return
+        easy = self._easy
+        easy.size_download += len(data)
+        if self._decoder is not None:
+            for chunk in self._decoder.feed(data):
+                self._write(chunk)
+        else:
+            if easy.max_filesize and easy.size_download > easy.max_filesize:
+                raise TransferError(
+                    Code.FILESIZE_EXCEEDED, f"Exceeded the maximum file size ({easy.max_filesize})"
+                )
+            self._write(data)
+        self._progress()
+
+    def on_end(self) -> None:
+        if self._decoder is not None and not self.skip_body:
+            self._decoder.finish()
+
+    def _on_final_head(self, head: ResponseHead) -> None:
+        easy = self._easy
+        self.head = head
+        length = head.header(b"content-length")
+        easy.content_length = int(length) if length and length.isdigit() else -1
+        self.skip_body = self.redirect_location() is not None
+        if self.skip_body:
+            return
+        if easy.fail_on_error and head.status >= 400:
+            raise TransferError(
+                Code.HTTP_RETURNED_ERROR, f"The requested URL returned error: {head.status}"
+            )
+        if easy.max_filesize and easy.content_length > easy.max_filesize:
+            raise TransferError(
+                Code.FILESIZE_EXCEEDED, f"Maximum file size exceeded ({easy.content_length})"
+            )
+        encoding = head.header(b"content-encoding")
+        if encoding and easy.accept_encoding is not None:
+            name = encoding.decode("latin-1").strip().lower()
+            if name not in ("", "identity"):
+                self._decoder = Decoder(name, easy.max_filesize)
+
+    def _write(self, data: bytes) -> None:
+        function = self._easy.write_function
+        if function is not None:
+            self._deliver(function, data)
+
+    def _deliver(self, function: Callable[[bytes], int | None], data: bytes) -> None:
+        """Call a write or header callback; a short count or an exception is WRITE_ERROR."""
+        try:
+            with self._guard.calling():
+                taken = function(data)
+        except Exception as exc:
+            raise TransferError(
+                Code.WRITE_ERROR, f"Failure writing output to destination: {exc!r}"
+            ) from exc
+        if taken is not None and taken != len(data):
+            raise TransferError(
+                Code.WRITE_ERROR,
+                f"Failure writing output to destination, passed {len(data)} returned {taken}",
+            )
+
+    def _progress(self) -> None:
+        easy = self._easy
+        if easy.progress_function is None:
+            return
+        total = max(easy.content_length, 0)
+        try:
+            with self._guard.calling():
+                abort = easy.progress_function(total, easy.size_download, 0, 0)
+        except Exception as exc:
+            raise TransferError(Code.ABORTED_BY_CALLBACK, f"Callback aborted: {exc!r}") from exc
+        if abort:
+            raise TransferError(Code.ABORTED_BY_CALLBACK, "Callback aborted")
