@@ -20,6 +20,7 @@ from hiperfifo.engine.codes import (
 )
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.multi import Message, Multi
+from hiperfifo.engine.policy import NetworkPolicy
 
 __all__ = [
     "CSELECT_ERR",
@@ -37,5 +38,6 @@ __all__ = [
     "Message",
     "Multi",
     "MultiError",
+    "NetworkPolicy",
     "strerror",
 ]

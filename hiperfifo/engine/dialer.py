@@ -1,5 +1,7 @@
 """Happy eyeballs: connect attempts to a host's addresses, the first to connect wins.
 
+An address the network policy refuses is skipped before any socket exists.
+
 Attempts alternate families in the order the resolver gave; a new one starts
 when the previous has neither connected nor failed within EYEBALLS_DELAY, or
 at once when one fails; at most MAX_ATTEMPTS run together (libcurl's
@@ -29,8 +31,10 @@ class Dialer:
         addresses: list[Address],
         close_socket: Callable[[socket.socket], None],
         clock: Callable[[], float],
+        refusal: Callable[[str], str] | None = None,
     ) -> None:
         self._addresses = deque(addresses)
+        self._refusal = refusal
         self._attempts: list[tuple[socket.socket, Address]] = []
         self._close_socket = close_socket
         self._clock = clock
@@ -55,6 +59,10 @@ class Dialer:
         """Start the next address's attempt (skipping addresses that fail at once)."""
         while self._addresses and len(self._attempts) < MAX_ATTEMPTS:
             address = self._addresses.popleft()
+            denied = self._refusal(str(address[1][0])) if self._refusal is not None else ""
+            if denied:
+                self.error = f"denied by network policy: {denied}"
+                continue
             sock, error = _open_attempt(address)
             if sock is not None:
                 self._attempts.append((sock, address))

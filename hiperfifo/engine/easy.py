@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hiperfifo.engine.codes import Code
+from hiperfifo.engine.policy import NetworkPolicy
 
 WriteFunction = Callable[[bytes], "int | None"]
 HeaderFunction = Callable[[bytes], "int | None"]
@@ -45,6 +46,7 @@ class Easy:
         fail_on_error: bool = False,
         proxy: str | None = None,
         noproxy: str | None = None,
+        network_policy: NetworkPolicy | None = None,
         private: Any = None,
     ) -> None:
         self.url = url
@@ -68,6 +70,7 @@ class Easy:
         self.fail_on_error = fail_on_error
         self.proxy = proxy  # "http://host:port"; None or "": direct
         self.noproxy = noproxy  # curl's no_proxy list
+        self.network_policy = network_policy  # checked on every address before connecting
         self.private = private
         self.multi: Any = None  # the Multi this easy is in, if any
         self.reset_info()

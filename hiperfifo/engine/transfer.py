@@ -201,6 +201,7 @@ class Transfer:
         proxy = None
         if easy.proxy and not bypasses(target.host, easy.noproxy or ""):
             proxy = parse_proxy(easy.proxy)
+            self._check_proxied_target(target)
         self.proxy = proxy
         if proxy is None:
             self.origin = (target.scheme, target.host, target.port, tls_profile)
@@ -212,6 +213,19 @@ class Transfer:
         self._response = Response(easy, self.svc.guard, self._elapsed)
         easy.effective_url = url
         self._set_state(TransferState.CONNECT)
+
+    def _check_proxied_target(self, target: Target) -> None:
+        """Through a proxy we never see the target's address: judge a literal one at least."""
+        policy = self.easy.network_policy
+        literal = numeric_addresses(target.host, target.port)
+        if policy is None or literal is None:
+            return
+        for _family, sockaddr in literal:
+            denied = policy.refusal(str(sockaddr[0]))
+            if denied:
+                raise TransferError(
+                    Code.COULDNT_CONNECT, f"Failed to connect to {target.host}: {denied}"
+                )
 
     def _step_connect(self) -> bool:
         pool = self.svc.pool
@@ -258,7 +272,9 @@ class Transfer:
 
     def _dial(self, addresses: list[Address]) -> None:
         self.easy.namelookup_time = self._elapsed()
-        self._dialer = Dialer(addresses, self.svc.close_socket, self.svc.clock)
+        policy = self.easy.network_policy
+        refusal = policy.refusal if policy is not None else None
+        self._dialer = Dialer(addresses, self.svc.close_socket, self.svc.clock, refusal)
         self._set_state(TransferState.CONNECTING)
 
     def _step_connecting(self) -> bool:
