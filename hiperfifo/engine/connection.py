@@ -58,11 +58,18 @@ class Connection:
         return self.http.cycles > 0
 
     def peer(self) -> tuple[str, int]:
-        name = self.sock.getpeername()
+        """The remote address, or ("", 0) if the socket lost it (reset under our feet)."""
+        try:
+            name = self.sock.getpeername()
+        except OSError:
+            return "", 0
         return str(name[0]), int(name[1])
 
     def local_port(self) -> int:
-        return int(self.sock.getsockname()[1])
+        try:
+            return int(self.sock.getsockname()[1])
+        except OSError:
+            return 0
 
     def queue(self, plaintext: bytes) -> None:
         """Queue request bytes (encrypted first on a TLS connection)."""

@@ -81,6 +81,27 @@ class Services:
 class Transfer:
     """Runs one Easy to completion; the result lands in the Easy."""
 
+    __slots__ = (
+        "_dialer",
+        "_fresh_only",
+        "_response",
+        "_retried",
+        "_slot_held",
+        "_speed_mark",
+        "_start",
+        "_tunnel",
+        "body",
+        "conn",
+        "easy",
+        "headers",
+        "method",
+        "origin",
+        "proxy",
+        "state",
+        "svc",
+        "target",
+    )
+
     def __init__(self, easy: Easy, services: Services) -> None:
         self.easy = easy
         self.svc = services
@@ -249,7 +270,11 @@ class Transfer:
             self._dial(addresses)
             return True
         self._set_state(TransferState.RESOLVING)
-        self.svc.resolver.submit(self, dial.host, dial.port)
+        try:
+            self.svc.resolver.submit(self, dial.host, dial.port)
+        except (OSError, RuntimeError) as exc:  # no fd for the wake-up socket, no thread
+            code = Code.COULDNT_RESOLVE_PROXY if self.proxy else Code.COULDNT_RESOLVE_HOST
+            raise TransferError(code, f"Could not start resolving {dial.host}: {exc}") from exc
         return False
 
     def _reuse_pooled(self) -> bool:
