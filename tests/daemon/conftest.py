@@ -1,120 +1,14 @@
-"""Fixtures for the daemon tests: a real HTTP/1.1 keep-alive server and the real daemon.
-
-`http_server` is a threaded stdlib server on 127.0.0.1 that counts connections;
-`run_daemon` starts `python -m hiperfifo` as a subprocess on a FIFO in
-tmp_path, with its log lines (JSON) in a file the test reads.
-"""
+"""Fixtures for the daemon tests: a local HTTP server, a dead port, the running daemon."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-
-WAIT = 20.0  # seconds: the bound on any single wait in these tests
-
-
-def body_for(path: str, size: int) -> bytes:
-    """The deterministic body the server sends for `path`."""
-    seed = (path.encode() + b"|") * (size // (len(path) + 1) + 1)
-    return seed[:size]
-
-
-class Handler(BaseHTTPRequestHandler):
-    """GET /size/N → N bytes; /hang → never answers; /slow/S → answers after S seconds;
-    /redirect/N → 302 chain ending at /size/10; /status/C → status C; else 16 bytes."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.opened()
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.closed()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.note_request(self.path)
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        kind, arg = [*parts, "", ""][:2]
-        if kind == "hang":
-            self.server.stopping.wait(WAIT * 3)
-            self.close_connection = True
-            return
-        if kind == "slow":
-            self.server.stopping.wait(float(arg))
-        if kind == "redirect" and int(arg) > 0:
-            self._send(302, b"", [("Location", f"/redirect/{int(arg) - 1}")])
-            return
-        status = int(arg) if kind == "status" else 200
-        size = int(arg) if kind == "size" else 10 if kind == "redirect" else 16
-        self._send(status, body_for(self.path, size))
-
-    def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class Server(ThreadingHTTPServer):
-    """The test server: counts connections open at once (and the peak) and requests."""
-
-    daemon_threads = True
-    request_queue_size = 1024
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        self.open_now = 0
-        self.peak = 0
-        self.connections = 0
-        self.requests: list[str] = []
-
-    def opened(self) -> None:
-        with self._lock:
-            self.open_now += 1
-            self.connections += 1
-            self.peak = max(self.peak, self.open_now)
-
-    def closed(self) -> None:
-        with self._lock:
-            self.open_now -= 1
-
-    def note_request(self, path: str) -> None:
-        with self._lock:
-            self.requests.append(path)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up early (timeouts, aborts) are expected here."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+from hf_support import Daemon, Server, spawn
 
 
 @pytest.fixture
@@ -136,85 +30,6 @@ def dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Daemon:
-    """A running `python -m hiperfifo` with its FIFO and its JSON log lines."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], fifo: Path, log: Path) -> None:
-        self.proc = proc
-        self.fifo = fifo
-        self.log = log
-
-    def lines(self) -> list[str]:
-        """Complete log lines so far (a line still being written is left out)."""
-        if not self.log.exists():
-            return []
-        text = self.log.read_text(encoding="utf-8")
-        return text[: text.rfind("\n") + 1].splitlines()
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Every complete log line parsed as JSON (only those of `name` if given)."""
-        found = []
-        for line in self.lines():
-            event = json.loads(line)
-            if name is None or event["event"] == name:
-                found.append(event)
-        return found
-
-    def wait_for(self, name: str, count: int = 1, timeout: float = WAIT) -> list[dict[str, Any]]:
-        """Wait until `count` `name` events are logged; fail with the log tail if not."""
-        deadline = time.monotonic() + timeout
-        while True:
-            exited = self.proc.poll() is not None
-            found = self.events(name)
-            if len(found) >= count:
-                return found
-            if exited or time.monotonic() > deadline:
-                tail = "\n".join(self.lines()[-10:])
-                raise AssertionError(f"{len(found)}/{count} {name} after {timeout}s:\n{tail}")
-            time.sleep(0.02)
-
-    def write(self, data: bytes) -> None:
-        """One writer: open the FIFO, write everything, close."""
-        fd = os.open(self.fifo, os.O_WRONLY)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = WAIT) -> int:
-        """The exit status, within `timeout` seconds."""
-        return self.proc.wait(timeout)
-
-    def stderr(self) -> str:
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode()
-
-
-def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment without any HIPERFIFO_* of the caller, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIPERFIFO_")}
-    env.update(extra or {})
-    return env
-
-
-def spawn(
-    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hiperfifo", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=daemon_env(env),
-        cwd=cwd,
-    )
 
 
 @pytest.fixture

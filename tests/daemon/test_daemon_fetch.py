@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from conftest import Daemon, Server
+from hf_support import Daemon, Server
 
 
 def stop(daemon: Daemon) -> int:
@@ -153,4 +155,20 @@ def test_http_error_status_is_result_0(
     daemon.write(f"{http_server.url('/status/404')}\n".encode())
     (done,) = daemon.wait_for("transfer.done")
     assert (done["result"], done["status"]) == (0, 404)
+    assert stop(daemon) == 0
+
+
+def test_progress_is_logged_at_most_once_a_second(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """A 2.5 s transfer logs transfer.progress at least once, never twice within a second."""
+    daemon = run_daemon()
+    daemon.write(f"{http_server.url('/drip/10')}\n".encode())
+    (done,) = daemon.wait_for("transfer.done")
+    assert (done["result"], done["bytes"]) == (0, 10 * 1024)
+    progress = daemon.events("transfer.progress")
+    assert 1 <= len(progress) <= 3
+    assert all(p["id"] == done["id"] and p["total"] == 10 * 1024 for p in progress)
+    stamps = [datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")) for p in progress]
+    assert all((b - a).total_seconds() >= 0.99 for a, b in itertools.pairwise(stamps))
     assert stop(daemon) == 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from conftest import Daemon, Server, spawn
+from hf_support import Daemon, Server, spawn
 
 
 def urls(server: Server, path: str, n: int) -> bytes:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Server, body_for
+from hf_support import Daemon, Server, body_for
 
 
 def test_output_dir_gets_complete_files_and_nothing_escapes(

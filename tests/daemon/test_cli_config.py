@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, Daemon, Server, spawn
+from hf_support import WAIT, Daemon, Server, spawn
 
 from hiperfifo import __version__
 from hiperfifo.cli import resolve

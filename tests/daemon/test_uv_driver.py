@@ -1,0 +1,100 @@
+"""driver.py in-process with the real engine, and the daemon's internal-error path (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyuv
+from hf_support import WAIT, Server, daemon_env
+
+from hiperfifo.driver import Driver
+from hiperfifo.engine import Code, Easy, Message, Multi
+
+
+def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) -> None:
+    """50 transfers over 4 kept-alive connections all finish once; no Poll is left open."""
+    multi = Multi(max_total_connections=4)
+    finished: list[Message] = []
+
+    def on_done(messages: list[Message]) -> None:
+        for message in messages:
+            multi.remove_handle(message.easy)
+            finished.append(message)
+        if len(finished) == 50:
+            driver.stop()
+
+    driver = Driver(multi, on_done)
+    watchdog = driver.call_later(WAIT, driver.stop)
+    for i in range(50):
+        multi.add_handle(Easy(http_server.url(f"/size/{i}")))
+    driver.run()
+    watchdog.stop()
+    assert sorted(m.easy.size_download for m in finished) == list(range(50))
+    assert {m.result for m in finished} == {Code.OK}
+    assert http_server.peak <= 4
+    assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and not h.closed] == []
+    multi.close()
+    driver.close()
+
+
+def test_zero_timeout_runs_on_the_next_iteration_not_reentrantly() -> None:
+    """A 0 ms timer callback is not called inside the engine call that asked for it."""
+    calls: list[str] = []
+
+    class Recorder(Multi):
+        def socket_action(self, fd: int, ev_bitmask: int = 0) -> int:
+            calls.append("socket_action")
+            return super().socket_action(fd, ev_bitmask)
+
+    multi = Recorder()
+    driver = Driver(multi, lambda messages: driver.stop())
+    multi.add_handle(Easy("gopher://nowhere/"))
+    assert calls == []  # add_handle asked for 0 ms; nothing ran yet
+    watchdog = driver.call_later(WAIT, driver.stop)
+    driver.run()
+    watchdog.stop()
+    assert calls
+    assert calls[0] == "socket_action"
+    multi.close()
+    driver.close()
+
+
+def test_internal_error_logs_traceback_and_exits_1(tmp_path: Path) -> None:
+    """An exception escaping a loop callback: daemon.crashed + traceback, exit 1, FIFO gone."""
+    fifo = tmp_path / "in.fifo"
+    script = (
+        "import sys, hiperfifo.daemon as d\n"
+        "def boom(self): raise RuntimeError('injected failure')\n"
+        "d.Daemon._read_fifo = boom\n"
+        "from hiperfifo.cli import main\n"
+        f"sys.exit(main(['--fifo', {str(fifo)!r}]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env(),
+    )
+    try:
+        for _ in range(int(WAIT / 0.02)):
+            if fifo.exists():
+                break
+            assert proc.poll() is None
+            time.sleep(0.02)
+        with open(fifo, "wb") as writer:
+            writer.write(b"http://127.0.0.1:1/\n")
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    crashed = [json.loads(line) for line in out.decode().splitlines()]
+    crash = next(e for e in crashed if e["event"] == "daemon.crashed")
+    assert crash["level"] == "error"
+    assert "injected failure" in json.dumps(crash["exception"])
+    assert not fifo.exists()
