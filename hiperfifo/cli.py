@@ -35,6 +35,16 @@ def parser() -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         default = option.default if option.default is not None else _special_default(option.name)
+        if option.is_switch:
+            p.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{option.help} (env {option.env}=true)",
+            )
+            continue
         p.add_argument(
             option.flag,
             dest=option.name,

@@ -59,6 +59,15 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"not a boolean (true/false): {text!r}")
+
+
 def _path(text: str) -> Path:
     if not text or "\x00" in text:
         raise ConfigError(f"not a usable path: {text!r}")
@@ -80,6 +89,11 @@ class Option:
     help: str
 
     @property
+    def is_switch(self) -> bool:
+        """A boolean: `--fail` on the command line, HIPERFIFO_FAIL=true in the environment."""
+        return self.parse is _flag
+
+    @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
@@ -97,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("connect_timeout", _seconds, "300", "S", "connect phase limit, seconds"),
     Option("timeout", _seconds, "0", "S", "whole-transfer limit, seconds (0: none)"),
     Option("max_url_length", _count, "8192", "N", "longer tokens are rejected"),
+    Option(
+        "fail", _flag, "false", "", "HTTP status >= 400 fails the transfer (22), as curl -f"
+    ),
     Option("shutdown_timeout", _seconds, "30", "S", "drain bound on stop, seconds"),
     Option("log_format", _choice(LOG_FORMATS), None, "FORMAT", "json|logfmt|console"),
     Option("log_level", _choice(LOG_LEVELS), "info", "LEVEL", "|".join(LOG_LEVELS)),
@@ -116,6 +133,7 @@ class Config:
     connect_timeout: float = 300.0
     timeout: float = 0.0
     max_url_length: int = 8192
+    fail: bool = False
     shutdown_timeout: float = 30.0
     log_format: str = "json"
     log_level: str = "info"
@@ -149,6 +167,7 @@ class Config:
             "max_host_connections": self.max_host_connections,
             "connect_timeout": self.connect_timeout,
             "timeout": self.timeout,
+            "fail": self.fail,
             "shutdown_timeout": self.shutdown_timeout,
         }
 

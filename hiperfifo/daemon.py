@@ -32,6 +32,7 @@ from hiperfifo.fifo import (
     Tokenizer,
     Url,
     open_fifo,
+    redact,
 )
 from hiperfifo.output import Output, OutputError, Sink, make_output
 
@@ -68,6 +69,10 @@ class Transfer:
             self.last_progress = now
             self.log.info("transfer.progress", bytes=dlnow, total=dltotal or None)
         return False
+
+    def debug(self, kind: str, text: str) -> None:
+        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug."""
+        self.log.debug("transfer.debug", kind=kind, text=text)
 
 
 class Daemon:
@@ -141,12 +146,15 @@ class Daemon:
         transfer_id = self._next_id
         self._next_id += 1
         sink = self._output.sink(transfer_id, url)
-        transfer = Transfer(transfer_id, url, sink, self._log.bind(id=transfer_id, url=url))
+        shown = redact(url)
+        transfer = Transfer(transfer_id, url, sink, self._log.bind(id=transfer_id, url=shown))
         transfer.easy = Easy(
             url,
             write_function=sink.write,
             progress_function=transfer.progress,
             follow_location=True,
+            fail_on_error=self._config.fail,
+            debug_function=transfer.debug if self._config.log_level == "debug" else None,
             connect_timeout_ms=self._config.connect_timeout_ms,
             timeout_ms=self._config.timeout_ms,
             private=transfer,
@@ -180,7 +188,7 @@ class Daemon:
             error = transfer.sink.error
         measured = time.monotonic() - transfer.started
         fields = {
-            "effective_url": easy.effective_url or transfer.url,
+            "effective_url": redact(easy.effective_url or transfer.url),
             "result": int(result),
             "result_name": result.name,
             "error": error if error is not None else (easy.error or ""),

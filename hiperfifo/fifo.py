@@ -89,6 +89,19 @@ def url_problem(text: str) -> str | None:
     return _authority_problem(parts)
 
 
+def redact(url: str) -> str:
+    """The URL with a password in it replaced by `***`, for logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+
+
 def _authority_problem(parts: SplitResult) -> str | None:
     try:
         host = parts.hostname

@@ -68,9 +68,19 @@ class _JournalPrefix:
         return f"<{priority}>{line}"
 
 
+def _keys_first(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """timestamp, level, event first: a line reads left to right under `tail -f`."""
+    first = {key: event_dict.pop(key) for key in _KEY_ORDER if key in event_dict}
+    return {**first, **event_dict}
+
+
 def _renderer(fmt: str, colors: bool) -> list[Processor]:
     if fmt == "json":
-        return [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        return [
+            structlog.processors.dict_tracebacks,
+            _keys_first,
+            structlog.processors.JSONRenderer(),
+        ]
     if fmt == "logfmt":
         return [
             structlog.processors.format_exc_info,

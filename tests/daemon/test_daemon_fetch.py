@@ -172,3 +172,36 @@ def test_progress_is_logged_at_most_once_a_second(
     stamps = [datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")) for p in progress]
     assert all((b - a).total_seconds() >= 0.99 for a, b in itertools.pairwise(stamps))
     assert stop(daemon) == 0
+
+
+def test_fail_flag_makes_http_errors_result_22(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """With HIPERFIFO_FAIL=true (as --fail), a 404 is result 22 while a 200 stays 0."""
+    daemon = run_daemon(env={"HIPERFIFO_FAIL": "true"})
+    daemon.write(f"{http_server.url('/status/404')}\n{http_server.url('/a')}\n".encode())
+    done = sorted(daemon.wait_for("transfer.done", 2), key=lambda e: e["id"])
+    assert [(e["result"], e["status"]) for e in done] == [(22, 404), (0, 200)]
+    assert done[0]["result_name"] == "HTTP_RETURNED_ERROR"
+    assert stop(daemon) == 0
+
+
+def test_passwords_never_reach_the_log(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """A URL with user:password is logged as user:***; the password appears in no line."""
+    daemon = run_daemon()
+    port = http_server.server_address[1]
+    daemon.write(f"http://alice:s3cr3tpw@127.0.0.1:{port}/private\nstop\n".encode())
+    assert daemon.wait() == 0
+    (done,) = daemon.events("transfer.done")
+    assert done["url"] == f"http://alice:***@127.0.0.1:{port}/private"
+    assert "s3cr3tpw" not in daemon.log.read_text()
+
+
+def test_json_lines_start_with_timestamp_level_event(run_daemon: Callable[..., Daemon]) -> None:
+    """Each JSON line begins with timestamp, level, event (readable under tail -f)."""
+    daemon = run_daemon("--log-level", "debug")
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
+    assert all(list(e)[:3] == ["timestamp", "level", "event"] for e in daemon.events())

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiperfifo.fifo import FifoError, Rejected, Stop, Tokenizer, Url, classify, open_fifo
+from hiperfifo.fifo import (
+    FifoError,
+    Rejected,
+    Stop,
+    Tokenizer,
+    Url,
+    classify,
+    open_fifo,
+    redact,
+)
 
 
 def feed_all(tokenizer: Tokenizer, *chunks: bytes) -> list[object]:
@@ -207,3 +216,17 @@ def test_refuses_anything_but_a_fifo(tmp_path: Path, kind: str) -> None:
     if kind == "file":
         assert path.read_bytes() == b"precious"
     assert os.path.lexists(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:pw@h/x", "http://u:***@h/x"),
+        ("https://u:p:w@h:8080/", "https://u:***@h:8080/"),
+        ("http://u@h/", "http://u@h/"),
+        ("http://h/a:b@c", "http://h/a:b@c"),
+    ],
+)
+def test_redact_hides_only_the_password(url: str, shown: str) -> None:
+    """redact() replaces the password of the userinfo and nothing else."""
+    assert redact(url) == shown
