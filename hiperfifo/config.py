@@ -111,9 +111,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("connect_timeout", _seconds, "300", "S", "connect phase limit, seconds"),
     Option("timeout", _seconds, "0", "S", "whole-transfer limit, seconds (0: none)"),
     Option("max_url_length", _count, "8192", "N", "longer tokens are rejected"),
-    Option(
-        "fail", _flag, "false", "", "HTTP status >= 400 fails the transfer (22), as curl -f"
-    ),
+    Option("fail", _flag, "false", "", "HTTP status >= 400 fails the transfer (22), as curl -f"),
     Option("shutdown_timeout", _seconds, "30", "S", "drain bound on stop, seconds"),
     Option("log_format", _choice(LOG_FORMATS), None, "FORMAT", "json|logfmt|console"),
     Option("log_level", _choice(LOG_LEVELS), "info", "LEVEL", "|".join(LOG_LEVELS)),

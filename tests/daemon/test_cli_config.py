@@ -165,3 +165,23 @@ def test_text_formats_escape_control_characters(
             line.startswith("timestamp=") and " level=" in line and " event=" in line
             for line in lines
         )
+
+
+def test_journald_stream_gets_syslog_priority_prefixes(tmp_path: Path) -> None:
+    """When $JOURNAL_STREAM names the log stream, lines start <6> (info) / <4> (warning)."""
+    log = tmp_path / "journal.log"
+    log.touch()
+    st = log.stat()
+    fifo = tmp_path / "j.fifo"
+    env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    proc = spawn(["--fifo", str(fifo), "--log-file", str(log)], env=env)
+    deadline = time.monotonic() + WAIT
+    while not fifo.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open(fifo, "wb") as writer:
+        writer.write(b"gopher://x stop\n")
+    proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
+    lines = log.read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<6>", "<4>", "<6>", "<6>"]
+    assert json.loads(lines[1][3:])["event"] == "input.rejected"
