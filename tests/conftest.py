@@ -1,0 +1,93 @@
+"""Fixtures shared by the engine tests: local servers that always shut down, a driven Multi.
+
+The engine is imported inside the fixtures, so that tests which do not need it
+(test_layering.py) still run when it does not import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+import pytest
+from servers import HELLO, HTTPServer, chunked, echo, redirect, respond, until_close
+
+S = TypeVar("S")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[S], S]]:
+    """Register a server (or anything with close()) to be closed when the test ends."""
+    started: list[Closable] = []
+
+    def register(server: S) -> S:
+        started.append(server)  # type: ignore[arg-type]
+        return server
+
+    yield register
+    for server in reversed(started):
+        server.close()
+
+
+@pytest.fixture
+def http_server(serve: Callable[[HTTPServer], HTTPServer]) -> HTTPServer:
+    """A well-behaved keep-alive HTTP/1.1 server on 127.0.0.1 with a few scripted paths."""
+    return serve(
+        HTTPServer(
+            {
+                "/": respond(HELLO, headers=[("Content-Type", "text/plain")]),
+                "/echo": echo(),
+                "/chunked": chunked([b"hello, ", b"chunked ", b"world\n"]),
+                "/close": until_close(b"delimited by close\n"),
+                "/slow": respond(HELLO, delay=0.2),
+                "/loop": redirect("/loop"),
+                "/redirect": redirect("/"),
+            }
+        )
+    )
+
+
+@pytest.fixture
+def drv() -> Iterator[Any]:
+    """A SelectorDriver over a fresh Multi, closed at the end."""
+    from hiperfifo.engine.testing import SelectorDriver
+
+    driver = SelectorDriver()
+    yield driver
+    driver.close()
+
+
+@pytest.fixture
+def make_driver() -> Iterator[Callable[..., Any]]:
+    """Build SelectorDrivers with Multi options (limits, clock); all closed at the end."""
+    from hiperfifo.engine.testing import SelectorDriver
+
+    made: list[Any] = []
+
+    def make(**multi_kwargs: Any) -> Any:
+        driver = SelectorDriver(**multi_kwargs)
+        made.append(driver)
+        return driver
+
+    yield make
+    for driver in made:
+        driver.close()
+
+
+@pytest.fixture
+def fetch(drv: Any) -> Callable[..., tuple[Any, bytes]]:
+    """fetch(url, **easy_options) -> (easy, body): one transfer to completion on `drv`."""
+    from hiperfifo.engine import Easy
+
+    def run(url: str, *, timeout: float = 20.0, **options: Any) -> tuple[Any, bytes]:
+        body = bytearray()
+        options.setdefault("write_function", body.extend)
+        easy = Easy(url, **options)
+        drv.perform(easy, timeout=timeout)
+        return easy, bytes(body)
+
+    return run

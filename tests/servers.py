@@ -1,0 +1,558 @@
+"""Real local servers for the engine tests: exact bytes, exact closes (urllib3 socket-level style).
+
+Each server listens on a loopback address with port 0 and runs one thread per
+accepted connection. It counts what it saw (connections accepted, open at
+once, at most at once) and parses every request with an h11 SERVER peer, so
+tests can assert what the client wrote. `close()` shuts everything down
+without waiting on a client; the fixtures in conftest.py call it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import h11
+
+HELLO = b"hello, world\n"  # the body of the standard test server's "/"
+POLL_INTERVAL = 0.05  # how often blocked server threads look at the stop flag
+Route = Callable[["Request", "Peer"], bool]  # returns True to keep the connection open
+
+
+class _Stopped(Exception):
+    """The server is shutting down: unwind the connection thread."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the h11 SERVER peer parsed it."""
+
+    method: str
+    target: str
+    http_version: str
+    headers: tuple[tuple[str, str], ...]  # names lower-cased by h11, in the order sent
+    body: bytes
+    client_port: int
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name`, or None."""
+        for key, value in self.headers:
+            if key == name.lower():
+                return value
+        return None
+
+
+class Peer:
+    """One accepted connection seen from the server: read requests, write exact bytes, close."""
+
+    def __init__(self, sock: socket.socket, server: Server) -> None:
+        self.sock = sock
+        self.server = server
+        self.client_port = sock.getpeername()[1]
+        self._buffer = b""
+        self._closed = False
+
+    def recv(self) -> bytes:
+        """The next bytes from the client; b"" on EOF or reset."""
+        while True:
+            if self.server.stopping.is_set():
+                raise _Stopped
+            try:
+                return self.sock.recv(65536)
+            except (TimeoutError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                return b""
+
+    def read_request(self) -> Request | None:
+        """Parse one whole request (body included); None if the client closed first."""
+        conn = h11.Connection(h11.SERVER)
+        if self._buffer:  # b"" would mean EOF to h11
+            conn.receive_data(self._buffer)
+        head: h11.Request | None = None
+        body = b""
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return None
+            if event is h11.NEED_DATA:
+                conn.receive_data(self.recv())
+            elif isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage) and head is not None:
+                self._buffer = conn.trailing_data[0]
+                request = Request(
+                    method=head.method.decode(),
+                    target=head.target.decode(),
+                    http_version=head.http_version.decode(),
+                    headers=tuple((k.decode(), v.decode()) for k, v in head.headers),
+                    body=body,
+                    client_port=self.client_port,
+                )
+                self.server.record(request)
+                return request
+            else:  # ConnectionClosed or PAUSED with nothing usable
+                return None
+
+    def send(self, data: bytes) -> bool:
+        """Write all of `data`; False if the client has gone."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but give up at once when the server stops."""
+        if self.server.stopping.wait(seconds):
+            raise _Stopped
+
+    def hold(self) -> None:
+        """Keep the connection open, reading and discarding, until the client closes it."""
+        while self.recv():
+            pass
+
+    def close(self) -> None:
+        """Close normally (FIN, as long as nothing unread is left)."""
+        if not self._closed:
+            self._closed = True
+            self.sock.close()
+
+    def reset(self) -> None:
+        """Close with RST: SO_LINGER (1, 0), then close."""
+        if not self._closed:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close()
+
+
+class Server:
+    """A threaded TCP server on a loopback address that runs `handler(peer)` per connection."""
+
+    def __init__(
+        self,
+        handler: Callable[[Peer], None],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.handler = handler
+        self.ssl_context = ssl_context
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+            self.listener.listen(1024)
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.settimeout(POLL_INTERVAL)
+        self.host = host
+        self.port: int = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.accepted = 0  # connections accepted so far
+        self.active = 0  # connections open right now
+        self.peak = 0  # most connections open at once
+        self.requests: list[Request] = []
+        self.errors: list[BaseException] = []  # unexpected exceptions in handlers
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._peers: list[Peer] = []
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._acceptor.start()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.netloc} accepted={self.accepted} active={self.active}>"
+        )
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def url(self, path: str = "/", *, scheme: str | None = None, host: str | None = None) -> str:
+        """The URL of `path` on this server (optionally through another host name)."""
+        scheme = scheme or ("https" if self.ssl_context else "http")
+        netloc = f"{host}:{self.port}" if host else self.netloc
+        return f"{scheme}://{netloc}{path}"
+
+    def record(self, request: Request) -> None:
+        with self._cond:
+            self.requests.append(request)
+            self._cond.notify_all()
+
+    def paths(self) -> list[str]:
+        """The targets of the requests received so far, in order."""
+        with self._cond:
+            return [r.target for r in self.requests]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait until `predicate()` (evaluated under the server's lock) is true."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def close(self) -> None:
+        """Stop accepting, close every connection, join the threads."""
+        self.stopping.set()
+        self._acceptor.join(5)
+        self.listener.close()
+        with self._cond:
+            peers = list(self._peers)
+        for peer in peers:
+            with contextlib.suppress(OSError):
+                peer.sock.shutdown(socket.SHUT_RDWR)
+        for thread in list(self._threads):
+            thread.join(5)
+
+    def _accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._start(sock)
+
+    def _start(self, sock: socket.socket) -> None:
+        with self._cond:
+            self.accepted += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self._cond.notify_all()
+        thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        peer: Peer | None = None
+        try:
+            sock.settimeout(POLL_INTERVAL)
+            if self.ssl_context is not None:
+                sock = self._handshake(sock)
+            peer = Peer(sock, self)
+            with self._cond:
+                self._peers.append(peer)
+            self.handler(peer)
+        except (_Stopped, OSError, ssl.SSLError):
+            pass
+        except Exception as exc:  # a broken test server must show, not hang or warn
+            self.errors.append(exc)
+        finally:
+            if peer is not None:
+                peer.close()
+            else:
+                sock.close()
+            with self._cond:
+                self.active -= 1
+                self._cond.notify_all()
+
+    def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
+        assert self.ssl_context is not None
+        sock.settimeout(5)
+        try:
+            tls = self.ssl_context.wrap_socket(sock, server_side=True)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+        tls.settimeout(POLL_INTERVAL)
+        return tls
+
+
+class HTTPServer(Server):
+    """A well-behaved HTTP/1.1 keep-alive server whose answer is scripted per path."""
+
+    def __init__(
+        self, routes: dict[str, Route] | None = None, *, default: Route | None = None, **kw: object
+    ) -> None:
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.default = default or respond(b"not found", status=404, reason="Not Found")
+        super().__init__(self._keep_alive, **kw)  # type: ignore[arg-type]
+
+    def _keep_alive(self, peer: Peer) -> None:
+        while True:
+            request = peer.read_request()
+            if request is None:
+                return
+            route = self.routes.get(request.target.split("?")[0], self.default)
+            if not route(request, peer):
+                return
+
+
+# --- answers: each returns a Route, i.e. (request, peer) -> keep the connection? ---
+
+
+def _head(status: int, reason: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def respond(
+    body: bytes = b"hello",
+    *,
+    status: int = 200,
+    reason: str = "OK",
+    headers: Sequence[tuple[str, str]] = (),
+    delay: float = 0.0,
+    then: str = "keep",
+) -> Route:
+    """A Content-Length answer (no body for HEAD). `then`: "keep", "close"
+    (announced with Connection: close) or "hangup" (close right after, unannounced)."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        if delay:
+            peer.sleep(delay)
+        extra = [("Connection", "close")] if then == "close" else []
+        head = _head(status, reason, [("Content-Length", str(len(body))), *headers, *extra])
+        peer.send(head if request.method == "HEAD" else head + body)
+        return then == "keep"
+
+    return route
+
+
+def echo() -> Route:
+    """Answer with the request body."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        return respond(request.body, headers=[("Content-Type", "application/octet-stream")])(
+            request, peer
+        )
+
+    return route
+
+
+def chunked(chunks: Sequence[bytes], *, headers: Sequence[tuple[str, str]] = ()) -> Route:
+    """A chunked answer, one chunk per item."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        out = _head(200, "OK", [("Transfer-Encoding", "chunked"), *headers])
+        for chunk in chunks:
+            out += b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        peer.send(out + b"0\r\n\r\n")
+        return True
+
+    return route
+
+
+def until_close(body: bytes) -> Route:
+    """A body delimited by closing the connection (no Content-Length, no chunking)."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        peer.send(_head(200, "OK", [("Content-Type", "text/plain")]) + body)
+        return False
+
+    return route
+
+
+def redirect(location: str, status: int = 302) -> Route:
+    """A redirect to `location`."""
+    return respond(b"", status=status, reason="Found", headers=[("Location", location)])
+
+
+def raw(data: bytes, *, then: str = "keep", delay: float = 0.0) -> Route:
+    """Exact bytes, then "keep" (read the next request), "close" (FIN), "reset" (RST) or
+    "hold" (keep the connection open and say nothing more)."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        peer.send(data)
+        if delay:
+            peer.sleep(delay)
+        if then == "reset":
+            peer.reset()
+        elif then == "hold":
+            peer.hold()
+        return then == "keep"
+
+    return route
+
+
+def trickle(body: bytes, *, interval: float) -> Route:
+    """Headers at once, then the body one byte every `interval` seconds (slow loris)."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        if not peer.send(_head(200, "OK", [("Content-Length", str(len(body)))])):
+            return False
+        for i in range(len(body)):
+            peer.sleep(interval)
+            if not peer.send(body[i : i + 1]):
+                return False
+        return True
+
+    return route
+
+
+def huge_headers(total: int = 1_000_000, *, line: int = 1000) -> Route:
+    """A complete response whose header block is `total` bytes long."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        pad = "x" * (line - 20)
+        fields = [(f"X-Pad-{i:06d}", pad) for i in range(total // line)]
+        peer.send(_head(200, "OK", [("Content-Length", "2"), *fields]) + b"ok")
+        peer.hold()
+        return False
+
+    return route
+
+
+# --- misbehaving servers ---
+
+
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A port that was bound and closed again: connecting to it is refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def never_answers(**kw: object) -> Server:
+    """Accepts, reads the request, and never says a word."""
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        peer.hold()
+
+    return Server(handler, **kw)  # type: ignore[arg-type]
+
+
+def answers_with(data: bytes, *, then: str = "close", **kw: object) -> HTTPServer:
+    """Answers every request with exact `data`, then does `then` (see `raw`)."""
+    return HTTPServer(default=raw(data, then=then), **kw)  # type: ignore[arg-type]
+
+
+def closes_before_any_byte(**kw: object) -> Server:
+    """Reads the whole request, then closes (FIN) without sending anything."""
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        peer.close()
+
+    return Server(handler, **kw)  # type: ignore[arg-type]
+
+
+def stale_after_first(body: bytes = b"first", **kw: object) -> HTTPServer:
+    """Keep-alive in its headers, but closes each connection right after the first response."""
+    return HTTPServer(default=respond(body, then="hangup"), **kw)  # type: ignore[arg-type]
+
+
+class HoldServer:
+    """Accepts any number of connections on one thread and never reads or answers.
+
+    For the scale tests: thousands of idle connections without thousands of threads.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.bind((host, 0))
+        self.listener.listen(4096)
+        self.listener.settimeout(POLL_INTERVAL)
+        self.host = host
+        self.port: int = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self.socks)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._thread.join(5)
+        self.listener.close()
+        for sock in self.socks:
+            sock.close()
+        self.socks.clear()
+
+    def _accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.socks.append(sock)
+
+
+class Blackhole:
+    """A port where connect() never completes: a listener with a full accept queue.
+
+    Linux drops the SYN when the accept queue is full, so the client stays in
+    SYN_SENT until its own timeout, which is how a firewalled host looks.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+            self.listener.listen(0)
+        except OSError:
+            self.listener.close()
+            raise
+        self.host = host
+        self.port: int = self.listener.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        self._fill(family)
+
+    def url(self, path: str = "/") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
+    def close(self) -> None:
+        for sock in self.fillers:
+            sock.close()
+        self.listener.close()
+
+    def _fill(self, family: int) -> None:
+        for _ in range(16):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            self.fillers.append(sock)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect((self.host, self.port))
+            if not self._completes(sock):
+                return
+        raise RuntimeError("could not fill the accept queue")
+
+    @staticmethod
+    def _completes(sock: socket.socket, wait: float = 0.1) -> bool:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_WRITE)
+            return bool(sel.select(wait))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `predicate` until it is true or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
