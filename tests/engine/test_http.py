@@ -1,0 +1,441 @@
+"""HTTP/1.1 through h11 against real local servers: what the client writes, how bodies end,
+keep-alive, connection limits, h11's gaps, callbacks and getinfo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from servers import (
+    HELLO,
+    HTTPServer,
+    Peer,
+    Request,
+    Server,
+    huge_headers,
+    raw,
+    respond,
+    stale_after_first,
+)
+
+from hiperfifo.engine import Code, Easy
+
+Fetch = Callable[..., tuple[Any, bytes]]
+
+
+def test_get_writes_method_target_host_and_custom_headers(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """A GET reaches the server as GET with the path and query, Host and the custom headers."""
+    easy, body = fetch(http_server.url("/?q=1&r=two"), headers=[("X-Test", "yes")])
+    assert (easy.result, easy.response_code, body) == (Code.OK, 200, HELLO)
+    [request] = http_server.requests
+    assert (request.method, request.target, request.http_version) == ("GET", "/?q=1&r=two", "1.1")
+    assert request.header("host") == http_server.netloc
+    assert request.header("x-test") == "yes"
+    assert request.body == b""
+    assert request.header("content-length") in (None, "0")
+
+
+def test_head_gets_headers_and_no_body_and_keeps_the_connection(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """HEAD: status and Content-Length but no body is read, and the connection is reused."""
+    easy, body = fetch(http_server.url(), method="HEAD")
+    assert (easy.result, easy.response_code, body) == (Code.OK, 200, b"")
+    assert http_server.requests[0].method == "HEAD"
+    after, after_body = fetch(http_server.url())
+    assert (after.result, after_body, after.num_connects) == (Code.OK, HELLO, 0)
+    assert http_server.accepted == 1
+
+
+def test_post_writes_body_with_content_length_and_headers(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """A POST body arrives intact with its Content-Length and the caller's headers."""
+    payload = b'{"answer": 42}'
+    easy, body = fetch(
+        http_server.url("/echo"),
+        method="POST",
+        body=payload,
+        headers=[("Content-Type", "application/json"), ("X-Request-Id", "abc-1")],
+    )
+    assert (easy.result, easy.response_code, body) == (Code.OK, 200, payload)
+    [request] = http_server.requests
+    assert (request.method, request.target, request.body) == ("POST", "/echo", payload)
+    assert request.header("content-length") == str(len(payload))
+    assert request.header("content-type") == "application/json"
+    assert request.header("x-request-id") == "abc-1"
+
+
+def test_large_post_body_sent_completely(fetch: Fetch, http_server: HTTPServer) -> None:
+    """A 4 MB body (many partial sends on a non-blocking socket) arrives byte for byte."""
+    payload = bytes(range(256)) * (4 * 4096)
+    easy, body = fetch(http_server.url("/echo"), method="POST", body=payload)
+    assert easy.result == Code.OK
+    assert http_server.requests[0].body == payload
+    assert body == payload
+
+
+def test_content_length_body(fetch: Fetch, http_server: HTTPServer) -> None:
+    """A Content-Length body is delivered whole; size_download and content_length match it."""
+    easy, body = fetch(http_server.url())
+    assert body == HELLO
+    assert easy.size_download == len(HELLO)
+    assert easy.content_length == len(HELLO)
+
+
+def test_chunked_body_reassembled_and_connection_kept(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """A chunked body arrives de-chunked; the connection stays reusable after the last chunk."""
+    easy, body = fetch(http_server.url("/chunked"))
+    assert (easy.result, body) == (Code.OK, b"hello, chunked world\n")
+    assert easy.size_download == len(body)
+    after, _ = fetch(http_server.url())
+    assert (after.result, after.num_connects, http_server.accepted) == (Code.OK, 0, 1)
+
+
+def test_close_delimited_body_read_until_eof(fetch: Fetch, http_server: HTTPServer) -> None:
+    """A body without length or chunking ends at EOF (OK), and that connection is not reused."""
+    easy, body = fetch(http_server.url("/close"))
+    assert (easy.result, body) == (Code.OK, b"delimited by close\n")
+    after, _ = fetch(http_server.url())
+    assert (after.result, after.num_connects, http_server.accepted) == (Code.OK, 1, 2)
+
+
+def test_keep_alive_reuse_one_connection(fetch: Fetch, http_server: HTTPServer) -> None:
+    """Sequential transfers to one origin share one connection: num_connects 1, then 0."""
+    results = [fetch(http_server.url())[0] for _ in range(3)]
+    assert [e.result for e in results] == [Code.OK] * 3
+    assert [e.num_connects for e in results] == [1, 0, 0]
+    assert len({e.local_port for e in results}) == 1
+    assert http_server.accepted == 1
+    assert {r.client_port for r in http_server.requests} == {results[0].local_port}
+
+
+def test_stale_pooled_connection_retried_transparently(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """The server closed the idle kept-alive connection: the next transfer is OK on a new one."""
+    server = serve(stale_after_first(HELLO))
+    first, _ = fetch(server.url())
+    assert first.result == Code.OK
+    assert server.wait_for(lambda: server.accepted == 1 and server.active == 0)
+    second, body = fetch(server.url())
+    assert (second.result, body, second.error) == (Code.OK, HELLO, "")
+    assert second.num_connects == 1
+    assert server.accepted == 2
+
+
+def test_pooled_connection_closed_when_request_arrives_is_retried(
+    fetch: Fetch, serve: Callable[[Server], Server]
+) -> None:
+    """The server reads the request on the reused connection and closes silently: retried, OK."""
+    connections = []
+
+    def handler(peer: Peer) -> None:
+        connections.append(peer)
+        first_connection = len(connections) == 1
+        for n in range(2):
+            if peer.read_request() is None:
+                return
+            if first_connection and n == 1:
+                return  # the race: request read, connection closed, nothing answered
+            peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + HELLO)
+
+    server = serve(Server(handler))
+    first, _ = fetch(server.url("/1"))
+    second, body = fetch(server.url("/2"))
+    assert (first.result, second.result, body) == (Code.OK, Code.OK, HELLO)
+    assert server.accepted == 2
+    assert server.paths() == ["/1", "/2", "/2"]
+
+
+def slow_server(serve: Callable[[HTTPServer], HTTPServer], delay: float = 0.1) -> HTTPServer:
+    return serve(HTTPServer(default=respond(HELLO, delay=delay)))
+
+
+def test_max_total_connections_never_exceeded(
+    make_driver: Callable[..., Any], serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """With max_total_connections=2, six slow transfers never hold more than 2 connections."""
+    a, b = slow_server(serve), slow_server(serve)
+    drv = make_driver(max_total_connections=2)
+    easies = [Easy((a if i % 2 else b).url(f"/{i}")) for i in range(6)]
+    drv.perform(*easies, timeout=20)
+    assert [e.result for e in easies] == [Code.OK] * 6
+    assert a.peak + b.peak <= 2
+    assert a.accepted + b.accepted <= 4
+    assert max(a.peak, b.peak) >= 1
+
+
+def test_max_total_connections_queue_is_first_come_first_served(
+    make_driver: Callable[..., Any], serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """With one connection allowed, queued transfers are served in the order they were added."""
+    server = slow_server(serve, 0.02)
+    drv = make_driver(max_total_connections=1)
+    easies = [Easy(server.url(f"/{i}")) for i in range(6)]
+    drv.perform(*easies, timeout=20)
+    assert [e.result for e in easies] == [Code.OK] * 6
+    assert server.paths() == [f"/{i}" for i in range(6)]
+    assert (server.peak, server.accepted) == (1, 1)
+    assert [m.easy for m in drv.messages] == easies
+
+
+def test_max_host_connections_limits_each_host_separately(
+    make_driver: Callable[..., Any], serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """max_host_connections=1: one connection per host:port, in FIFO order, hosts in parallel."""
+    a, b = slow_server(serve, 0.3), slow_server(serve, 0.3)
+    drv = make_driver(max_host_connections=1)
+    easies = [Easy(s.url(f"/{i}")) for i in range(3) for s in (a, b)]
+    drv.perform(*easies, timeout=20)
+    assert [e.result for e in easies] == [Code.OK] * 6
+    assert (a.peak, b.peak) == (1, 1)
+    assert a.paths() == b.paths() == ["/0", "/1", "/2"]
+    both_at_once = [e for e in easies if e.total_time < 0.55]
+    assert len(both_at_once) == 2, "the first transfer to each host should run concurrently"
+
+
+def test_bytes_beyond_content_length_close_the_connection(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """Extra bytes after the body (h11's trailing_data) are not parsed as the next response."""
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+    server = serve(
+        HTTPServer(
+            {"/extra": raw(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" + smuggled)},
+            default=respond(HELLO),
+        )
+    )
+    first, body = fetch(server.url("/extra"))
+    assert (first.result, body) == (Code.OK, b"abc")
+    second, body = fetch(server.url("/next"))
+    assert (second.result, body) == (Code.OK, HELLO)
+    assert second.num_connects == 1
+    assert server.accepted == 2
+
+
+def test_huge_header_block_is_an_error_not_unbounded_buffering(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """A complete 1 MB header block fails at once with RECV_ERROR (56, libcurl's answer)."""
+    server = serve(HTTPServer(default=huge_headers(1_000_000)))
+    easy, body = fetch(server.url(), timeout_ms=5000)
+    assert easy.result == Code.RECV_ERROR, f"{easy.result!r} {easy.error!r}"
+    assert body == b""
+    assert easy.total_time < 4
+
+
+def test_endless_header_block_fails_before_the_timeout(
+    fetch: Fetch, serve: Callable[[Server], Server]
+) -> None:
+    """Header lines that never end fail on the size bound, not on timeout_ms."""
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        peer.send(b"HTTP/1.1 200 OK\r\n")
+        while peer.send(b"X-Again: " + b"y" * 1000 + b"\r\n"):
+            pass
+
+    server = serve(Server(handler))
+    easy, _ = fetch(server.url(), timeout_ms=5000)
+    assert easy.result not in (Code.OK, Code.OPERATION_TIMEDOUT), easy.error
+    assert easy.total_time < 4
+
+
+def test_chunk_size_of_2_pow_80_is_an_error(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """A chunk size of ffffffffffffffffffff (h11 accepts it) fails at once, not at timeout_ms."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc"
+    server = serve(HTTPServer(default=raw(head, then="hold")))
+    easy, _ = fetch(server.url(), timeout_ms=5000)
+    assert easy.result not in (Code.OK, Code.OPERATION_TIMEDOUT), easy.error
+    assert easy.total_time < 4
+
+
+def test_header_function_gets_status_line_and_each_header_line(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """header_function sees the status line, then every header line in order, as sent."""
+    sent = [("Content-Type", "text/plain"), ("X-One", "1"), ("Set-Cookie", "a=b; Path=/")]
+    server = serve(HTTPServer(default=respond(HELLO, headers=sent)))
+    lines: list[bytes] = []
+    easy, body = fetch(server.url(), header_function=lines.append)
+    assert (easy.result, body) == (Code.OK, HELLO)
+    got = [line.rstrip(b"\r\n") for line in lines if line.strip()]
+    assert got[0] == b"HTTP/1.1 200 OK"
+    expected = [b"Content-Length: 13"] + [f"{k}: {v}".encode() for k, v in sent]
+    assert got[1:] == expected
+    assert all(isinstance(line, bytes) for line in lines)
+
+
+def test_header_function_sees_every_response_of_a_redirect(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """Following a redirect, header_function gets both status lines, 302 first."""
+    lines: list[bytes] = []
+    easy, body = fetch(
+        http_server.url("/redirect"), follow_location=True, header_function=lines.append
+    )
+    assert (easy.result, body) == (Code.OK, HELLO)
+    status = [line.rstrip(b"\r\n") for line in lines if line.startswith(b"HTTP/")]
+    assert status == [b"HTTP/1.1 302 Found", b"HTTP/1.1 200 OK"]
+
+
+def test_redirect_followed_on_the_same_connection(fetch: Fetch, http_server: HTTPServer) -> None:
+    """follow_location: effective_url is the final URL, redirect_count 1, one connection."""
+    easy, body = fetch(http_server.url("/redirect"), follow_location=True)
+    assert (easy.result, easy.response_code, body) == (Code.OK, 200, HELLO)
+    assert easy.effective_url == http_server.url("/")
+    assert easy.redirect_count == 1
+    assert 0 < easy.redirect_time <= easy.total_time
+    assert http_server.paths() == ["/redirect", "/"]
+    assert http_server.accepted == 1
+
+
+def test_redirect_not_followed_by_default(fetch: Fetch, http_server: HTTPServer) -> None:
+    """Without follow_location a 302 is the result: OK, response_code 302, nothing followed."""
+    easy, _ = fetch(http_server.url("/redirect"))
+    assert (easy.result, easy.response_code, easy.redirect_count) == (Code.OK, 302, 0)
+    assert http_server.paths() == ["/redirect"]
+
+
+def test_getinfo_fields_after_a_get(fetch: Fetch, http_server: HTTPServer) -> None:
+    """After a GET, easy answers what curl_easy_getinfo would."""
+    url = http_server.url("/")
+    easy, _ = fetch(url)
+    assert easy.result == Code.OK
+    assert easy.error == ""
+    assert easy.response_code == 200
+    assert easy.http_version == "1.1"
+    assert easy.effective_url == url
+    assert easy.redirect_count == 0
+    assert easy.size_download == easy.content_length == len(HELLO)
+    assert (easy.primary_ip, easy.primary_port) == ("127.0.0.1", http_server.port)
+    assert easy.local_port == http_server.requests[0].client_port
+    assert easy.num_connects == 1
+
+
+def test_timings_are_monotone(fetch: Fetch, http_server: HTTPServer) -> None:
+    """namelookup <= connect <= pretransfer <= starttransfer <= total, all >= 0."""
+    easy, _ = fetch(http_server.url("/slow"))
+    times = [
+        easy.namelookup_time,
+        easy.connect_time,
+        easy.pretransfer_time,
+        easy.starttransfer_time,
+        easy.total_time,
+    ]
+    assert times == sorted(times)
+    assert times[0] >= 0
+    assert easy.starttransfer_time >= 0.15, "the server waited 0.2 s before answering"
+    assert easy.total_time < 5
+    assert easy.appconnect_time == 0.0  # plain HTTP: no TLS handshake
+
+
+def test_timings_of_a_reused_connection_are_monotone(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """On a reused connection the timings stay ordered (connect phases are near zero)."""
+    fetch(http_server.url())
+    easy, _ = fetch(http_server.url())
+    assert easy.num_connects == 0
+    times = [
+        easy.namelookup_time,
+        easy.connect_time,
+        easy.pretransfer_time,
+        easy.starttransfer_time,
+        easy.total_time,
+    ]
+    assert times == sorted(times)
+
+
+def test_progress_function_reports_download_totals(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """The progress callback gets (dltotal, dlnow, ultotal, ulnow); the last dlnow is the size."""
+    body = b"z" * 200_000
+    server = serve(HTTPServer(default=respond(body)))
+    calls: list[tuple[int, int, int, int]] = []
+    easy, got = fetch(server.url(), progress_function=lambda *a: calls.append(a))
+    assert (easy.result, got) == (Code.OK, body)
+    assert calls
+    dlnow = [c[1] for c in calls]
+    assert dlnow == sorted(dlnow)
+    assert calls[-1][:2] == (len(body), len(body))
+
+
+def test_concurrent_transfers_each_get_their_own_body(
+    drv: Any, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """Twenty concurrent transfers on one multi each receive exactly their own response."""
+    server = serve(HTTPServer(default=_echo_path))
+    bodies = [bytearray() for _ in range(20)]
+    easies = [Easy(server.url(f"/{i}"), write_function=bodies[i].extend) for i in range(20)]
+    drv.perform(*easies, timeout=20)
+    assert [e.result for e in easies] == [Code.OK] * 20
+    assert [bytes(b) for b in bodies] == [f"/{i}".encode() * 1000 for i in range(20)]
+
+
+def _echo_path(request: Request, peer: Peer) -> bool:
+    return respond(request.target.encode() * 1000)(request, peer)
+
+
+def test_max_connects_bounds_the_idle_cache(
+    make_driver: Callable[..., Any], serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """max_connects=1: of two idle connections one is closed, so the next pair opens one more."""
+    server = slow_server(serve, 0.05)
+    drv = make_driver(max_connects=1)
+    drv.perform(Easy(server.url("/a")), Easy(server.url("/b")), timeout=20)
+    assert server.accepted == 2
+    assert server.wait_for(lambda: server.active == 1), "one idle connection closed"
+    pair = drv.perform(Easy(server.url("/c")), Easy(server.url("/d")), timeout=20)
+    assert [e.result for e in pair] == [Code.OK, Code.OK]
+    assert sorted(e.num_connects for e in pair) == [0, 1]
+    assert server.accepted == 3
+
+
+def test_server_saying_connection_close_is_not_reused(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """A response with Connection: close is complete (OK) and the next transfer connects anew."""
+    server = serve(HTTPServer(default=respond(HELLO, then="close")))
+    first, _ = fetch(server.url())
+    second, body = fetch(server.url())
+    assert (first.result, second.result, body) == (Code.OK, Code.OK, HELLO)
+    assert [first.num_connects, second.num_connects] == [1, 1]
+    assert server.accepted == 2
+
+
+def test_many_sequential_transfers_do_not_leak_connections(
+    drv: Any, http_server: HTTPServer
+) -> None:
+    """Fifty transfers one after another use one connection and leave no socket watched."""
+    for _ in range(50):
+        easy = Easy(http_server.url())
+        drv.perform(easy)
+        assert easy.result == Code.OK
+    assert http_server.accepted == 1
+    assert drv.watched == {}
+
+
+def test_two_multis_have_separate_pools(http_server: HTTPServer) -> None:
+    """Each multi has its own connection cache: a second multi does not reuse the first's."""
+    from hiperfifo.engine.testing import SelectorDriver
+
+    one, two = SelectorDriver(), SelectorDriver()
+    try:
+        a, b = Easy(http_server.url()), Easy(http_server.url())
+        one.perform(a)
+        two.perform(b)
+    finally:
+        one.close()
+        two.close()
+    assert (a.result, b.result) == (Code.OK, Code.OK)
+    assert (a.num_connects, b.num_connects) == (1, 1)
+    assert http_server.accepted == 2
