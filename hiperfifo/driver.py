@@ -56,6 +56,23 @@ class Handle:
             self._uv.close()
 
 
+class Alarm(Handle):
+    """A one-shot timer the daemon sets again and again (e.g. for the earliest retry)."""
+
+    def __init__(self, uv_handle: Any, callback: Callable[[], None]) -> None:
+        super().__init__(uv_handle)
+        self._callback = callback
+
+    def set(self, seconds: float) -> None:
+        """Call the callback once, `seconds` from now, replacing any earlier setting."""
+        self._uv.start(lambda _h: self._callback(), max(seconds, 0.0), 0.0)
+
+    def cancel(self) -> None:
+        """Forget the setting; the alarm can be set again."""
+        if not self._uv.closed:
+            self._uv.stop()
+
+
 class Driver:
     """Runs one Multi on a pyuv loop and reports finished transfers to `on_done`."""
 
@@ -155,6 +172,22 @@ class Driver:
         timer = pyuv.Timer(self.loop)
         timer.start(lambda _h: callback(), max(seconds, 0.0), 0.0)
         return self._keep(timer)
+
+    def every(self, seconds: float, callback: Callable[[], None]) -> Handle:
+        """Call `callback()` every `seconds`, the first time `seconds` from now.
+
+        A loop that is stuck (a long callback, SIGSTOP) does not call it: the
+        systemd watchdog relies on that.
+        """
+        timer = pyuv.Timer(self.loop)
+        timer.start(lambda _h: callback(), seconds, seconds)
+        return self._keep(timer)
+
+    def alarm(self, callback: Callable[[], None]) -> Alarm:
+        """A one-shot timer, not yet set (see Alarm.set)."""
+        alarm = Alarm(pyuv.Timer(self.loop), callback)
+        self._own.append(alarm)
+        return alarm
 
     def _keep(self, uv_handle: Any) -> Handle:
         handle = Handle(uv_handle)
