@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
             dest=option.name,
             metavar=option.metavar,
             default=None,
+            action="append" if option.repeat else "store",
             help=f"{option.help} (default: {default}; env {option.env})",
         )
     p.add_argument("--version", action="version", version=f"hiperfifo {__version__}")
@@ -66,7 +67,10 @@ def resolve(argv: Sequence[str] | None, environ: Mapping[str, str], stdout_is_tt
     raw: dict[str, str | None] = {}
     for option in OPTIONS:
         from_env = environ.get(option.env) or None
-        raw[option.name] = args[option.name] if args[option.name] is not None else from_env
+        given = args[option.name]
+        if isinstance(given, list):  # a repeatable option: every value, joined by commas
+            given = ",".join(given)
+        raw[option.name] = given if given is not None else from_env
     if raw["log_format"] is None:
         raw["log_format"] = "console" if stdout_is_tty and raw["log_file"] is None else "json"
     return build(raw)

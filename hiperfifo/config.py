@@ -7,6 +7,7 @@ cli.py hands it strings; a bad value raises ConfigError with a readable message.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,17 @@ def _output(text: str) -> Path | None:
     return None if text == "discard" else _path(text)
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (a repeated option arrives joined by commas)."""
+    networks = []
+    for spec in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(spec, strict=False)))
+        except ValueError:
+            raise ConfigError(f"not a network in CIDR form: {spec!r}") from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One option: its flag, parser, default (as text, parsed like user input) and help."""
@@ -87,6 +99,7 @@ class Option:
     default: str | None
     metavar: str
     help: str
+    repeat: bool = False  # may be given several times; the values are joined by commas
 
     @property
     def is_switch(self) -> bool:
@@ -116,6 +129,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", _choice(LOG_FORMATS), None, "FORMAT", "json|logfmt|console"),
     Option("log_level", _choice(LOG_LEVELS), "info", "LEVEL", "|".join(LOG_LEVELS)),
     Option("log_file", _path, None, "PATH", "append logs to PATH instead of stdout"),
+    Option("state_dir", _path, None, "DIR", "keep the queue in DIR/queue.sqlite3 across restarts"),
+    Option("max_queued", _count, "100000", "N", "accepted URLs waiting; past it the FIFO waits"),
+    Option("speed_limit", _count, "0", "BYTES", "abort below BYTES/s for --speed-time (28)"),
+    Option("speed_time", _count, "30", "S", "seconds below --speed-limit before aborting"),
+    Option(
+        "deny_network",
+        _networks,
+        None,
+        "CIDR",
+        "never connect into CIDR (repeatable)",
+        repeat=True,
+    ),
+    Option(
+        "allow_network",
+        _networks,
+        None,
+        "CIDR",
+        "connect only into CIDR (repeatable)",
+        repeat=True,
+    ),
+    Option("public_only", _flag, "false", "", "deny every non-public network (SSRF guard)"),
+    Option("strict", _flag, "false", "", "refuse to start on warnings (FIFO writable by all)"),
 )
 
 
@@ -136,11 +171,22 @@ class Config:
     log_format: str = "json"
     log_level: str = "info"
     log_file: Path | None = None
+    state_dir: Path | None = None
+    max_queued: int = 100_000
+    speed_limit: int = 0
+    speed_time: int = 30
+    deny_network: tuple[str, ...] = ()
+    allow_network: tuple[str, ...] = ()
+    public_only: bool = False
+    strict: bool = False
 
     def __post_init__(self) -> None:
         _at_least("--max-total-connections", self.max_total_connections, 1)
         _at_least("--max-host-connections", self.max_host_connections, 1)
         _at_least("--max-url-length", self.max_url_length, 16)
+        _at_least("--max-queued", self.max_queued, 1)
+        _at_least("--speed-limit", self.speed_limit, 0)
+        _at_least("--speed-time", self.speed_time, 1)
         _not_negative("--connect-timeout", self.connect_timeout)
         _not_negative("--timeout", self.timeout)
         _not_negative("--shutdown-timeout", self.shutdown_timeout)
@@ -167,6 +213,11 @@ class Config:
             "timeout": self.timeout,
             "fail": self.fail,
             "shutdown_timeout": self.shutdown_timeout,
+            "state_dir": str(self.state_dir) if self.state_dir else None,
+            "max_queued": self.max_queued,
+            "public_only": self.public_only,
+            "deny_network": list(self.deny_network),
+            "allow_network": list(self.allow_network),
         }
 
 
