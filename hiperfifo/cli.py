@@ -1,8 +1,8 @@
 """The command line: argv and HIPERFIFO_* environment → Config → daemon → exit status.
 
-Owns the only reads of argv and os.environ (LISTEN_FDS aside, which fifo.py
-adopts) and the mapping of startup problems to exit status 2. It knows
-nothing about the loop or the engine.
+Owns the only reads of argv and os.environ (the daemon gets the mapping for
+systemd's variables and removes LISTEN_* from it) and the mapping of startup
+problems to exit status 2. It knows nothing about the loop or the engine.
 """
 
 from __future__ import annotations
@@ -73,7 +73,23 @@ def resolve(argv: Sequence[str] | None, environ: Mapping[str, str], stdout_is_tt
         raw[option.name] = given if given is not None else from_env
     if raw["log_format"] is None:
         raw["log_format"] = "console" if stdout_is_tty and raw["log_file"] is None else "json"
-    return build(raw)
+    return build(raw, proxy_environ(environ))
+
+
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
+
+
+def proxy_environ(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The proxy variables curl reads (not HTTP_PROXY: a CGI server sets it from a header)."""
+    return tuple((name, environ[name]) for name in PROXY_VARIABLES if environ.get(name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,4 +101,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from hiperfifo.daemon import run  # the loop and the engine only once the options are good
 
-    return run(config)
+    return run(config, os.environ)  # systemd's variables: NOTIFY_SOCKET, LISTEN_FDS...

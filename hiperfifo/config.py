@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 LOG_FORMATS = ("json", "logfmt", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -77,6 +79,47 @@ def _path(text: str) -> Path:
 
 def _output(text: str) -> Path | None:
     return None if text == "discard" else _path(text)
+
+
+def _ca_file(text: str) -> Path:
+    path = _path(text)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"cannot load CA certificates from {text!r}: {reason}") from None
+    return path
+
+
+def _proxy(text: str) -> str:
+    """http://host:port or host:port ("" = no proxy at all, not even from the environment)."""
+    text = text.strip()
+    if not text:
+        return ""
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme.lower() != "http":
+        raise ConfigError(f"only http:// proxies are supported, got {text!r}")
+    host = urlsplit(text if sep else f"http://{text}")
+    try:
+        host.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"bad proxy URL {text!r}: {exc}") from None
+    if not host.hostname:
+        raise ConfigError(f"bad proxy URL {text!r}: no host")
+    return text
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """Bytes, with curl's k/M/G suffixes (powers of 1024)."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in ("k", "m", "g") else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise ConfigError(f"not a size in bytes (N, Nk, NM, NG): {text!r}")
+    return int(number) * _SIZE_UNITS[unit]
 
 
 def _networks(text: str) -> tuple[str, ...]:
@@ -151,6 +194,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("public_only", _flag, "false", "", "deny every non-public network (SSRF guard)"),
     Option("strict", _flag, "false", "", "refuse to start on warnings (FIFO writable by all)"),
+    Option("proxy", _proxy, None, "URL", "HTTP proxy (http://host:port; '' for none)"),
+    Option("noproxy", str, None, "LIST", "hosts reached directly, as no_proxy"),
+    Option("cacert", _ca_file, None, "FILE", "CA certificates (PEM) to verify servers with"),
+    Option("insecure", _flag, "false", "", "do not verify TLS certificates, as curl -k"),
+    Option("compressed", _flag, "false", "", "ask for gzip/deflate and decode, as curl"),
+    Option("max_filesize", _size, "0", "BYTES", "larger bodies fail (63); k/M/G; 0: no limit"),
+    Option("max_redirs", _count, "30", "N", "redirects followed at most (47 beyond)"),
+    Option("retry", _count, "0", "N", "retries of a transient failure, as curl --retry"),
+    Option("retry_delay", _seconds, "0", "S", "fixed wait between retries (0: 1 s doubling)"),
+    Option("retry_max_time", _seconds, "0", "S", "no retry starts after S seconds (0: no bound)"),
 )
 
 
@@ -179,6 +232,18 @@ class Config:
     allow_network: tuple[str, ...] = ()
     public_only: bool = False
     strict: bool = False
+    proxy: str | None = None  # None: from the environment; "": none at all
+    noproxy: str | None = None  # None: from the environment (no_proxy)
+    cacert: Path | None = None
+    insecure: bool = False
+    compressed: bool = False
+    max_filesize: int = 0
+    max_redirs: int = 30
+    retry: int = 0
+    retry_delay: float = 0.0
+    retry_max_time: float = 0.0
+    # http_proxy, https_proxy, all_proxy, no_proxy (either case) as cli.py found them
+    proxy_environ: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _at_least("--max-total-connections", self.max_total_connections, 1)
@@ -190,6 +255,10 @@ class Config:
         _not_negative("--connect-timeout", self.connect_timeout)
         _not_negative("--timeout", self.timeout)
         _not_negative("--shutdown-timeout", self.shutdown_timeout)
+        _at_least("--max-redirs", self.max_redirs, 0)
+        _at_least("--retry", self.retry, 0)
+        _not_negative("--retry-delay", self.retry_delay)
+        _not_negative("--retry-max-time", self.retry_max_time)
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"--log-format: {self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:
@@ -218,7 +287,20 @@ class Config:
             "public_only": self.public_only,
             "deny_network": list(self.deny_network),
             "allow_network": list(self.allow_network),
+            "proxy": _hide_password(self.proxy),
+            "verify": not self.insecure,
+            "compressed": self.compressed,
+            "max_redirs": self.max_redirs,
+            "retry": self.retry,
         }
+
+
+def _hide_password(url: str | None) -> str | None:
+    if not url or "@" not in url:
+        return url
+    head, _, host = url.rpartition("@")
+    scheme, sep, user = head.rpartition("://")
+    return f"{scheme}{sep}{user.split(':', 1)[0]}:***@{host}"
 
 
 def _ms(seconds: float) -> int:
@@ -235,7 +317,7 @@ def _not_negative(flag: str, value: float) -> None:
         raise ConfigError(f"{flag}: must not be negative, got {value}")
 
 
-def build(raw: dict[str, str | None]) -> Config:
+def build(raw: dict[str, str | None], proxy_environ: tuple[tuple[str, str], ...] = ()) -> Config:
     """Parse option texts (missing or None: the default) into a validated Config."""
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -248,4 +330,4 @@ def build(raw: dict[str, str | None]) -> Config:
             values[option.name] = option.parse(text)
         except ConfigError as exc:
             raise ConfigError(f"{option.flag}: {exc}") from None
-    return Config(**values)
+    return Config(**values, proxy_environ=proxy_environ)

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
@@ -101,11 +101,60 @@ def writes_to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
+class LogFile:
+    """The --log-file stream: appended to, line-buffered, reopened on SIGHUP (logrotate).
+
+    structlog's logger keeps this object's bound methods, so `reopen()` can
+    swap the file underneath without configuring structlog again.
+    """
+
+    def __init__(self, path: os.PathLike[str]) -> None:
+        self.path = path
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        return open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    def reopen(self) -> None:
+        """Open the path again (a new file after a rename); OSError leaves the old one in use."""
+        new = self._open()
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_log_file: LogFile | None = None
+
+
 def open_stream(path: os.PathLike[str] | None) -> TextIO:
-    """stdout, or the log file opened for appending, line-buffered."""
+    """stdout, or the log file opened for appending, line-buffered (see reopen())."""
+    global _log_file
     if path is None:
         return sys.stdout
-    return open(path, "a", buffering=1, encoding="utf-8")
+    _log_file = LogFile(path)
+    return cast(TextIO, _log_file)
+
+
+def reopen() -> str | None:
+    """Reopen the log file after logrotate renamed it: its path, or None when on stdout."""
+    if _log_file is None:
+        return None
+    _log_file.reopen()
+    return os.fspath(_log_file.path)
 
 
 def configure(

@@ -1,0 +1,159 @@
+"""Retries, as `curl --retry` decides them: which results are transient, how long to wait.
+
+Owns the retry policy (a frozen value validated on construction), the
+backoff with jitter, Retry-After parsing, and the queue of transfers waiting
+for their next attempt (a heap of due times; the daemon sets one timer for
+the earliest). Pure code: no clock, no randomness and no loop of its own, so
+every decision can be tested without waiting.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from hiperfifo.engine import Code
+
+# curl --retry: "a timeout, ... or an HTTP 408, 429, 500, 502, 503 or 504";
+# plus the connection-level failures a flaky peer or a restarting server gives.
+TRANSIENT_RESULTS = frozenset(
+    {
+        Code.COULDNT_CONNECT,
+        Code.OPERATION_TIMEDOUT,
+        Code.GOT_NOTHING,
+        Code.SEND_ERROR,
+        Code.RECV_ERROR,
+    }
+)
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+FIRST_DELAY = 1.0  # curl: one second before the first retry...
+MAX_DELAY = 600.0  # ...doubling up to ten minutes
+JITTER = 0.25  # each backoff is stretched by up to 25 %, so retries of a burst spread out
+
+
+class RetryPolicyError(ValueError):
+    """A retry setting that makes no sense."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many retries, for how long, and how far apart.
+
+    `retries` 0 disables retrying. `max_time` > 0 bounds the whole series: no
+    attempt starts later than that many seconds after the first one began.
+    `delay` > 0 is a fixed wait (curl --retry-delay); 0 means exponential
+    backoff: 1 s, 2 s, 4 s... capped at 10 minutes, each stretched by jitter.
+    A Retry-After from the server is honoured when it asks for longer.
+    """
+
+    retries: int = 0
+    max_time: float = 0.0
+    delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise RetryPolicyError(f"--retry: must not be negative, got {self.retries}")
+        for name, value in (("--retry-max-time", self.max_time), ("--retry-delay", self.delay)):
+            if not (math.isfinite(value) and value >= 0):
+                raise RetryPolicyError(f"{name}: must be a finite number >= 0, got {value}")
+
+    def is_transient(self, result: Code, status: int | None) -> bool:
+        """True for the results worth another attempt (HTTP status: with or without --fail)."""
+        if result in TRANSIENT_RESULTS:
+            return True
+        return result in (Code.OK, Code.HTTP_RETURNED_ERROR) and status in TRANSIENT_STATUS
+
+    def backoff(self, retry: int, jitter: float) -> float:
+        """The wait before retry number `retry` (1, 2, ...); `jitter` in [0, 1)."""
+        if self.delay > 0:
+            return self.delay
+        base: float = min(FIRST_DELAY * 2.0 ** min(retry - 1, 32), MAX_DELAY)
+        return base * (1 + JITTER * jitter)
+
+    def next_delay(
+        self, retry: int, elapsed: float, retry_after: float | None, jitter: float
+    ) -> float | None:
+        """Seconds until retry number `retry`, or None when no retry is due.
+
+        `elapsed`: seconds since the first attempt began; `retry_after`: what
+        the last response asked for, if anything.
+        """
+        if retry > self.retries:
+            return None
+        delay = self.backoff(retry, jitter)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        if self.max_time > 0 and elapsed + delay > self.max_time:
+            return None
+        return delay
+
+
+def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from `now`: delta-seconds or an HTTP-date; None if unusable."""
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass
+class RetryAfter:
+    """A header_function that remembers the last response's Retry-After (per attempt)."""
+
+    seconds: float | None = None
+    now: datetime | None = None  # a fixed "now" for tests; None: the real time
+
+    def __call__(self, line: bytes) -> None:
+        if line.startswith(b"HTTP/"):
+            self.seconds = None  # a new response (after a redirect): forget the old one
+            return
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"retry-after":
+            self.seconds = parse_retry_after(value.decode("latin-1"), self.now)
+
+
+@dataclass
+class RetryQueue:
+    """Transfer ids waiting for their next attempt, earliest first (lazy deletion)."""
+
+    _heap: list[tuple[float, int]] = field(default_factory=list)
+    _due: dict[int, float] = field(default_factory=dict)
+
+    def push(self, key: int, due: float) -> None:
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+
+    def discard(self, key: int) -> None:
+        self._due.pop(key, None)
+
+    def pop_due(self, now: float) -> list[int]:
+        """Every id due at `now` or before, earliest first, removed from the queue."""
+        ready = []
+        while self._heap and self._heap[0][0] <= now:
+            due, key = heapq.heappop(self._heap)
+            if self._due.get(key) == due:
+                del self._due[key]
+                ready.append(key)
+        return ready
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting id is due, or None when none waits."""
+        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._due
