@@ -9,11 +9,11 @@ engine from inside an engine callback.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,8 +21,8 @@ from structlog.typing import FilteringBoundLogger
 
 from hiperfifo import __version__, logs
 from hiperfifo.config import Config
-from hiperfifo.driver import Driver, Handle
-from hiperfifo.engine import Code, Easy, Message, Multi
+from hiperfifo.driver import Driver, Handle, Watch
+from hiperfifo.engine import Code, Easy, Message, Multi, NetworkPolicy
 from hiperfifo.fifo import (
     SHOWN_TOKEN_CHARS,
     Fifo,
@@ -34,6 +34,7 @@ from hiperfifo.fifo import (
     open_fifo,
     redact,
 )
+from hiperfifo.journal import Journal, JournalError
 from hiperfifo.output import Output, OutputError, Sink, make_output
 
 EXIT_OK = 0
@@ -43,11 +44,12 @@ EXIT_ABORTED = 130
 READ_CHUNK = 8 * 1024  # FIFO input per loop iteration: ~200 URLs, ~25 ms of engine work
 PROGRESS_EVERY = 1.0  # seconds between transfer.progress lines of one transfer
 REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
-# With this many live transfers, CPython's full collections (one each time the
-# heap grows by 25 %) scan the whole queue: 0.1-0.5 s stalls measured at 50k.
-# Past it, the backlog is moved out of the collector's sight (gc.freeze, O(1))
-# and given back (gc.unfreeze) once the queue has shrunk below half of it.
-GC_FREEZE_ABOVE = 5_000
+# Accepted URLs wait in the daemon as plain (id, url, accepted) tuples, ~200 bytes
+# each, and are handed to the engine only while it holds fewer than this many
+# transfers per allowed connection: an Easy and its Transfer cost several KiB,
+# and 100,000 of them in the engine's own queue cost 250 MB (measured).
+FEED_PER_CONNECTION = 16
+RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
 
 
 @dataclass(eq=False)
@@ -58,7 +60,7 @@ class Transfer:
     url: str
     sink: Sink
     log: FilteringBoundLogger
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # when the URL was accepted
     last_progress: float = field(default_factory=time.monotonic)
     easy: Easy | None = None
 
@@ -78,10 +80,13 @@ class Transfer:
 class Daemon:
     """One run of the service: reads the FIFO, runs transfers, stops cleanly."""
 
-    def __init__(self, config: Config, fifo: Fifo, output: Output) -> None:
+    def __init__(
+        self, config: Config, fifo: Fifo, output: Output, journal: Journal | None = None
+    ) -> None:
         self._config = config
         self._fifo = fifo
         self._output = output
+        self._journal = journal
         self._log = logs.get()
         self._multi = Multi(
             max_total_connections=config.max_total_connections,
@@ -89,21 +94,36 @@ class Daemon:
         )
         self._driver = Driver(self._multi, self._finished)
         self._tokens = Tokenizer(config.max_url_length)
-        self._transfers: dict[int, Transfer] = {}
-        self._next_id = 1
+        self._policy = network_policy(config)
+        self._queue: deque[tuple[int, str, float]] = deque()  # accepted, not yet in the engine
+        self._feed_limit = config.max_total_connections * FEED_PER_CONNECTION
+        self._transfers: dict[int, Transfer] = {}  # in the engine
+        self._next_id = journal.next_id() if journal is not None else 1
         self._done = 0
         self._failed = 0
         self._stopping: str | None = None
+        self._aborting = False
         self._exit = EXIT_OK
-        self._input: Handle | None = None
+        self._input: Watch | None = None
         self._deadline: Handle | None = None
         self._last_remaining = 0.0
+        self._held: list[Url | Stop | Rejected] = []  # read, but not yet recorded (disk full)
+        self._refused: str | None = None  # why input is refused, while the journal fails
+        self._backlogged = False  # input paused: --max-queued URLs wait
+
+    @property
+    def unfinished(self) -> int:
+        """Accepted transfers without their transfer.done yet."""
+        return len(self._transfers) + len(self._queue)
 
     def run(self) -> int:
         """Serve until stopped; the exit status."""
         self._input = self._driver.watch_readable(self._fifo.fd, self._read_fifo)
         self._driver.on_signal(signal.SIGTERM, self._on_signal)
         self._driver.on_signal(signal.SIGINT, self._on_signal)
+        if self._journal is not None:
+            self._driver.every_iteration(self._flush_journal)
+            self._driver.every(RETRY_EVERY, self._retry_held)
         self._log.info(
             "daemon.started",
             fifo=str(self._fifo.path),
@@ -112,42 +132,141 @@ class Daemon:
             created_fifo=self._fifo.created,
             **self._config.summary(),
         )
+        self._resume()
         try:
             self._driver.run()
         finally:
             self._multi.close()
             self._driver.close()
+            if self._journal is not None:
+                self._journal.close()
         self._log.info("daemon.stopped", done=self._done, failed=self._failed)
         return self._exit
+
+    def _resume(self) -> None:
+        """Queue what the journal holds unfinished from an earlier run, oldest first."""
+        if self._journal is None:
+            return
+        now = time.monotonic()
+        for transfer_id, url in self._journal.unfinished():
+            self._log.info("transfer.resumed", id=transfer_id, url=redact(url))
+            self._queue.append((transfer_id, url, now))
+        self._feed()
 
     # -- input --
 
     def _read_fifo(self) -> None:
         data = self._fifo.read(READ_CHUNK)
         self._take(self._tokens.feed(data))
-        if len(self._transfers) > GC_FREEZE_ABOVE:
-            gc.freeze()
+        self._feed()
+        self._pace_input()
 
     def _take(self, items: list[Url | Stop | Rejected]) -> None:
-        for item in items:
+        """Accept runs of URLs (one journal transaction each), act on stop, log rejections."""
+        start = 0
+        for i, item in enumerate(items):
+            if isinstance(item, Url) and self._stopping is None:
+                continue
+            if not self._accept(items, start, i):
+                return
+            start = i + 1
             if self._stopping is not None:
                 self._reject("daemon is stopping", _shown(item))
-            elif isinstance(item, Url):
-                self._add(item.url)
             elif isinstance(item, Stop):
                 self._begin_stop("stop")
-            else:
+            elif isinstance(item, Rejected):
                 self._reject(item.reason, item.token)
+        self._accept(items, start, len(items))
+
+    def _accept(self, items: list[Url | Stop | Rejected], start: int, end: int) -> bool:
+        """Record the URLs items[start:end], then log transfer.added; False: held, refused."""
+        urls = [item.url for item in items[start:end] if isinstance(item, Url)]
+        if not urls:
+            return True
+        rows = [(self._next_id + n, url) for n, url in enumerate(urls)]
+        if self._journal is not None:
+            try:
+                self._journal.record(rows)
+            except JournalError as exc:
+                self._refuse(items[start:], str(exc))
+                return False
+        self._next_id += len(rows)
+        now = time.monotonic()
+        for transfer_id, url in rows:
+            self._log.info("transfer.added", id=transfer_id, url=redact(url))
+            self._queue.append((transfer_id, url, now))
+        return True
 
     def _reject(self, reason: str, token: str) -> None:
         self._log.warning("input.rejected", reason=reason, token=token)
 
-    def _add(self, url: str) -> None:
-        transfer_id = self._next_id
-        self._next_id += 1
+    # -- input refused while the journal cannot be written, paused over a backlog --
+
+    def _refuse(self, held: list[Url | Stop | Rejected], why: str) -> None:
+        """Keep what was read but not recorded, stop reading (writers block), retry later."""
+        self._held = held
+        if self._refused is None:
+            self._log.error(
+                "input.refused", reason=f"cannot record accepted URLs: {why}", held=len(held)
+            )
+        self._refused = why
+        self._pace_input()
+
+    def _retry_held(self) -> None:
+        """Every RETRY_EVERY s while refused: record the held input; on success read again."""
+        if self._refused is None:
+            return
+        held, self._held = self._held, []
+        self._take(held)
+        if self._held:
+            return
+        self._log.info("input.resumed", reason="the state directory is writable again")
+        self._refused = None
+        self._feed()
+        self._pace_input()
+
+    def _pace_input(self) -> None:
+        """Read the FIFO only while not stopping, not refused and under --max-queued."""
+        if self._input is None:
+            return
+        limit = self._config.max_queued
+        if not self._backlogged and len(self._queue) >= limit:
+            self._backlogged = True
+            self._log.info("input.paused", reason="--max-queued reached", queued=len(self._queue))
+        elif self._backlogged and len(self._queue) <= limit // 2:
+            self._backlogged = False
+            self._log.info("input.resumed", reason="backlog halved", queued=len(self._queue))
+        if self._stopping is not None or self._refused is not None or self._backlogged:
+            self._input.pause()
+        else:
+            self._input.resume()
+
+    def _flush_journal(self) -> None:
+        """Once per loop iteration: delete the ids whose transfer.done was logged."""
+        assert self._journal is not None
+        if not self._journal.unflushed:
+            return
+        try:
+            self._journal.flush()
+        except JournalError as exc:
+            if self._refused is None:
+                self._log.error(
+                    "journal.failed", error=str(exc), unflushed=self._journal.unflushed
+                )
+
+    # -- the engine's queue --
+
+    def _feed(self) -> None:
+        """Hand queued URLs to the engine, oldest first, while it holds fewer than the bound."""
+        while self._queue and len(self._transfers) < self._feed_limit and not self._aborting:
+            transfer_id, url, accepted = self._queue.popleft()
+            self._start(transfer_id, url, accepted)
+
+    def _start(self, transfer_id: int, url: str, accepted: float) -> None:
         sink = self._output.sink(transfer_id, url)
         shown = redact(url)
-        transfer = Transfer(transfer_id, url, sink, self._log.bind(id=transfer_id, url=shown))
+        log = self._log.bind(id=transfer_id, url=shown)
+        transfer = Transfer(transfer_id, url, sink, log, accepted, accepted)
         transfer.easy = Easy(
             url,
             write_function=sink.write,
@@ -157,11 +276,13 @@ class Daemon:
             debug_function=transfer.debug if self._config.log_level == "debug" else None,
             connect_timeout_ms=self._config.connect_timeout_ms,
             timeout_ms=self._config.timeout_ms,
+            low_speed_limit=self._config.speed_limit,
+            low_speed_time=self._config.speed_time,
+            network_policy=self._policy,
             private=transfer,
         )
         self._transfers[transfer_id] = transfer
         self._multi.add_handle(transfer.easy)
-        transfer.log.info("transfer.added")
 
     # -- completion --
 
@@ -170,17 +291,16 @@ class Daemon:
             transfer: Transfer = message.easy.private
             self._multi.remove_handle(message.easy)
             self._report(transfer, Code(message.result))
+        self._feed()
+        self._pace_input()
         self._remaining()
-        if gc.get_freeze_count() and len(self._transfers) < GC_FREEZE_ABOVE // 2:
-            gc.unfreeze()
-        if self._stopping is not None and not self._transfers:
+        if self._stopping is not None and not self.unfinished:
             self._driver.stop()
 
     def _report(self, transfer: Transfer, result: Code, error: str | None = None) -> None:
         """Log the one transfer.done line of this transfer and forget it."""
-        del self._transfers[transfer.id]
-        easy = transfer.easy
-        assert easy is not None
+        self._transfers.pop(transfer.id, None)
+        easy = transfer.easy if transfer.easy is not None else Easy(transfer.url)
         written = transfer.sink.finish(result == Code.OK)
         if result == Code.OK and not written:
             result, error = Code.WRITE_ERROR, transfer.sink.error
@@ -205,21 +325,23 @@ class Daemon:
         else:
             self._failed += 1
             transfer.log.warning("transfer.done", **fields)
+        if self._journal is not None:
+            self._journal.finish(transfer.id)
         transfer.easy = None  # break Transfer <-> Easy: freed by refcount, not by the GC
 
     def _remaining(self) -> None:
         now = time.monotonic()
-        running = len(self._transfers)
+        running = self.unfinished
         if running == 0 or now - self._last_remaining >= REMAINING_EVERY:
             self._last_remaining = now
-            self._log.info("queue.remaining", running=running)
+            self._log.info("queue.remaining", running=running, queued=len(self._queue))
 
     # -- stopping --
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and self._stopping is not None:
-            self._log.warning("daemon.aborting", reason=name, running=len(self._transfers))
+            self._log.warning("daemon.aborting", reason=name, running=self.unfinished)
             self._exit = EXIT_ABORTED
             self._abort_all("aborted by a second SIGINT")
         else:
@@ -231,8 +353,9 @@ class Daemon:
         self._stopping = reason
         if self._input is not None:
             self._input.stop()
-        self._log.info("daemon.stopping", reason=reason, running=len(self._transfers))
-        if not self._transfers:
+        self._log.info("daemon.stopping", reason=reason, running=self.unfinished)
+        self._drop_held()
+        if not self.unfinished:
             self._driver.stop()
             return
         timeout = self._config.shutdown_timeout
@@ -243,13 +366,32 @@ class Daemon:
 
     def _abort_all(self, why: str) -> None:
         """Remove every unfinished transfer; each still gets its transfer.done (42)."""
+        self._aborting = True
         self._driver.collect()  # anything finished but not yet reported keeps its own result
         for transfer in list(self._transfers.values()):
             assert transfer.easy is not None
             self._multi.remove_handle(transfer.easy)
             self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
+        while self._queue:
+            transfer_id, url, accepted = self._queue.popleft()
+            log = self._log.bind(id=transfer_id, url=redact(url))
+            transfer = Transfer(transfer_id, url, Sink(), log, accepted, accepted)
+            self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
         self._remaining()
         self._driver.stop()
+
+    def _drop_held(self) -> None:
+        """On stop: held input gets a last try to be recorded; what still cannot be is rejected."""
+        held, self._held = self._held, []
+        for item in held:
+            if isinstance(item, Rejected):
+                self._reject(item.reason, item.token)
+        urls: list[Url | Stop | Rejected] = [item for item in held if isinstance(item, Url)]
+        if self._accept(urls, 0, len(urls)):
+            return
+        for item in self._held:
+            self._reject(f"not recorded: {self._refused}", _shown(item))
+        self._held = []
 
 
 def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
@@ -266,18 +408,34 @@ def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
     except OutputError as exc:
         return _usage_error(log, str(exc))
     try:
-        fifo = open_fifo(config.fifo, config.fifo_mode)
-    except FifoError as exc:
+        journal = Journal(config.state_dir) if config.state_dir is not None else None
+    except JournalError as exc:
         output.close()
         return _usage_error(log, str(exc))
     try:
-        return Daemon(config, fifo, output).run()
+        fifo = open_fifo(config.fifo, config.fifo_mode)
+    except FifoError as exc:
+        output.close()
+        if journal is not None:
+            journal.close()
+        return _usage_error(log, str(exc))
+    try:
+        return Daemon(config, fifo, output, journal).run()
     except Exception:
         log.exception("daemon.crashed")
         return EXIT_INTERNAL
     finally:
         fifo.close()
         output.close()
+
+
+def network_policy(config: Config) -> NetworkPolicy | None:
+    """The engine's NetworkPolicy from --deny-network, --allow-network, --public-only."""
+    deny = NetworkPolicy.from_cidrs(deny=config.deny_network).deny
+    if config.public_only:
+        deny = NetworkPolicy.public_internet_only().deny + deny
+    allow = NetworkPolicy.from_cidrs(allow=config.allow_network).allow
+    return NetworkPolicy(allow=allow, deny=deny) if allow or deny else None
 
 
 def _shown(item: Url | Stop | Rejected) -> str:

@@ -56,6 +56,30 @@ class Handle:
             self._uv.close()
 
 
+class Watch(Handle):
+    """A readable-fd watcher that can be paused (input back-pressure) and resumed."""
+
+    def __init__(self, poll: Any, callback: Callable[[], None]) -> None:
+        super().__init__(poll)
+        self._callback = callback
+        self.paused = True
+
+    def _ready(self, _poll: Any, _events: int, _error: int | None) -> None:
+        self._callback()
+
+    def pause(self) -> None:
+        """Stop calling back until resume(); the fd stays open and its bytes unread."""
+        if not self._uv.closed and not self.paused:
+            self._uv.stop()
+        self.paused = True
+
+    def resume(self) -> None:
+        """Call back again on every loop iteration where the fd is readable."""
+        if not self._uv.closed and self.paused:
+            self._uv.start(pyuv.UV_READABLE, self._ready)
+        self.paused = False
+
+
 class Alarm(Handle):
     """A one-shot timer the daemon sets again and again (e.g. for the earliest retry)."""
 
@@ -155,11 +179,18 @@ class Driver:
 
     # -- services for the daemon --
 
-    def watch_readable(self, fd: int, callback: Callable[[], None]) -> Handle:
-        """Call `callback()` on every loop iteration where `fd` is readable."""
-        poll = pyuv.Poll(self.loop, fd)
-        poll.start(pyuv.UV_READABLE, lambda _h, _e, _err: callback())
-        return self._keep(poll)
+    def watch_readable(self, fd: int, callback: Callable[[], None]) -> Watch:
+        """Call `callback()` on every loop iteration where `fd` is readable (until paused)."""
+        watch = Watch(pyuv.Poll(self.loop, fd), callback)
+        watch.resume()
+        self._own.append(watch)
+        return watch
+
+    def every_iteration(self, callback: Callable[[], None]) -> Handle:
+        """Call `callback()` once per loop iteration, after its I/O callbacks (uv Check)."""
+        check = pyuv.Check(self.loop)
+        check.start(lambda _h: callback())
+        return self._keep(check)
 
     def on_signal(self, signum: int, callback: Callable[[int], None]) -> Handle:
         """Call `callback(signum)` at once when the signal arrives (pyuv.Signal)."""
