@@ -9,20 +9,23 @@ engine from inside an engine callback.
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
-from hiperfifo import __version__, logs
+from hiperfifo import __version__, logs, systemd
 from hiperfifo.config import Config
 from hiperfifo.driver import Driver, Handle, Watch
 from hiperfifo.engine import Code, Easy, Message, Multi, NetworkPolicy
+from hiperfifo.engine.proxy import proxy_from_environ
 from hiperfifo.fifo import (
     SHOWN_TOKEN_CHARS,
     Fifo,
@@ -36,6 +39,7 @@ from hiperfifo.fifo import (
 )
 from hiperfifo.journal import Journal, JournalError
 from hiperfifo.output import Output, OutputError, Sink, make_output
+from hiperfifo.retry import RetryAfter, RetryPolicy, RetryQueue
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -50,6 +54,8 @@ REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
 # and 100,000 of them in the engine's own queue cost 250 MB (measured).
 FEED_PER_CONNECTION = 16
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
+STATUS_EVERY = 1.0  # seconds between systemd STATUS= updates (only when it changed)
+TIMER_SLACK = 0.002  # libuv timers have ms resolution: a retry due this soon is due now
 
 
 @dataclass(eq=False)
@@ -62,7 +68,11 @@ class Transfer:
     log: FilteringBoundLogger
     started: float = field(default_factory=time.monotonic)  # when the URL was accepted
     last_progress: float = field(default_factory=time.monotonic)
-    easy: Easy | None = None
+    easy: Easy | None = None  # the current (or, while waiting for a retry, the last) attempt
+    attempt: int = 1
+    first_try: float = field(default_factory=time.monotonic)  # when attempt 1 began
+    result: Code | None = None  # the last attempt's result, while waiting for a retry
+    retry_after: RetryAfter | None = None  # the header_function catching Retry-After
 
     def progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> bool:
         """The engine's progress callback: one transfer.progress line a second at most."""
@@ -81,7 +91,13 @@ class Daemon:
     """One run of the service: reads the FIFO, runs transfers, stops cleanly."""
 
     def __init__(
-        self, config: Config, fifo: Fifo, output: Output, journal: Journal | None = None
+        self,
+        config: Config,
+        fifo: Fifo,
+        output: Output,
+        journal: Journal | None = None,
+        notifier: systemd.Notifier | None = None,
+        watchdog: float | None = None,
     ) -> None:
         self._config = config
         self._fifo = fifo
@@ -110,6 +126,14 @@ class Daemon:
         self._held: list[Url | Stop | Rejected] = []  # read, but not yet recorded (disk full)
         self._refused: str | None = None  # why input is refused, while the journal fails
         self._backlogged = False  # input paused: --max-queued URLs wait
+        self._proxies = {scheme: proxy_settings(config, scheme) for scheme in ("http", "https")}
+        self._retry = RetryPolicy(config.retry, config.retry_max_time, config.retry_delay)
+        self._waiting = RetryQueue()  # ids of transfers waiting for their next attempt
+        self._retry_alarm = self._driver.alarm(self._retry_due)
+        self._notifier = notifier or systemd.Notifier(None)
+        self._watchdog = watchdog
+        self._last_status = ""
+        self._notify_failed = False
 
     @property
     def unfinished(self) -> int:
@@ -121,6 +145,8 @@ class Daemon:
         self._input = self._driver.watch_readable(self._fifo.fd, self._read_fifo)
         self._driver.on_signal(signal.SIGTERM, self._on_signal)
         self._driver.on_signal(signal.SIGINT, self._on_signal)
+        self._driver.on_signal(signal.SIGHUP, self._on_hangup)
+        self._watch_service()
         if self._journal is not None:
             self._driver.every_iteration(self._flush_journal)
             self._driver.every(RETRY_EVERY, self._retry_held)
@@ -132,6 +158,8 @@ class Daemon:
             created_fifo=self._fifo.created,
             **self._config.summary(),
         )
+        if self._config.insecure:
+            self._log.warning("daemon.insecure", reason="--insecure: TLS certificates unchecked")
         self._resume()
         try:
             self._driver.run()
@@ -267,21 +295,36 @@ class Daemon:
         shown = redact(url)
         log = self._log.bind(id=transfer_id, url=shown)
         transfer = Transfer(transfer_id, url, sink, log, accepted, accepted)
+        self._transfers[transfer_id] = transfer
+        self._attempt(transfer)
+
+    def _attempt(self, transfer: Transfer) -> None:
+        """Hand one attempt of `transfer` to the engine: a new Easy each time."""
+        config = self._config
+        proxy, noproxy = self._proxies.get(transfer.url.partition(":")[0].lower(), (None, None))
+        transfer.retry_after = RetryAfter() if self._retry.retries else None
         transfer.easy = Easy(
-            url,
-            write_function=sink.write,
+            transfer.url,
+            write_function=transfer.sink.write,
+            header_function=transfer.retry_after,
             progress_function=transfer.progress,
             follow_location=True,
-            fail_on_error=self._config.fail,
-            debug_function=transfer.debug if self._config.log_level == "debug" else None,
-            connect_timeout_ms=self._config.connect_timeout_ms,
-            timeout_ms=self._config.timeout_ms,
-            low_speed_limit=self._config.speed_limit,
-            low_speed_time=self._config.speed_time,
+            max_redirs=config.max_redirs,
+            fail_on_error=config.fail,
+            debug_function=transfer.debug if config.log_level == "debug" else None,
+            connect_timeout_ms=config.connect_timeout_ms,
+            timeout_ms=config.timeout_ms,
+            low_speed_limit=config.speed_limit,
+            low_speed_time=config.speed_time,
+            verify=not config.insecure,
+            ca_file=str(config.cacert) if config.cacert else None,
+            accept_encoding="" if config.compressed else None,
+            max_filesize=config.max_filesize,
+            proxy=proxy,
+            noproxy=noproxy,
             network_policy=self._policy,
             private=transfer,
         )
-        self._transfers[transfer_id] = transfer
         self._multi.add_handle(transfer.easy)
 
     # -- completion --
@@ -290,7 +333,9 @@ class Daemon:
         for message in messages:
             transfer: Transfer = message.easy.private
             self._multi.remove_handle(message.easy)
-            self._report(transfer, Code(message.result))
+            result = Code(message.result)
+            if not self._retry_later(transfer, result):
+                self._report(transfer, result)
         self._feed()
         self._pace_input()
         self._remaining()
@@ -316,7 +361,10 @@ class Daemon:
             "bytes": easy.size_download,
             "elapsed": round(easy.total_time or measured, 6),
             "redirects": easy.redirect_count,
+            "attempts": transfer.attempt,
         }
+        if transfer.attempt > 1:  # every attempt and every wait between them
+            fields["elapsed"] = round(time.monotonic() - transfer.first_try, 6)
         if transfer.sink.path:
             fields["file"] = transfer.sink.path
         self._done += 1
@@ -336,6 +384,102 @@ class Daemon:
             self._last_remaining = now
             self._log.info("queue.remaining", running=running, queued=len(self._queue))
 
+    # -- retries (--retry): a transient failure waits, then a new attempt starts --
+
+    def _retry_later(self, transfer: Transfer, result: Code) -> bool:
+        """Log transfer.retry and wait, when `result` is transient and retries are left."""
+        easy = transfer.easy
+        status = easy.response_code if easy is not None else None
+        if not self._retry.retries or self._stopping is not None or easy is None:
+            return False
+        if not self._retry.is_transient(result, status or None):
+            return False
+        elapsed = time.monotonic() - transfer.first_try
+        asked = transfer.retry_after.seconds if transfer.retry_after is not None else None
+        delay = self._retry.next_delay(transfer.attempt, elapsed, asked, random.random())
+        if delay is None:
+            return False
+        transfer.result = result
+        transfer.log.info(
+            "transfer.retry",
+            attempt=transfer.attempt,
+            result=int(result),
+            result_name=result.name,
+            status=status or None,
+            error=easy.error or "",
+            delay=round(delay, 3),
+            retry_after=asked,
+        )
+        self._waiting.push(transfer.id, time.monotonic() + delay)
+        self._arm_retries()
+        return True
+
+    def _retry_due(self) -> None:
+        """The retry alarm: start every attempt that is due, then wait for the next."""
+        for transfer_id in self._waiting.pop_due(time.monotonic() + TIMER_SLACK):
+            transfer = self._transfers.get(transfer_id)
+            if transfer is None or self._aborting:
+                continue
+            transfer.sink.finish(False)  # the failed attempt's body is not kept
+            transfer.sink = self._output.sink(transfer.id, transfer.url)
+            transfer.attempt += 1
+            transfer.result = None
+            self._attempt(transfer)
+        self._arm_retries()
+
+    def _arm_retries(self) -> None:
+        due = self._waiting.next_due()
+        if due is None:
+            self._retry_alarm.cancel()
+        else:
+            self._retry_alarm.set(due - time.monotonic())
+
+    def _end_waiting(self) -> None:
+        """On stop: no new attempts; a transfer waiting for one ends with its last result."""
+        for transfer_id in self._waiting.pop_due(math.inf):
+            transfer = self._transfers.get(transfer_id)
+            if transfer is not None and transfer.result is not None:
+                self._report(transfer, transfer.result)
+        self._arm_retries()
+
+    # -- systemd: READY, STATUS, STOPPING, WATCHDOG (nothing without $NOTIFY_SOCKET) --
+
+    def _watch_service(self) -> None:
+        """Tell systemd READY=1 from inside the running loop; then STATUS and WATCHDOG pings."""
+        if not self._notifier.enabled:
+            return
+        self._driver.call_later(0, lambda: self._notify(READY=1, STATUS=self._status()))
+        self._driver.every(STATUS_EVERY, self._update_status)
+        if self._watchdog is not None:
+            self._driver.every(self._watchdog, lambda: self._notify(WATCHDOG=1))
+
+    def _status(self) -> str:
+        self._last_status = (
+            f"{len(self._transfers) - len(self._waiting)} running, {len(self._queue)} queued, "
+            f"{len(self._waiting)} waiting to retry, {self._done} done, {self._failed} failed"
+        )
+        return self._last_status
+
+    def _update_status(self) -> None:
+        previous = self._last_status
+        if self._status() != previous:
+            self._notify(STATUS=self._last_status)
+
+    def _notify(self, **fields: str | int) -> None:
+        if self._notifier.send(**fields) or self._notify_failed:
+            return
+        self._notify_failed = True  # one line, not one a second
+        self._log.warning("daemon.notify_failed", error=self._notifier.error)
+
+    def _on_hangup(self, _signum: int) -> None:
+        """SIGHUP (systemctl reload): reopen --log-file, e.g. after logrotate renamed it."""
+        try:
+            path = logs.reopen()
+        except OSError as exc:
+            self._log.error("daemon.reload_failed", error=f"--log-file: {exc.strerror or exc}")
+            return
+        self._log.info("daemon.reloaded", log_file=path)
+
     # -- stopping --
 
     def _on_signal(self, signum: int) -> None:
@@ -354,7 +498,10 @@ class Daemon:
         if self._input is not None:
             self._input.stop()
         self._log.info("daemon.stopping", reason=reason, running=self.unfinished)
+        if self._notifier.enabled:
+            self._notify(STOPPING=1, STATUS=f"stopping ({reason}): {self._status()}")
         self._drop_held()
+        self._end_waiting()
         if not self.unfinished:
             self._driver.stop()
             return
@@ -394,15 +541,21 @@ class Daemon:
         self._held = []
 
 
-def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
-    """Configure logs, open the FIFO and the output, serve; the exit status."""
+def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
+    """Configure logs, open the FIFO and the output, serve; the exit status.
+
+    `environ` (cli.py passes os.environ) holds systemd's variables: JOURNAL_STREAM,
+    NOTIFY_SOCKET, WATCHDOG_USEC/PID and LISTEN_* (removed from it once read).
+    """
+    environ = environ if environ is not None else {}
     try:
         stream = logs.open_stream(config.log_file)
     except OSError as exc:
         print(f"hiperfifo: error: --log-file {config.log_file}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(config.log_format, config.log_level, stream, environ or os.environ)
+    logs.configure(config.log_format, config.log_level, stream, environ)
     log = logs.get()
+    passed = systemd.take_listen_fds(environ, os.getpid())
     try:
         output = make_output(config.output)
     except OutputError as exc:
@@ -413,20 +566,30 @@ def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
         output.close()
         return _usage_error(log, str(exc))
     try:
-        fifo = open_fifo(config.fifo, config.fifo_mode)
+        fifo = open_fifo(config.fifo, config.fifo_mode, passed[0].fd if passed else None)
     except FifoError as exc:
         output.close()
         if journal is not None:
             journal.close()
         return _usage_error(log, str(exc))
     try:
-        return Daemon(config, fifo, output, journal).run()
+        notifier = systemd.Notifier.from_environ(environ)
+        watchdog = systemd.watchdog_interval(environ, os.getpid())
+        return Daemon(config, fifo, output, journal, notifier, watchdog).run()
     except Exception:
         log.exception("daemon.crashed")
         return EXIT_INTERNAL
     finally:
         fifo.close()
         output.close()
+
+
+def proxy_settings(config: Config, scheme: str) -> tuple[str | None, str | None]:
+    """(proxy, noproxy) for URLs of `scheme`: --proxy/--noproxy, else curl's environment."""
+    env_proxy, env_noproxy = proxy_from_environ(scheme, dict(config.proxy_environ))
+    proxy = config.proxy if config.proxy is not None else env_proxy
+    noproxy = config.noproxy if config.noproxy is not None else env_noproxy
+    return proxy or None, noproxy or None
 
 
 def network_policy(config: Config) -> NetworkPolicy | None:

@@ -9,6 +9,7 @@ logging: the driver watches the descriptor, the daemon logs what comes out.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -20,7 +21,6 @@ SHOWN_TOKEN_CHARS = 200
 _SEPARATORS = re.compile(rb"[ \t\r\n\x0b\x0c]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEMES = frozenset({"http", "https"})
-_SD_LISTEN_FDS_START = 3
 
 
 class FifoError(Exception):
@@ -210,11 +210,12 @@ class Fifo:
             os.unlink(self.path)
 
 
-def open_fifo(path: Path, mode: int) -> Fifo:
-    """Adopt systemd's ListenFIFO, or create/reuse the FIFO at `path`; FifoError if unusable."""
-    adopted = _from_systemd(path)
-    if adopted is not None:
-        return adopted
+def open_fifo(path: Path, mode: int, passed_fd: int | None = None) -> Fifo:
+    """Adopt `passed_fd` (systemd's ListenFIFO), or create/reuse the FIFO at `path`.
+
+    FifoError when unusable."""
+    if passed_fd is not None:
+        return adopt_fifo(passed_fd, path)
     created = _make_fifo(path, mode)
     fd = _open_nofollow(path)
     try:
@@ -276,19 +277,31 @@ def _kind(mode: int) -> str:
     return kinds.get(stat.S_IFMT(mode), "not a FIFO")
 
 
-def _from_systemd(path: Path) -> Fifo | None:
-    """The FIFO systemd passed (ListenFIFO=, LISTEN_FDS/LISTEN_PID), or None."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return None
-    count = os.environ.get("LISTEN_FDS", "0")
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    if not count.isdigit() or int(count) < 1:
-        return None
-    fd = _SD_LISTEN_FDS_START
-    st = os.fstat(fd)
+def adopt_fifo(fd: int, path: Path) -> Fifo:
+    """The FIFO descriptor systemd passed (LISTEN_FDS): checked with fstat, never unlinked.
+
+    Its path is what /proc says the descriptor is (for logs), else `path`.
+    """
+    origin = f"descriptor {fd} from systemd (LISTEN_FDS)"
+    try:
+        st = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as exc:
+        raise FifoError(f"{origin} is not usable: {exc.strerror}") from exc
     if not stat.S_ISFIFO(st.st_mode):
-        raise FifoError(f"descriptor {fd} from systemd is {_kind(st.st_mode)}, not a FIFO")
+        raise FifoError(
+            f"{origin} is {_kind(st.st_mode)}, not a FIFO; check the socket unit's ListenFIFO="
+        )
+    if flags & os.O_ACCMODE != os.O_RDWR:
+        raise FifoError(f"{origin} is not open read-write (systemd's ListenFIFO= is)")
     os.set_blocking(fd, False)
     os.set_inheritable(fd, False)
-    return Fifo(fd, path, False, (st.st_dev, st.st_ino))
+    return Fifo(fd, _proc_path(fd) or path, False, (st.st_dev, st.st_ino))
+
+
+def _proc_path(fd: int) -> Path | None:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return Path(target) if target.startswith("/") and not target.endswith(")") else None
