@@ -1,0 +1,268 @@
+"""TLS through ssl.MemoryBIO against real local TLS servers with trustme certificates."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from tls_servers import HttpServer, Peer, Request, Server, answer_once, hold, response
+
+from hiperfifo.engine import Code, Easy
+from hiperfifo.engine.testing import SelectorDriver
+
+HELLO = response(200, b"hello over tls", [("Content-Type", "text/plain")])
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def drv() -> Iterator[SelectorDriver]:
+    driver = SelectorDriver()
+    yield driver
+    driver.close()
+
+
+def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
+    """A server context presenting `cert`, offering ALPN http/1.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def tls_server(ca: trustme.CA, *names: str, app: object = None) -> HttpServer:
+    """An HTTPS keep-alive server whose certificate (for `names`) is signed by `ca`."""
+    cert = ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
+    return HttpServer(app or (lambda _request: HELLO), ssl_context=server_context(cert))  # type: ignore[arg-type]
+
+
+def fetch(drv: SelectorDriver, url: str, **options: object) -> tuple[Easy, bytes]:
+    body = bytearray()
+    easy = Easy(url, write_function=body.extend, **options)  # type: ignore[arg-type]
+    drv.perform(easy, timeout=20)
+    return easy, bytes(body)
+
+
+def test_https_get_verified_with_ca_file(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """A valid chain from ca_file: OK, the body, status 200, the server saw one GET."""
+    with tls_server(ca) as srv:
+        easy, body = fetch(drv, srv.url("/x"), ca_file=ca_file)
+    assert (easy.result, easy.error) == (Code.OK, "")
+    assert easy.response_code == 200
+    assert body == b"hello over tls"
+    assert [(r.method, r.target) for r in srv.requests] == [("GET", "/x")]
+    assert srv.tls_errors == []
+    assert srv.errors == []
+
+
+def test_https_sends_sni_and_offers_alpn_http11(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """Through a host name the client sends SNI for it and negotiates ALPN http/1.1."""
+    with tls_server(ca, "localhost") as srv:
+        easy, _body = fetch(drv, srv.url("/", host="localhost"), ca_file=ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert srv.sni == ["localhost"]
+    assert srv.alpn == ["http/1.1"]
+    assert easy.http_version == "1.1"
+
+
+def test_appconnect_time_filled_in_order(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """appconnect_time is > 0, after connect_time and no later than pretransfer_time."""
+    with tls_server(ca) as srv:
+        easy, _body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert 0 < easy.connect_time <= easy.appconnect_time <= easy.pretransfer_time
+    assert easy.pretransfer_time <= easy.starttransfer_time <= easy.total_time
+    assert easy.num_connects == 1
+
+
+def test_default_verification_rejects_unknown_ca(drv: SelectorDriver, ca: trustme.CA) -> None:
+    """verify=True with the system CAs refuses a private CA: 60, and no request is sent."""
+    with tls_server(ca) as srv:
+        easy, body = fetch(drv, srv.url())
+    assert easy.result is Code.PEER_FAILED_VERIFICATION
+    assert "certificate" in easy.error
+    assert body == b""
+    assert easy.response_code == 0
+    assert srv.requests == []
+
+
+def test_ca_file_of_another_ca_rejected(drv: SelectorDriver, ca_file: str, tmp_path: Path) -> None:
+    """A server signed by a CA other than the one in ca_file: PEER_FAILED_VERIFICATION."""
+    with tls_server(trustme.CA()) as srv:
+        easy, _body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.PEER_FAILED_VERIFICATION
+    assert srv.requests == []
+
+
+def test_wrong_hostname_rejected(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
+    """A trusted certificate for another name: PEER_FAILED_VERIFICATION (60)."""
+    with tls_server(ca, "other.example") as srv:
+        easy, _body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.PEER_FAILED_VERIFICATION
+    assert "127.0.0.1" in easy.error or "mismatch" in easy.error.lower()
+    assert srv.requests == []
+
+
+def test_expired_certificate_rejected(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
+    """A trusted certificate for the right name that has expired: 60."""
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    cert = ca.issue_cert("127.0.0.1", not_before=past, not_after=past + datetime.timedelta(days=1))
+    with HttpServer(lambda _r: HELLO, ssl_context=server_context(cert)) as srv:
+        easy, _body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.PEER_FAILED_VERIFICATION
+    assert "expired" in easy.error
+    assert srv.requests == []
+
+
+def test_verify_false_accepts_untrusted_and_mismatched(drv: SelectorDriver) -> None:
+    """verify=False takes a certificate from an unknown CA for another name."""
+    with tls_server(trustme.CA(), "other.example") as srv:
+        easy, body = fetch(drv, srv.url(), verify=False)
+    assert easy.result is Code.OK, easy.error
+    assert body == b"hello over tls"
+
+
+def test_tls_connection_kept_alive_and_reused(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """A second transfer to the same origin reuses the TLS connection: no new connect."""
+    with tls_server(ca) as srv:
+        first, body1 = fetch(drv, srv.url("/1"), ca_file=ca_file)
+        second, body2 = fetch(drv, srv.url("/2"), ca_file=ca_file)
+    assert (first.result, second.result) == (Code.OK, Code.OK)
+    assert body1 == body2 == b"hello over tls"
+    assert (first.num_connects, second.num_connects) == (1, 0)
+    assert second.local_port == first.local_port
+    assert srv.accepted == 1
+    assert [r.client_port for r in srv.requests] == [first.local_port] * 2
+
+
+def test_unverified_connection_not_reused_by_verified_transfer(drv: SelectorDriver) -> None:
+    """A verify=False connection is never handed to a verify=True transfer: that one fails 60."""
+    with tls_server(trustme.CA()) as srv:
+        loose, _ = fetch(drv, srv.url("/loose"), verify=False)
+        strict, body = fetch(drv, srv.url("/strict"))
+    assert loose.result is Code.OK, loose.error
+    assert strict.result is Code.PEER_FAILED_VERIFICATION
+    assert body == b""
+    assert strict.num_connects == 1
+    assert srv.accepted == 2
+    assert [r.target for r in srv.requests] == ["/loose"]
+
+
+def test_verified_transfer_opens_its_own_connection(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """Same CA file, verify off then on: the verified transfer still makes its own handshake."""
+    with tls_server(ca) as srv:
+        loose, _ = fetch(drv, srv.url("/loose"), verify=False, ca_file=ca_file)
+        strict, _ = fetch(drv, srv.url("/strict"), ca_file=ca_file)
+    assert (loose.result, strict.result) == (Code.OK, Code.OK)
+    assert strict.num_connects == 1
+    assert strict.local_port != loose.local_port
+    assert srv.accepted == 2
+
+
+def test_stale_pooled_tls_connection_replaced(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """The server closes an idle TLS connection: the next transfer connects anew, OK."""
+    served = threading.Event()
+
+    def once_then_close(peer: Peer) -> None:
+        request = peer.read_request()
+        if request is not None:
+            srv.requests.append(request)
+            peer.send(HELLO)
+            served.set()
+        # return: the connection closes (close_notify, then FIN) without a word
+
+    cert = ca.issue_cert("127.0.0.1")
+    with Server(once_then_close, ssl_context=server_context(cert)) as srv:
+        first, _ = fetch(drv, srv.url("/1"), ca_file=ca_file)
+        assert served.wait(5)
+        time.sleep(0.2)  # let the close reach the client's socket
+        second, body = fetch(drv, srv.url("/2"), ca_file=ca_file)
+    assert (first.result, second.result) == (Code.OK, Code.OK), second.error
+    assert body == b"hello over tls"
+    assert second.num_connects == 1
+    assert srv.accepted == 2
+
+
+def test_large_body_and_upload_over_tls(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
+    """A 1 MiB upload and a 6 MiB download cross the MemoryBIO intact."""
+    upload = bytes(range(256)) * 4096
+    download = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32)
+
+    def app(request: Request) -> bytes:
+        digest = hashlib.sha256(request.body).hexdigest()
+        return response(200, download, [("X-Upload-Sha256", digest)])
+
+    with tls_server(ca, app=app) as srv:
+        easy, body = fetch(drv, srv.url("/up"), ca_file=ca_file, method="POST", body=upload)
+    assert easy.result is Code.OK, easy.error
+    assert srv.requests[0].body == upload
+    assert hashlib.sha256(body).digest() == hashlib.sha256(download).digest()
+    assert easy.size_download == len(download)
+
+
+def test_stalled_handshake_times_out(drv: SelectorDriver, ca_file: str) -> None:
+    """A server that takes the ClientHello and never answers: 28 after connect_timeout_ms."""
+    with Server(hold) as srv:
+        started = time.monotonic()
+        easy, _ = fetch(drv, srv.url(scheme="https"), ca_file=ca_file, connect_timeout_ms=300)
+        elapsed = time.monotonic() - started
+    assert easy.result is Code.OPERATION_TIMEDOUT
+    assert "timed out" in easy.error.lower()
+    assert 0.25 <= elapsed < 5
+    assert easy.appconnect_time == 0
+
+
+def test_plain_http_on_tls_port(drv: SelectorDriver, ca_file: str) -> None:
+    """A plain HTTP answer to the ClientHello is a TLS connect error (35), not a response."""
+    plain = response(400, b"plain http here", [("Connection", "close")])
+    with Server(answer_once(plain)) as srv:
+        easy, body = fetch(drv, srv.url(scheme="https"), ca_file=ca_file)
+    assert easy.result is Code.SSL_CONNECT_ERROR
+    assert body == b""
+    assert easy.response_code == 0
+
+
+def test_handshake_failure_alert(drv: SelectorDriver, ca_file: str) -> None:
+    """A server answering with a fatal handshake_failure alert: SSL_CONNECT_ERROR (35)."""
+    alert = b"\x15\x03\x03\x00\x02\x02\x28"  # TLS record: alert, fatal, handshake_failure
+    with Server(answer_once(alert)) as srv:
+        easy, _ = fetch(drv, srv.url(scheme="https"), ca_file=ca_file)
+    assert easy.result is Code.SSL_CONNECT_ERROR
+    assert easy.error
+
+
+def test_server_closes_mid_handshake(drv: SelectorDriver, ca_file: str) -> None:
+    """The server reads the ClientHello and closes: SSL_CONNECT_ERROR (35)."""
+    with Server(answer_once(b"")) as srv:
+        easy, _ = fetch(drv, srv.url(scheme="https"), ca_file=ca_file)
+    assert easy.result is Code.SSL_CONNECT_ERROR
+    assert easy.error
