@@ -126,6 +126,7 @@ class Daemon:
         self._held: list[Url | Stop | Rejected] = []  # read, but not yet recorded (disk full)
         self._refused: str | None = None  # why input is refused, while the journal fails
         self._backlogged = False  # input paused: --max-queued URLs wait
+        self._journal_failing = False  # the last flush failed (logged once)
         self._proxies = {scheme: proxy_settings(config, scheme) for scheme in ("http", "https")}
         self._retry = RetryPolicy(config.retry, config.retry_max_time, config.retry_delay)
         self._waiting = RetryQueue()  # ids of transfers waiting for their next attempt
@@ -277,10 +278,13 @@ class Daemon:
         try:
             self._journal.flush()
         except JournalError as exc:
-            if self._refused is None:
+            if not self._journal_failing and self._refused is None:
                 self._log.error(
                     "journal.failed", error=str(exc), unflushed=self._journal.unflushed
                 )
+            self._journal_failing = True
+        else:
+            self._journal_failing = False
 
     # -- the engine's queue --
 

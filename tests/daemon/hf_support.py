@@ -32,7 +32,7 @@ def body_for(path: str, size: int) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     """GET /size/N → N bytes; /hang → never answers; /slow/S → answers after S seconds;
     /drip/N → N KiB, one every 0.25 s; /redirect/N → 302 chain ending at /size/10;
-    /status/C → status C; else 16 bytes."""
+    /status/C → status C; /gate → 16 bytes once server.gate is open; else 16 bytes."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -64,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if kind == "slow":
             self.server.stopping.wait(float(arg))
+        if kind == "gate":
+            self.server.wait_for_gate()
         if kind == "redirect" and int(arg) > 0:
             self._send(302, b"", [("Location", f"/redirect/{int(arg) - 1}")])
             return
@@ -100,6 +102,8 @@ class Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.stopping = threading.Event()
+        self.gate = threading.Event()  # /gate requests wait until it is set
+        self.gate.set()
         self._lock = threading.Lock()
         self.open_now = 0
         self.peak = 0
@@ -115,6 +119,10 @@ class Server(ThreadingHTTPServer):
     def closed(self) -> None:
         with self._lock:
             self.open_now -= 1
+
+    def wait_for_gate(self) -> None:
+        while not self.gate.wait(0.05) and not self.stopping.is_set():
+            pass
 
     def note_request(self, path: str) -> None:
         with self._lock:
