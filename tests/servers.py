@@ -10,6 +10,7 @@ without waiting on a client; the fixtures in conftest.py call it.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import struct
@@ -134,6 +135,53 @@ class Peer:
             self.close()
 
 
+class Gauge:
+    """Connections open at once, over one or more servers.
+
+    A connection counts as closed as soon as its FIN or RST has arrived, not
+    when its thread notices: each new connection first sweeps the open ones
+    with a non-blocking MSG_PEEK. The client closes before it connects again,
+    so a sweep at accept time never counts a connection the client let go.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self.peak = 0
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            self._sweep()
+            return len(self._open)
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sweep()
+            self._open.add(sock)
+            self.peak = max(self.peak, len(self._open))
+
+    def closed(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+    def _sweep(self) -> None:
+        for sock in list(self._open):
+            if _at_eof(sock):
+                self._open.discard(sock)
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    """Has the peer closed (FIN or RST)? Never blocks, never consumes data."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (TimeoutError, BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):  # reset, or already closed by its thread
+        return True
+
+
 class Server:
     """A threaded TCP server on a loopback address that runs `handler(peer)` per connection."""
 
@@ -144,8 +192,10 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
+        gauge: Gauge | None = None,
     ) -> None:
         self.handler = handler
+        self.gauge = gauge or Gauge()
         self.ssl_context = ssl_context
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -161,8 +211,7 @@ class Server:
         self.port: int = self.listener.getsockname()[1]
         self.stopping = threading.Event()
         self.accepted = 0  # connections accepted so far
-        self.active = 0  # connections open right now
-        self.peak = 0  # most connections open at once
+        self.active = 0  # connections whose handler is still running
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []  # unexpected exceptions in handlers
         self._cond = threading.Condition()
@@ -181,6 +230,11 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def peak(self) -> int:
+        """Most connections open at once (over every server sharing the gauge)."""
+        return self.gauge.peak
 
     @property
     def netloc(self) -> str:
@@ -235,13 +289,14 @@ class Server:
         with self._cond:
             self.accepted += 1
             self.active += 1
-            self.peak = max(self.peak, self.active)
             self._cond.notify_all()
+        self.gauge.opened(sock)
         thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
         self._threads.append(thread)
         thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
+        raw = sock
         peer: Peer | None = None
         try:
             sock.settimeout(POLL_INTERVAL)
@@ -260,6 +315,7 @@ class Server:
                 peer.close()
             else:
                 sock.close()
+            self.gauge.closed(raw)
             with self._cond:
                 self.active -= 1
                 self._cond.notify_all()
