@@ -1,0 +1,89 @@
+"""Memory and back-pressure: queued URLs are cheap; past --max-queued the writers wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from hf_support import WAIT, Daemon, Server
+
+
+def urls(server: Server, path: str, count: int) -> bytes:
+    return "".join(f"{server.url(path)}?n={i}\n" for i in range(count)).encode()
+
+
+def count(daemon: Daemon, event: str) -> int:
+    """How many `event` lines so far (a text count: cheap on a 100,000-line log)."""
+    if not daemon.log.exists():
+        return 0
+    return daemon.log.read_text(encoding="utf-8").count(f'"event": "{event}"')
+
+
+def wait_count(daemon: Daemon, event: str, n: int, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while count(daemon, event) < n:
+        assert daemon.proc.poll() is None, "the daemon exited"
+        assert time.monotonic() < deadline, f"{count(daemon, event)}/{n} {event}"
+        time.sleep(0.1)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_100000_queued_urls_cost_less_than_100_mb(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """100,000 URLs to a server that never answers: all accepted, peak RSS under 100 MB."""
+    daemon = run_daemon("--shutdown-timeout", "0")
+    writer = threading.Thread(target=daemon.write, args=(urls(http_server, "/hang", 100_000),))
+    writer.start()
+    writer.join(60)
+    wait_count(daemon, "transfer.added", 100_000, timeout=60)
+    peak = peak_rss_mib(daemon.proc.pid)
+    print(f"100,000 queued URLs: VmHWM {peak:.1f} MiB")
+    assert peak < 100
+    assert daemon.proc.poll() is None
+
+
+def test_past_max_queued_the_fifo_waits_and_nothing_is_lost(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """--max-queued 500: input.paused, the writer blocks; once answered, every URL done once."""
+    daemon = run_daemon("--max-queued", "500", "--max-total-connections", "4")
+    http_server.gate.clear()
+    data = urls(http_server, "/gate", 5_000)
+    writer = threading.Thread(target=daemon.write, args=(data,))
+    writer.start()
+    (paused,) = daemon.wait_for("input.paused")
+    assert paused["queued"] >= 500
+    time.sleep(0.5)
+    added = count(daemon, "transfer.added")
+    assert added < 500 + 4 * 16 + 300  # the queue, the engine's share, one read
+    assert writer.is_alive()  # blocked on the full pipe: back-pressure
+    http_server.gate.set()
+    writer.join(WAIT)
+    done = daemon.wait_for("transfer.done", 5_000, timeout=60)
+    assert Counter(e["url"] for e in done) == Counter(data.decode().split())
+    assert daemon.events("input.resumed")
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
+
+
+def test_stop_drains_the_daemon_queue_too(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """3,000 URLs and `stop` in one write with a small engine share: all 3,000 fetched."""
+    daemon = run_daemon("--max-total-connections", "2")
+    daemon.write(urls(http_server, "/size/3", 3_000) + b"stop\n")
+    assert daemon.wait(60) == 0
+    done = daemon.events("transfer.done")
+    assert len(done) == 3_000
+    assert all(e["result"] == 0 for e in done)
+    assert daemon.events("daemon.stopped")[0]["done"] == 3_000
