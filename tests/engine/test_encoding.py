@@ -49,12 +49,15 @@ def fetch(drv: SelectorDriver, url: str, **options: object) -> tuple[Easy, list[
     return easy, chunks
 
 
-def test_empty_accept_encoding_asks_for_what_it_decodes(drv: SelectorDriver) -> None:
-    """accept_encoding="" sends Accept-Encoding: gzip, deflate."""
+@pytest.mark.parametrize(
+    ("option", "sent"), [("", "gzip, deflate"), ("gzip", "gzip"), ("deflate", "deflate")]
+)
+def test_accept_encoding_header(drv: SelectorDriver, option: str, sent: str) -> None:
+    """accept_encoding="" asks for all it decodes (gzip, deflate); a value is sent as given."""
     with serve(response(200, b"plain")) as srv:
-        easy, chunks = fetch(drv, srv.url(), accept_encoding="")
+        easy, chunks = fetch(drv, srv.url(), accept_encoding=option)
     assert easy.result is Code.OK, easy.error
-    assert srv.requests[0].header("accept-encoding") == "gzip, deflate"
+    assert srv.requests[0].header("accept-encoding") == sent
     assert b"".join(chunks) == b"plain"
 
 
@@ -258,3 +261,20 @@ def test_fail_on_error_applies_after_redirects(drv: SelectorDriver) -> None:
     assert easy.result is Code.HTTP_RETURNED_ERROR
     assert (easy.response_code, easy.redirect_count) == (404, 1)
     assert chunks == []
+
+
+def test_skipped_redirect_body_is_not_decoded_or_counted(drv: SelectorDriver) -> None:
+    """A followed redirect's body (bad gzip, over max_filesize) is dropped, not judged."""
+    answers: dict[str, bytes] = {
+        "/start": response(
+            302, b"\x1f\x8bnot gzip" * 500, [("Location", "/final"), ("Content-Encoding", "gzip")]
+        ),
+        "/final": encoded(gzip.compress(b"the end")),
+    }
+    app: Callable[[Request], bytes] = lambda request: answers[request.target]  # noqa: E731
+    with HttpServer(app) as srv:
+        easy, chunks = fetch(
+            drv, srv.url("/start"), follow_location=True, accept_encoding="", max_filesize=1000
+        )
+    assert easy.result is Code.OK, easy.error
+    assert b"".join(chunks) == b"the end"

@@ -180,6 +180,18 @@ def test_http_through_tinyproxy(drv: SelectorDriver, tinyproxy: TinyProxy) -> No
     assert request.client_port != easy.local_port
 
 
+def test_several_http_transfers_through_tinyproxy(
+    drv: SelectorDriver, tinyproxy: TinyProxy
+) -> None:
+    """Back-to-back transfers through the real proxy all succeed, reused connection or not."""
+    with HttpServer(lambda r: response(200, r.target.encode())) as origin:
+        results = [fetch(drv, origin.url(f"/{i}"), proxy=tinyproxy.url) for i in range(4)]
+    for i, (easy, body) in enumerate(results):
+        assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+        assert body == f"/{i}".encode()
+    assert [r.target for r in origin.requests] == ["/0", "/1", "/2", "/3"]
+
+
 def test_noproxy_goes_direct(drv: SelectorDriver) -> None:
     """A host in noproxy is reached directly even though the proxy is dead."""
     dead = f"http://127.0.0.1:{free_port()}"
@@ -369,3 +381,26 @@ def test_https_via_plain_proxy_sends_no_plaintext_request(drv: SelectorDriver) -
     assert [r.method for r in seen] == ["CONNECT"]
     assert all("/private" not in r.target for r in seen)
     assert seen[0].header("authorization") is None
+
+
+def test_redirect_from_http_to_https_through_tinyproxy(
+    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+) -> None:
+    """An http URL forwarded by the proxy redirects to https: the next hop is a CONNECT tunnel."""
+    with tls_origin(ca) as secure:
+        moved = response(301, b"", [("Location", secure.url("/landed"))])
+        with HttpServer(lambda _r: moved) as plain:
+            easy, body = fetch(
+                drv,
+                plain.url("/start"),
+                proxy=tinyproxy.url,
+                ca_file=ca_file,
+                follow_location=True,
+            )
+    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert body == b"from the origin"
+    assert easy.effective_url == secure.url("/landed")
+    assert easy.redirect_count == 1
+    assert easy.primary_port == tinyproxy.port
+    assert [r.target for r in plain.requests] == ["/start"]
+    assert [r.target for r in secure.requests] == ["/landed"]

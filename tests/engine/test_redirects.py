@@ -209,6 +209,28 @@ def test_redirect_to_other_schemes_refused(drv: SelectorDriver, location: str) -
     assert len(srv.requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("location", "arrives_as"),
+    [
+        (b"/a b?c d", "/a%20b?c%20d"),
+        (b"/\xc3\xbc", "/%c3%bc"),
+        (b"/f?q=1#fragment", "/f?q=1"),
+    ],
+    ids=["space", "utf8", "fragment"],
+)
+def test_location_is_encoded_like_curl(
+    drv: SelectorDriver, location: bytes, arrives_as: str
+) -> None:
+    """Spaces and raw UTF-8 in a Location are percent-encoded as curl does; no fragment sent."""
+    raw = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: " + location + b"\r\n\r\n"
+    table: dict[str, Answer] = {"/start": raw}
+    with HttpServer(routes(table, default=FINAL)) as srv:
+        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+    assert easy.result is Code.OK, easy.error
+    assert body == b"final body"
+    assert [r.target.lower() for r in srv.requests] == ["/start", arrives_as]
+
+
 def test_302_without_location_is_the_result(drv: SelectorDriver) -> None:
     """A redirect status with no Location header ends the transfer OK with its body."""
     with HttpServer(routes({"/start": response(302, b"nowhere to go")})) as srv:

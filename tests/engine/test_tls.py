@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tls_servers import HttpServer, Peer, Request, Server, answer_once, hold, response
+from tls_servers import HttpServer, Peer, Request, Server, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
@@ -266,3 +266,68 @@ def test_server_closes_mid_handshake(drv: SelectorDriver, ca_file: str) -> None:
         easy, _ = fetch(drv, srv.url(scheme="https"), ca_file=ca_file)
     assert easy.result is Code.SSL_CONNECT_ERROR
     assert easy.error
+
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close_notify", "abrupt"])
+def test_body_until_close_over_tls(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str, close_notify: bool
+) -> None:
+    """No Content-Length: the body ends when the server closes, with or without close_notify."""
+
+    def answer(peer: Peer) -> None:
+        if peer.read_request() is not None:
+            peer.send(b"HTTP/1.1 200 OK\r\n\r\n" + b"until close " * 1000)
+            if close_notify:
+                assert isinstance(peer.sock, ssl.SSLSocket)
+                peer.sock.unwrap()
+
+    with Server(answer, ssl_context=server_context(ca.issue_cert("127.0.0.1"))) as srv:
+        easy, body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert body == b"until close " * 1000
+    assert srv.errors == []
+
+
+def test_short_body_over_tls_is_partial_file(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """A TLS server closing before Content-Length bytes: PARTIAL_FILE (18), as curl."""
+
+    def answer(peer: Peer) -> None:
+        if peer.read_request() is not None:
+            peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+
+    with Server(answer, ssl_context=server_context(ca.issue_cert("127.0.0.1"))) as srv:
+        easy, body = fetch(drv, srv.url(), ca_file=ca_file)
+    assert easy.result is Code.PARTIAL_FILE, easy.error
+    assert body == b"abc"
+
+
+def test_handshake_and_body_in_tiny_pieces(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """TLS records split into 7-byte reads (through a relay): handshake and body still complete."""
+    payload = bytes(range(256)) * 16
+    with (
+        tls_server(ca, app=lambda _r: response(200, payload)) as srv,
+        Server(relay(srv.port)) as hop,
+    ):
+        easy, body = fetch(drv, hop.url(scheme="https"), ca_file=ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert body == payload
+    assert srv.accepted == 1
+
+
+def test_concurrent_handshakes(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
+    """Eight https transfers at once on one multi: eight handshakes interleaved, all OK."""
+    bodies: list[bytearray] = [bytearray() for _ in range(8)]
+    with tls_server(ca, app=lambda r: response(200, r.target.encode() * 5000)) as srv:
+        easies = [
+            Easy(srv.url(f"/{i}"), write_function=bodies[i].extend, ca_file=ca_file)
+            for i in range(8)
+        ]
+        drv.perform(*easies, timeout=20)
+    for i, easy in enumerate(easies):
+        assert easy.result is Code.OK, easy.error
+        assert bytes(bodies[i]) == f"/{i}".encode() * 5000
+    assert srv.accepted == 8

@@ -357,3 +357,44 @@ class TinyProxy:
                     return True
             time.sleep(0.02)
         return False
+
+
+def relay(upstream_port: int, *, piece: int = 7, pause: float = 0.0005) -> Callable[[Peer], None]:
+    """A handler forwarding to 127.0.0.1:`upstream_port`, the answers cut into tiny pieces.
+
+    The client then sees TLS records (handshake included) split across many reads.
+    """
+
+    def handler(peer: Peer) -> None:
+        with socket.create_connection(("127.0.0.1", upstream_port), timeout=5) as upstream:
+            upstream.settimeout(POLL)
+            pump = threading.Thread(target=_forward, args=(peer, upstream), daemon=True)
+            pump.start()
+            try:
+                while not peer.server.stopping.is_set():
+                    try:
+                        data = upstream.recv(65536)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        return
+                    for start in range(0, len(data), piece):
+                        if not peer.send(data[start : start + piece]):
+                            return
+                        time.sleep(pause)
+            finally:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
+                pump.join(5)
+
+    return handler
+
+
+def _forward(peer: Peer, upstream: socket.socket) -> None:
+    """Client to upstream, as it comes, until either side ends."""
+    try:
+        while data := peer.recv():
+            upstream.sendall(data)
+        upstream.shutdown(socket.SHUT_WR)
+    except (_Stopped, OSError):
+        pass
