@@ -1,0 +1,203 @@
+"""The dependency direction of ARCHITECTURE.md, checked by reading the source (ast, no import).
+
+engine/ imports only the stdlib and h11; only driver.py imports pyuv; only logs.py
+configures structlog; only cli.py and config.py read the environment or argv.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "hiperfifo"
+ENGINE = PACKAGE / "engine"
+
+
+def sources(root: Path = PACKAGE) -> list[Path]:
+    return sorted(root.rglob("*.py"))
+
+
+def rel(path: Path) -> str:
+    try:
+        return path.relative_to(PACKAGE.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, absolute dotted name) of every import in `path`, relative ones resolved."""
+    package = ".".join(Path(rel(path)).with_suffix("").parts[:-1])
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            yield node.lineno, module
+            for alias in node.names:  # `from hiperfifo import daemon` imports a module
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_sources_found() -> None:
+    """The scan sees the package and the engine (an empty scan would prove nothing)."""
+    assert (ENGINE / "__init__.py") in sources()
+    assert len(sources(ENGINE)) >= 5
+
+
+def engine_import_violations(root: Path) -> list[str]:
+    """Imports under `root` that are not the stdlib, h11 or hiperfifo.engine."""
+    allowed = set(sys.stdlib_module_names) | {"h11", "__future__"}
+    bad = []
+    for path in sources(root):
+        for line, name in imported_modules(path):
+            if name.startswith("hiperfifo."):
+                if not (name == "hiperfifo.engine" or name.startswith("hiperfifo.engine.")):
+                    bad.append(f"{rel(path)}:{line} imports {name}")
+            elif name == "hiperfifo":
+                bad.append(f"{rel(path)}:{line} imports hiperfifo")
+            elif top(name) not in allowed:  # `from h11 import Request`: "h11" counts
+                bad.append(f"{rel(path)}:{line} imports {name}")
+    return bad
+
+
+def test_engine_imports_only_stdlib_and_h11() -> None:
+    """Every import in hiperfifo/engine is the stdlib, h11, or the engine itself."""
+    assert engine_import_violations(ENGINE) == []
+
+
+def test_engine_import_check_catches_a_violation(tmp_path: Path) -> None:
+    """The check itself works: a planted `import structlog` and `from hiperfifo import daemon`
+    in an engine module are reported."""
+    planted = tmp_path / "engine"
+    planted.mkdir()
+    (planted / "bad.py").write_text("import structlog\nfrom hiperfifo import daemon\nimport ssl\n")
+    found = engine_import_violations(planted)
+    assert any("structlog" in hit for hit in found)
+    assert any("hiperfifo.daemon" in hit for hit in found)
+    assert not any("ssl" in hit for hit in found)
+
+
+def test_only_driver_imports_pyuv() -> None:
+    """pyuv is imported by hiperfifo/driver.py and nowhere else."""
+    users = {
+        rel(path)
+        for path in sources()
+        for _, name in imported_modules(path)
+        if top(name) == "pyuv"
+    }
+    assert users <= {"hiperfifo/driver.py"}
+
+
+def _calls_structlog_configure(tree: ast.Module) -> bool:
+    imported_configure = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "structlog"
+        and any(alias.name == "configure" for alias in node.names)
+        for node in ast.walk(tree)
+    )
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "configure"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "structlog"
+        ):
+            return True
+        if isinstance(func, ast.Name) and func.id == "configure" and imported_configure:
+            return True
+    return False
+
+
+def test_only_logs_configures_structlog() -> None:
+    """structlog.configure() is called in hiperfifo/logs.py only."""
+    callers = {rel(path) for path in sources() if _calls_structlog_configure(parse(path))}
+    assert callers <= {"hiperfifo/logs.py"}
+
+
+def test_engine_does_not_use_structlog_or_logging_config() -> None:
+    """The engine does not log: no structlog and no logging configuration in engine/."""
+    for path in sources(ENGINE):
+        names = {top(name) for _, name in imported_modules(path)}
+        assert "structlog" not in names, rel(path)
+
+
+ENVIRONMENT_READS = {("os", "environ"), ("os", "environb"), ("os", "getenv"), ("sys", "argv")}
+
+
+def _reads_environment(path: Path) -> list[str]:
+    tree = parse(path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in ENVIRONMENT_READS:
+                found.append(f"{rel(path)}:{node.lineno} {node.value.id}.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "sys"):
+            for alias in node.names:
+                if (node.module, alias.name) in ENVIRONMENT_READS:
+                    found.append(
+                        f"{rel(path)}:{node.lineno} from {node.module} import {alias.name}"
+                    )
+    return found
+
+
+def test_only_cli_and_config_read_environment_or_argv() -> None:
+    """os.environ, os.getenv and sys.argv appear in hiperfifo/cli.py and config.py only."""
+    allowed = {"hiperfifo/cli.py", "hiperfifo/config.py"}
+    found = [
+        hit for path in sources() if rel(path) not in allowed for hit in _reads_environment(path)
+    ]
+    assert found == []
+
+
+def test_engine_never_waits() -> None:
+    """No sleep, select or selectors in the engine, except the test driver (testing.py)."""
+    bad = []
+    for path in sources(ENGINE):
+        if path.name == "testing.py":
+            continue
+        for line, name in imported_modules(path):
+            if top(name) in ("select", "selectors", "asyncio"):
+                bad.append(f"{rel(path)}:{line} imports {name}")
+        for node in ast.walk(parse(path)):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "sleep"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "time"
+            ):
+                bad.append(f"{rel(path)}:{node.lineno} time.sleep")
+    assert bad == []
+
+
+def test_engine_imports_without_pyuv_or_structlog() -> None:
+    """`import hiperfifo.engine` and its test driver work where pyuv and structlog are absent."""
+    code = (
+        "import sys\n"
+        "for name in ('pyuv', 'structlog'): sys.modules[name] = None\n"
+        "import hiperfifo.engine, hiperfifo.engine.testing\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('pyuv', 'structlog')"
+        " and sys.modules[n] is not None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
