@@ -135,6 +135,7 @@ class Daemon:
         self._watchdog = watchdog
         self._last_status = ""
         self._notify_failed = False
+        self._drain_until = math.inf  # on stop: no retry may start after this (monotonic)
 
     @property
     def unfinished(self) -> int:
@@ -394,14 +395,16 @@ class Daemon:
         """Log transfer.retry and wait, when `result` is transient and retries are left."""
         easy = transfer.easy
         status = easy.response_code if easy is not None else None
-        if not self._retry.retries or self._stopping is not None or easy is None:
+        if not self._retry.retries or self._aborting or easy is None:
             return False
         if not self._retry.is_transient(result, status or None):
             return False
-        elapsed = time.monotonic() - transfer.first_try
+        now = time.monotonic()
         asked = transfer.retry_after.seconds if transfer.retry_after is not None else None
-        delay = self._retry.next_delay(transfer.attempt, elapsed, asked, random.random())
-        if delay is None:
+        delay = self._retry.next_delay(
+            transfer.attempt, now - transfer.first_try, asked, random.random()
+        )
+        if delay is None or now + delay > self._drain_until:
             return False
         transfer.result = result
         transfer.log.info(
@@ -438,9 +441,9 @@ class Daemon:
         else:
             self._retry_alarm.set(due - time.monotonic())
 
-    def _end_waiting(self) -> None:
-        """On stop: no new attempts; a transfer waiting for one ends with its last result."""
-        for transfer_id in self._waiting.pop_due(math.inf):
+    def _end_waiting(self, after: float = -math.inf) -> None:
+        """Transfers whose next attempt is due after `after` end now, with their last result."""
+        for transfer_id in self._waiting.pop_later(after):
             transfer = self._transfers.get(transfer_id)
             if transfer is not None and transfer.result is not None:
                 self._report(transfer, transfer.result)
@@ -505,11 +508,12 @@ class Daemon:
         if self._notifier.enabled:
             self._notify(STOPPING=1, STATUS=f"stopping ({reason}): {self._status()}")
         self._drop_held()
-        self._end_waiting()
+        timeout = self._config.shutdown_timeout
+        self._drain_until = time.monotonic() + timeout
+        self._end_waiting(after=self._drain_until)  # retries sooner than that still happen
         if not self.unfinished:
             self._driver.stop()
             return
-        timeout = self._config.shutdown_timeout
         self._deadline = self._driver.call_later(timeout, self._drain_expired)
 
     def _drain_expired(self) -> None:
@@ -519,6 +523,7 @@ class Daemon:
         """Remove every unfinished transfer; each still gets its transfer.done (42)."""
         self._aborting = True
         self._driver.collect()  # anything finished but not yet reported keeps its own result
+        self._end_waiting()  # not running: they keep their last attempt's result
         for transfer in list(self._transfers.values()):
             assert transfer.easy is not None
             self._multi.remove_handle(transfer.easy)

@@ -146,6 +146,13 @@ class RetryQueue:
                 ready.append(key)
         return ready
 
+    def pop_later(self, than: float) -> list[int]:
+        """Every id due after `than`, removed from the queue (in no particular order)."""
+        later = [key for key, due in self._due.items() if due > than]
+        for key in later:
+            del self._due[key]
+        return later
+
     def next_due(self) -> float | None:
         """When the earliest waiting id is due, or None when none waits."""
         while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:

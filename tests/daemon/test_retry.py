@@ -1,0 +1,284 @@
+"""--retry: the policy in pure code, then the real daemon against a server that fails."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from hf_support import Daemon
+
+from hiperfifo.engine import Code
+from hiperfifo.retry import (
+    RetryAfter,
+    RetryPolicy,
+    RetryPolicyError,
+    RetryQueue,
+    parse_retry_after,
+)
+
+# -- the policy ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "transient"),
+    [
+        (Code.COULDNT_CONNECT, None, True),
+        (Code.OPERATION_TIMEDOUT, None, True),
+        (Code.GOT_NOTHING, None, True),
+        (Code.SEND_ERROR, None, True),
+        (Code.RECV_ERROR, None, True),
+        (Code.OK, 503, True),
+        (Code.HTTP_RETURNED_ERROR, 429, True),
+        (Code.OK, 408, True),
+        (Code.OK, 404, False),
+        (Code.HTTP_RETURNED_ERROR, 404, False),
+        (Code.OK, 200, False),
+        (Code.COULDNT_RESOLVE_HOST, None, False),
+        (Code.PEER_FAILED_VERIFICATION, None, False),
+        (Code.PARTIAL_FILE, None, False),
+    ],
+)
+def test_transient_results(result: Code, status: int | None, transient: bool) -> None:
+    """Only curl's transient failures are retried: timeouts, resets, 408/429/5xx gateways."""
+    assert RetryPolicy(retries=1).is_transient(result, status) is transient
+
+
+def test_backoff_doubles_from_one_second_with_at_most_25_percent_jitter() -> None:
+    """1, 2, 4, 8 s... (x1.00 to x1.25), capped at 10 minutes; --retry-delay fixes it."""
+    policy = RetryPolicy(retries=20)
+    assert [policy.backoff(n, 0.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert policy.backoff(3, 0.999) == pytest.approx(4.0 * 1.24975)
+    assert policy.backoff(15, 0.0) == 600.0
+    assert RetryPolicy(retries=2, delay=0.3).backoff(5, 0.9) == 0.3
+
+
+def test_next_delay_honours_retry_after_and_the_max_time_and_count() -> None:
+    """Retry-After wins when longer; no retry past --retry or past --retry-max-time."""
+    policy = RetryPolicy(retries=2, max_time=10.0)
+    assert policy.next_delay(1, 0.0, None, 0.0) == 1.0
+    assert policy.next_delay(1, 0.0, 7.0, 0.0) == 7.0
+    assert policy.next_delay(2, 0.0, 0.5, 0.0) == 2.0
+    assert policy.next_delay(3, 0.0, None, 0.0) is None
+    assert policy.next_delay(1, 4.0, 7.0, 0.0) is None  # would start at 11 s > 10 s
+    assert RetryPolicy(retries=0).next_delay(1, 0.0, None, 0.0) is None
+    with pytest.raises(RetryPolicyError, match="--retry-max-time"):
+        RetryPolicy(retries=1, max_time=float("nan"))
+
+
+def test_retry_after_seconds_http_date_and_garbage() -> None:
+    """Retry-After: delta-seconds, or an HTTP-date counted from now; junk is ignored."""
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_retry_after(" 120 ") == 120.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=9), usegmt=True), now) == 9
+    assert parse_retry_after("Fri, 02 Jan 2026 03:04:00 GMT", now) == 0.0  # in the past
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") is None
+
+
+def test_retry_after_header_function_forgets_it_at_each_new_response() -> None:
+    """The header_function keeps the last response's Retry-After; a redirect's is dropped."""
+    catcher = RetryAfter()
+    for line in (b"HTTP/1.1 302 Found\r\n", b"Retry-After: 5\r\n", b"HTTP/1.1 503 No\r\n"):
+        catcher(line)
+    assert catcher.seconds is None
+    catcher(b"retry-after:  3\r\n")
+    assert catcher.seconds == 3.0
+
+
+def test_retry_queue_pops_due_ids_in_order_and_forgets_discarded() -> None:
+    """Earliest first; a discarded id never comes out; next_due skips stale entries."""
+    queue = RetryQueue()
+    queue.push(1, 5.0)
+    queue.push(2, 3.0)
+    queue.push(3, 4.0)
+    queue.discard(2)
+    assert queue.next_due() == 4.0
+    assert queue.pop_due(4.5) == [3]
+    assert 1 in queue
+    assert len(queue) == 1
+    assert queue.pop_due(10.0) == [1]
+    assert queue.next_due() is None
+
+
+# -- a server that fails the first N requests of each key ----------------------
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    """GET /KEY?fail=N&code=C&ra=R: the first N requests to KEY answer C (Retry-After: R)."""
+
+    protocol_version = "HTTP/1.1"
+    server: FlakyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        count = self.server.note(parts.path)
+        if count <= int(query.get("fail", "0")):
+            status, body = int(query.get("code", "503")), b"try again\n"
+        else:
+            status, body = 200, b"finally ok\n"
+        self.send_response(status)
+        if status != 200 and "ra" in query:
+            self.send_header("Retry-After", query["ra"])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class FlakyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FlakyHandler)
+        self.hits: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, key: str) -> int:
+        with self._lock:
+            self.hits.setdefault(key, []).append(time.monotonic())
+            return len(self.hits[key])
+
+    def url(self, key: str, **query: object) -> str:
+        args = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"http://127.0.0.1:{self.server_address[1]}/{key}?{args}"
+
+    def gaps(self, key: str) -> list[float]:
+        times = self.hits.get("/" + key, [])
+        return [b - a for a, b in itertools.pairwise(times)]
+
+
+@pytest.fixture
+def flaky() -> Iterator[FlakyServer]:
+    server = FlakyServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+# -- the daemon ------------------------------------------------------------------
+
+
+def test_503_twice_then_success_backs_off_one_then_two_seconds(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer, tmp_path: Path
+) -> None:
+    """--retry 3: 503, 503, 200 → two transfer.retry lines, 1 s then 2 s apart, one done line."""
+    out = tmp_path / "out"
+    daemon = run_daemon("--retry", "3", "--output", str(out))
+    daemon.write(f"{flaky.url('a', fail=2)}\n".encode())
+    done = daemon.wait_for("transfer.done", timeout=10)[0]
+    retries = daemon.events("transfer.retry")
+    assert [(r["attempt"], r["result"], r["status"]) for r in retries] == [
+        (1, 0, 503),
+        (2, 0, 503),
+    ]
+    assert 1.0 <= retries[0]["delay"] <= 1.25
+    assert 2.0 <= retries[1]["delay"] <= 2.5
+    first, second = flaky.gaps("a")
+    assert 0.95 <= first <= 1.25 + 0.3
+    assert 1.95 <= second <= 2.5 + 0.3
+    assert (done["result"], done["status"], done["attempts"]) == (0, 200, 3)
+    assert done["elapsed"] >= 3.0
+    assert (out / "a").read_bytes() == b"finally ok\n"
+    assert sorted(p.name for p in out.iterdir()) == ["a"]  # no .part of the failed attempts
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
+    assert len(daemon.events("transfer.done")) == 1
+
+
+def test_retry_after_is_honoured_when_longer_than_the_backoff(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """429 with Retry-After: 2 and --retry-delay 0.1: the next attempt comes 2 s later."""
+    daemon = run_daemon("--retry", "2", "--retry-delay", "0.1")
+    daemon.write(f"{flaky.url('b', fail=1, code=429, ra=2)}\n".encode())
+    done = daemon.wait_for("transfer.done", timeout=10)[0]
+    (retry,) = daemon.events("transfer.retry")
+    assert (retry["status"], retry["retry_after"], retry["delay"]) == (429, 2.0, 2.0)
+    assert 1.95 <= flaky.gaps("b")[0] <= 2.5
+    assert (done["status"], done["attempts"]) == (200, 2)
+
+
+def test_non_transient_404_is_not_retried(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """--retry 3 --fail: a 404 ends at once with 22, one request, no transfer.retry."""
+    daemon = run_daemon("--retry", "3", "--fail")
+    daemon.write(f"{flaky.url('c', fail=5, code=404)}\nstop\n".encode())
+    assert daemon.wait() == 0
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["status"], done["attempts"]) == (22, 404, 1)
+    assert daemon.events("transfer.retry") == []
+    assert len(flaky.hits["/c"]) == 1
+
+
+def test_retry_max_time_bounds_the_series(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """Always 503, --retry 10 --retry-delay 0.4 --retry-max-time 1: attempts at 0, 0.4, 0.8 s."""
+    daemon = run_daemon("--retry", "10", "--retry-delay", "0.4", "--retry-max-time", "1")
+    daemon.write(f"{flaky.url('d', fail=99)}\nstop\n".encode())
+    assert daemon.wait() == 0
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["status"], done["attempts"]) == (0, 503, 3)
+    assert len(flaky.hits["/d"]) == 3
+    assert flaky.hits["/d"][-1] - flaky.hits["/d"][0] < 1.0
+
+
+def test_connection_refused_is_retried_and_ends_with_7(
+    run_daemon: Callable[..., Daemon], dead_port: int
+) -> None:
+    """Nothing listening, --retry 2 --retry-delay 0.2: two retries, then result 7 once."""
+    daemon = run_daemon("--retry", "2", "--retry-delay", "0.2")
+    daemon.write(f"http://127.0.0.1:{dead_port}/x\nstop\n".encode())
+    assert daemon.wait() == 0
+    assert [r["result"] for r in daemon.events("transfer.retry")] == [7, 7]
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["attempts"]) == (7, 3)
+
+
+def test_stop_ends_a_retry_due_after_the_drain_bound_with_its_last_result(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """stop while a retry waits 60 s (Retry-After) > --shutdown-timeout: done at once, 503."""
+    daemon = run_daemon("--retry", "5", "--shutdown-timeout", "5")
+    daemon.write(f"{flaky.url('e', fail=99, ra=60)}\n".encode())
+    daemon.wait_for("transfer.retry")
+    stopped = time.monotonic()
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
+    assert time.monotonic() - stopped < 3
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["status"], done["attempts"]) == (0, 503, 1)
+    assert len(flaky.hits["/e"]) == 1
+
+
+def test_retries_within_the_drain_bound_still_happen_after_stop(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """URL then stop in one write (a batch): 503, then 200 after 0.3 s; SIGINT then aborts."""
+    daemon = run_daemon("--retry", "3", "--retry-delay", "0.3", "--shutdown-timeout", "5")
+    daemon.write(f"{flaky.url('f', fail=1)}\n{flaky.url('g', fail=99, ra=2)}\nstop\n".encode())
+    (first,) = daemon.wait_for("transfer.done")
+    assert "/f?" in first["url"]
+    assert (first["result"], first["status"], first["attempts"]) == (0, 200, 2)
+    daemon.wait_for("transfer.retry", 2)
+    daemon.signal(signal.SIGINT)  # the first SIGINT while stopping: abort at once
+    assert daemon.wait() == 130
+    late = daemon.events("transfer.done")[1]
+    assert (late["result"], late["status"]) == (0, 503)  # waiting, not running: not 42
