@@ -54,6 +54,7 @@ REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
 # and 100,000 of them in the engine's own queue cost 250 MB (measured).
 FEED_PER_CONNECTION = 16
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
+FIFO_CHECK_EVERY = 1.0  # seconds between checks that the FIFO path still leads to our FIFO
 STATUS_EVERY = 1.0  # seconds between systemd STATUS= updates (only when it changed)
 TIMER_SLACK = 0.002  # libuv timers have ms resolution: a retry due this soon is due now
 
@@ -125,6 +126,7 @@ class Daemon:
         self._last_remaining = 0.0
         self._held: list[Url | Stop | Rejected] = []  # read, but not yet recorded (disk full)
         self._refused: str | None = None  # why input is refused, while the journal fails
+        self._refusal_logged = False
         self._backlogged = False  # input paused: --max-queued URLs wait
         self._journal_failing = False  # the last flush failed (logged once)
         self._proxies = {scheme: proxy_settings(config, scheme) for scheme in ("http", "https")}
@@ -152,6 +154,8 @@ class Daemon:
         if self._journal is not None:
             self._driver.every_iteration(self._flush_journal)
             self._driver.every(RETRY_EVERY, self._retry_held)
+        if self._fifo.lost() is None:  # else its path is unknown (systemd's, renamed)
+            self._driver.every(FIFO_CHECK_EVERY, self._check_fifo)
         self._log.info(
             "daemon.started",
             fifo=str(self._fifo.path),
@@ -168,6 +172,7 @@ class Daemon:
         finally:
             self._multi.close()
             self._driver.close()
+            self._fifo.close()  # the current one: it may have been recreated
             if self._journal is not None:
                 self._journal.close()
         self._log.info("daemon.stopped", done=self._done, failed=self._failed)
@@ -193,6 +198,9 @@ class Daemon:
 
     def _take(self, items: list[Url | Stop | Rejected]) -> None:
         """Accept runs of URLs (one journal transaction each), act on stop, log rejections."""
+        if self._refused is not None:  # behind what is held already, in order
+            self._held.extend(items)
+            return
         start = 0
         for i, item in enumerate(items):
             if isinstance(item, Url) and self._stopping is None:
@@ -234,24 +242,64 @@ class Daemon:
 
     def _refuse(self, held: list[Url | Stop | Rejected], why: str) -> None:
         """Keep what was read but not recorded, stop reading (writers block), retry later."""
-        self._held = held
-        if self._refused is None:
+        self._held.extend(held)
+        self._refused = why
+        if not self._refusal_logged:
+            self._refusal_logged = True
             self._log.error(
                 "input.refused", reason=f"cannot record accepted URLs: {why}", held=len(held)
             )
-        self._refused = why
         self._pace_input()
 
     def _retry_held(self) -> None:
         """Every RETRY_EVERY s while refused: record the held input; on success read again."""
         if self._refused is None:
             return
-        held, self._held = self._held, []
+        held, self._held, self._refused = self._held, [], None
         self._take(held)
-        if self._held:
+        if self._refused is not None:
             return
+        self._refusal_logged = False
         self._log.info("input.resumed", reason="the state directory is writable again")
-        self._refused = None
+        self._feed()
+        self._pace_input()
+
+    # -- the FIFO path: deleted or replaced while we run --
+
+    def _check_fifo(self) -> None:
+        """Every FIFO_CHECK_EVERY s: recreate a deleted FIFO; stop (exit 2) if we cannot."""
+        fifo = self._fifo
+        why = fifo.lost()
+        if why is None or self._stopping is not None:
+            return
+        fields = {"fifo": str(fifo.path), "reason": why}
+        if fifo.adopted or not (why == "deleted" or why.endswith("FIFO")):
+            self._log.error("fifo.lost", **fields, action="stopping, exit status 2")
+            self._exit = EXIT_USAGE
+            self._begin_stop("fifo lost")
+            return
+        try:
+            new = open_fifo(fifo.path, self._config.fifo_mode)
+        except FifoError as exc:
+            self._log.error("fifo.lost", **fields, error=str(exc), action="stopping (2)")
+            self._exit = EXIT_USAGE
+            self._begin_stop("fifo lost")
+            return
+        self._switch_fifo(new)
+        self._log.warning("fifo.recreated", **fields, created=new.created)
+        if (warning := new.warning()) is not None:
+            self._log.warning("fifo.insecure", fifo=str(new.path), reason=warning)
+
+    def _switch_fifo(self, new: Fifo) -> None:
+        """Read what is left in the old FIFO, close it, and read the new one from now on."""
+        old, self._fifo = self._fifo, new
+        while data := old.read(READ_CHUNK):
+            self._take(self._tokens.feed(data))
+        self._take(self._tokens.feed(b"\n"))  # a token cut off in the old FIFO ends there
+        old.close()  # not unlinked: the path is no longer the old FIFO's
+        if self._input is not None:
+            self._input.stop()
+        self._input = self._driver.watch_readable(new.fd, self._read_fifo)
         self._feed()
         self._pace_input()
 
@@ -581,6 +629,14 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
         if journal is not None:
             journal.close()
         return _usage_error(log, str(exc))
+    if (warning := fifo.warning()) is not None:
+        if config.strict:
+            fifo.close()
+            output.close()
+            if journal is not None:
+                journal.close()
+            return _usage_error(log, f"{warning} (refused: --strict)")
+        log.warning("fifo.insecure", fifo=str(fifo.path), reason=warning)
     try:
         notifier = systemd.Notifier.from_environ(environ)
         watchdog = systemd.watchdog_interval(environ, os.getpid())

@@ -187,6 +187,37 @@ class Fifo:
     path: Path
     created: bool
     _identity: tuple[int, int] = (0, 0)
+    adopted: bool = False  # handed over by systemd (LISTEN_FDS): never recreated by us
+
+    def lost(self) -> str | None:
+        """Why `path` no longer leads to this FIFO ("deleted", "replaced by ..."), or None.
+
+        A FIFO deleted while we run keeps working through our descriptor, but a
+        writer's `echo URL > path` then creates a regular file and the URL is lost.
+        """
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError:
+            return None  # cannot look (a directory made unreadable): nothing to act on
+        if (st.st_dev, st.st_ino) == self._identity:
+            return None
+        if stat.S_ISFIFO(st.st_mode):
+            return "replaced by another FIFO"
+        return f"replaced by {_kind(st.st_mode)}"
+
+    def warning(self) -> str | None:
+        """What is unsafe about who may write this FIFO, or None (group-writable is fine)."""
+        st = os.fstat(self.fd)
+        problems = []
+        if st.st_mode & stat.S_IWOTH:
+            problems.append(f"writable by every user (mode {stat.S_IMODE(st.st_mode):04o})")
+        if st.st_uid not in (os.geteuid(), 0):
+            problems.append(f"owned by uid {st.st_uid}, neither this user nor root")
+        if not problems:
+            return None
+        return f"{self.path}: {' and '.join(problems)}: anyone who can write it chooses the URLs"
 
     def read(self, limit: int) -> bytes:
         """At most `limit` bytes; b"" when nothing is there right now."""
@@ -296,7 +327,7 @@ def adopt_fifo(fd: int, path: Path) -> Fifo:
         raise FifoError(f"{origin} is not open read-write (systemd's ListenFIFO= is)")
     os.set_blocking(fd, False)
     os.set_inheritable(fd, False)
-    return Fifo(fd, _proc_path(fd) or path, False, (st.st_dev, st.st_ino))
+    return Fifo(fd, _proc_path(fd) or path, False, (st.st_dev, st.st_ino), adopted=True)
 
 
 def _proc_path(fd: int) -> Path | None:
