@@ -1,0 +1,310 @@
+"""Transfer options of the daemon against real servers: TLS, proxies, encodings, limits."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from hf_support import WAIT, Daemon, Server, spawn
+
+from hiperfifo.config import ConfigError, build
+
+BODY = b"the same line again\n" * 200
+
+
+class ContentHandler(BaseHTTPRequestHandler):
+    """Any path: BODY, gzip-encoded when the request accepts gzip; records each request."""
+
+    protocol_version = "HTTP/1.1"
+    server: ContentServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        accepted = self.headers.get("Accept-Encoding")
+        self.server.seen.append((self.path, accepted))
+        body, headers = BODY, []
+        if accepted and "gzip" in accepted:
+            body, headers = gzip.compress(BODY), [("Content-Encoding", "gzip")]
+        self.send_response(200)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class ContentServer(Server):
+    """hf_support's threaded server with ContentHandler, optionally speaking TLS."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        super().__init__()
+        self.RequestHandlerClass = ContentHandler
+        self.context = context
+        self.seen: list[tuple[str, str | None]] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.context is None:
+            return sock, addr
+        # the handshake happens in the handler's thread, on its first read
+        return self.context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        ), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client refusing our certificate is what some tests want."""
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.context else "http"
+        return f"{scheme}://{host}:{self.server_address[1]}{path}"
+
+
+def serving(server: ContentServer) -> Iterator[ContentServer]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[ContentServer]:
+    """HTTPS on 127.0.0.1 with a certificate for 127.0.0.1 and localhost from `ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    yield from serving(ContentServer(context))
+
+
+@pytest.fixture
+def content_server() -> Iterator[ContentServer]:
+    yield from serving(ContentServer())
+
+
+class TinyProxy:
+    """Debian's tinyproxy on 127.0.0.1, its log in a file the tests read."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = workdir / "tinyproxy.conf"
+        config.write_text(
+            f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\n"
+            "Allow 127.0.0.1\nDisableViaHeader Yes\nLogLevel Info\n"
+        )
+        self.log_path = workdir / "tinyproxy.log"
+        binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, "-d", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + WAIT
+        while not self._listening():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, "tinyproxy did not listen"
+            time.sleep(0.02)
+
+    def _listening(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[TinyProxy]:
+    proxy = TinyProxy(tmp_path)
+    yield proxy
+    proxy.stop()
+
+
+def fetch(daemon: Daemon, *urls: str) -> list[dict[str, Any]]:
+    """Write the URLs and `stop`; the transfer.done lines in the order of `urls`."""
+    daemon.write(("".join(f"{url}\n" for url in urls) + "stop\n").encode())
+    assert daemon.wait() == 0
+    done = {event["url"]: event for event in daemon.events("transfer.done")}
+    return [done[url] for url in urls]
+
+
+# -- TLS ------------------------------------------------------------------------
+
+
+def test_https_verified_with_cacert_and_refused_without(
+    run_daemon: Callable[..., Daemon], tls_server: ContentServer, ca_file: Path
+) -> None:
+    """--cacert: 127.0.0.1 and localhost fetch (0); without it the same URL fails with 60."""
+    urls = [tls_server.url("/a"), tls_server.url("/b", host="localhost")]
+    trusted = fetch(run_daemon("--cacert", str(ca_file)), *urls)
+    assert [(e["result"], e["status"], e["bytes"]) for e in trusted] == [(0, 200, len(BODY))] * 2
+    (untrusted,) = fetch(run_daemon(), tls_server.url("/c"))
+    assert untrusted["result"] == 60
+    assert untrusted["result_name"] == "PEER_FAILED_VERIFICATION"
+
+
+def test_insecure_logs_one_warning_and_skips_verification(
+    run_daemon: Callable[..., Daemon], tls_server: ContentServer
+) -> None:
+    """--insecure: one daemon.insecure warning at start; an unknown CA is then accepted."""
+    daemon = run_daemon("--insecure")
+    (done,) = fetch(daemon, tls_server.url("/x"))
+    assert done["result"] == 0
+    events = daemon.events()
+    warnings = [e for e in events if e["event"] == "daemon.insecure"]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning"
+    assert [e["event"] for e in events].index("daemon.insecure") == 1  # right after started
+    assert events[0]["verify"] is False
+
+
+def test_cacert_that_is_not_pem_is_a_usage_error(tmp_path: Path) -> None:
+    """--cacert pointing at garbage or nothing: exit 2 before any FIFO is made."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for path in (junk, tmp_path / "missing.pem"):
+        proc = spawn(["--fifo", str(tmp_path / "x.fifo"), "--cacert", str(path)])
+        _out, err = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 2
+        assert f"--cacert: cannot load CA certificates from '{path}'" in err.decode()
+    assert not (tmp_path / "x.fifo").exists()
+
+
+# -- proxies -----------------------------------------------------------------------
+
+
+def test_proxy_option_for_http_and_connect_tunnel_for_https(
+    run_daemon: Callable[..., Daemon],
+    tinyproxy: TinyProxy,
+    content_server: ContentServer,
+    tls_server: ContentServer,
+    ca_file: Path,
+) -> None:
+    """--proxy: http goes through tinyproxy as an absolute-URI request, https as CONNECT."""
+    daemon = run_daemon("--proxy", tinyproxy.url, "--cacert", str(ca_file))
+    plain, tls = fetch(daemon, content_server.url("/via-proxy"), tls_server.url("/tunneled"))
+    assert (plain["result"], plain["status"], tls["result"], tls["status"]) == (0, 200, 0, 200)
+    log = tinyproxy.log()
+    assert f"GET {content_server.url('/via-proxy')} HTTP/1.1" in log
+    assert f"CONNECT 127.0.0.1:{tls_server.server_address[1]} HTTP/1.1" in log
+    assert daemon.events("daemon.started")[0]["proxy"] == tinyproxy.url
+
+
+def test_proxy_from_environment_with_noproxy_and_empty_proxy_option(
+    run_daemon: Callable[..., Daemon],
+    tinyproxy: TinyProxy,
+    content_server: ContentServer,
+    dead_port: int,
+) -> None:
+    """http_proxy is used, --noproxy hosts go direct; --proxy '' ignores a dead http_proxy."""
+    env = {"http_proxy": tinyproxy.url}
+    daemon = run_daemon("--noproxy", "localhost", env=env)
+    proxied, direct = fetch(
+        daemon, content_server.url("/env-proxied"), content_server.url("/direct", "localhost")
+    )
+    assert (proxied["result"], direct["result"]) == (0, 0)
+    assert "/env-proxied" in tinyproxy.log()
+    assert "/direct" not in tinyproxy.log()
+
+    dead = {"http_proxy": f"http://127.0.0.1:{dead_port}"}
+    (refused,) = fetch(run_daemon(env=dead), content_server.url("/dead-proxy"))
+    assert refused["result"] == 7
+    (ignored,) = fetch(run_daemon("--proxy", "", env=dead), content_server.url("/no-proxy"))
+    assert ignored["result"] == 0
+
+
+# -- content and limits ---------------------------------------------------------------
+
+
+def test_compressed_asks_for_gzip_and_writes_the_decoded_body(
+    run_daemon: Callable[..., Daemon], content_server: ContentServer, tmp_path: Path
+) -> None:
+    """--compressed: Accept-Encoding sent, the file holds the decoded body; else not asked."""
+    out = tmp_path / "out"
+    (done,) = fetch(run_daemon("--compressed", "--output", str(out)), content_server.url("/z"))
+    assert done["result"] == 0
+    assert (out / "z").read_bytes() == BODY
+    (plain,) = fetch(run_daemon(), content_server.url("/plain"))
+    assert plain["bytes"] == len(BODY)
+    assert content_server.seen == [("/z", "gzip, deflate"), ("/plain", None)]
+
+
+def test_max_filesize_and_max_redirs(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """--max-filesize 1k: 2000 bytes fail with 63; --max-redirs 2: a third redirect is 47."""
+    daemon = run_daemon("--max-filesize", "1k", "--max-redirs", "2")
+    big, small, far, near = fetch(
+        daemon,
+        http_server.url("/size/2000"),
+        http_server.url("/size/1024"),
+        http_server.url("/redirect/3"),
+        http_server.url("/redirect/2"),
+    )
+    assert (big["result"], small["result"]) == (63, 0)
+    assert (far["result"], far["result_name"]) == (47, "TOO_MANY_REDIRECTS")
+    assert (near["result"], near["redirects"]) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "message"),
+    [
+        ("proxy", "socks5://127.0.0.1:1080", "only http:// proxies are supported"),
+        ("proxy", "http://127.0.0.1:99999", "bad proxy URL"),
+        ("max_filesize", "10X", "not a size in bytes"),
+        ("max_redirs", "-1", "--max-redirs: must be at least 0"),
+        ("retry", "-2", "--retry: must be at least 0"),
+        ("retry_max_time", "-1", "--retry-max-time: must not be negative"),
+    ],
+)
+def test_transfer_option_values_are_checked(option: str, text: str, message: str) -> None:
+    """Bad --proxy, --max-filesize, --max-redirs, --retry values: a ConfigError naming them."""
+    with pytest.raises(ConfigError, match=message):
+        build({option: text})
+
+
+def test_transfer_option_values_parse_like_curl() -> None:
+    """Sizes take k/M/G (1024-based); a scheme-less proxy is kept; defaults as documented."""
+    config = build({"max_filesize": "2M", "proxy": "127.0.0.1:3128"})
+    assert (config.max_filesize, config.proxy) == (2 * 1024 * 1024, "127.0.0.1:3128")
+    defaults = build({})
+    assert (defaults.max_redirs, defaults.retry, defaults.proxy, defaults.insecure) == (
+        30,
+        0,
+        None,
+        False,
+    )
