@@ -16,6 +16,7 @@ from tls_servers import (
     answer_once,
     free_port,
     hold,
+    relay,
     response,
 )
 
@@ -233,6 +234,32 @@ def test_dead_proxy_is_couldnt_connect(drv: SelectorDriver) -> None:
     assert str(port) in easy.error
 
 
+def test_unresolvable_proxy_is_couldnt_resolve_proxy(drv: SelectorDriver) -> None:
+    """A proxy host name that does not resolve: COULDNT_RESOLVE_PROXY (5), not 6."""
+    easy, _ = fetch(drv, "http://127.0.0.1:9/", proxy="http://proxy.invalid:3128")
+    assert easy.result is Code.COULDNT_RESOLVE_PROXY
+    assert "proxy.invalid" in easy.error
+
+
+def test_proxied_and_direct_connections_are_not_mixed(
+    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+) -> None:
+    """A tunnel or proxy connection is never reused for a direct transfer, nor the reverse."""
+    with tls_origin(ca) as secure, HttpServer(lambda _r: HELLO) as plain:
+        runs = [
+            fetch(drv, secure.url(), proxy=tinyproxy.url, ca_file=ca_file)[0],
+            fetch(drv, secure.url(), ca_file=ca_file)[0],
+            fetch(drv, secure.url(), proxy=tinyproxy.url, ca_file=ca_file)[0],
+            fetch(drv, plain.url(), proxy=tinyproxy.url)[0],
+            fetch(drv, plain.url())[0],
+        ]
+    assert [e.result for e in runs] == [Code.OK] * 5, [e.error for e in runs]
+    ports = [e.primary_port for e in runs]
+    assert ports == [tinyproxy.port, secure.port, tinyproxy.port, tinyproxy.port, plain.port]
+    assert [e.num_connects for e in runs[:2]] == [1, 1]
+    assert runs[4].num_connects == 1
+
+
 def test_http_url_through_a_refusing_proxy_is_its_answer(drv: SelectorDriver) -> None:
     """For an http URL a proxy's 403 is the response: OK with response_code 403, as curl."""
     forbidden = response(403, b"not you", reason="Forbidden")
@@ -269,6 +296,19 @@ def test_tunnel_kept_alive_and_reused(
     assert (first.num_connects, second.num_connects) == (1, 0)
     assert second.local_port == first.local_port
     assert origin.accepted == 1
+
+
+def test_tunnel_through_a_fragmenting_hop(
+    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+) -> None:
+    """The proxy's CONNECT answer and the TLS records arriving in 7-byte pieces: still OK."""
+    with tls_origin(ca) as origin, Server(relay(tinyproxy.port)) as hop:
+        easy, body = fetch(
+            drv, origin.url("/far"), proxy=hop.url("", scheme="http"), ca_file=ca_file
+        )
+    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert body == b"from the origin"
+    assert easy.primary_port == hop.port
 
 
 def test_tunnel_still_verifies_the_origin(

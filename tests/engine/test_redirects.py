@@ -115,6 +115,17 @@ def test_redirect_info_filled(drv: SelectorDriver) -> None:
     assert srv.accepted == 1
 
 
+def test_redirect_that_closes_its_connection(drv: SelectorDriver) -> None:
+    """A redirect answered with Connection: close: the next hop opens a new connection."""
+    closing = response(302, b"bye", [("Location", "/final"), ("Connection", "close")])
+    with HttpServer(routes({"/start": closing, "/final": FINAL})) as srv:
+        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+    assert easy.result is Code.OK, easy.error
+    assert body == b"final body"
+    assert easy.num_connects == 2
+    assert srv.accepted == 2
+
+
 def test_redirect_loop_stops_at_max_redirs(drv: SelectorDriver) -> None:
     """A 302 to itself with max_redirs=3: TOO_MANY_REDIRECTS after 4 requests, as curl."""
     with HttpServer(routes({"/loop": moved("/loop")})) as srv:

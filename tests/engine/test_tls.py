@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,6 +110,33 @@ def test_default_verification_rejects_unknown_ca(drv: SelectorDriver, ca: trustm
     assert body == b""
     assert easy.response_code == 0
     assert srv.requests == []
+
+
+SYSTEM_STORE_PROBE = """
+import sys
+from hiperfifo.engine import Easy
+from hiperfifo.engine.testing import SelectorDriver
+drv = SelectorDriver()
+easy = Easy(sys.argv[1])
+drv.perform(easy, timeout=20)
+drv.close()
+print(int(easy.result), easy.response_code)
+"""
+
+
+def test_default_verification_uses_the_system_store(ca: trustme.CA, ca_file: str) -> None:
+    """verify=True without ca_file trusts OpenSSL's default store (here SSL_CERT_FILE)."""
+    env = dict(os.environ, SSL_CERT_FILE=ca_file)
+    with tls_server(ca) as srv:
+        done = subprocess.run(
+            [sys.executable, "-c", SYSTEM_STORE_PROBE, srv.url()],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.stdout.split() == ["0", "200"], done.stderr
 
 
 def test_ca_file_of_another_ca_rejected(drv: SelectorDriver, ca_file: str, tmp_path: Path) -> None:
