@@ -147,6 +147,33 @@ def test_ca_file_of_another_ca_rejected(drv: SelectorDriver, ca_file: str, tmp_p
     assert srv.requests == []
 
 
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "garbage"])
+def test_unusable_ca_file_is_cacert_badfile(
+    drv: SelectorDriver, ca: trustme.CA, tmp_path: Path, content: str | None
+) -> None:
+    """A ca_file that is missing or holds no certificate: 77 SSL_CACERT_BADFILE, no exception."""
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_text(content)
+    with tls_server(ca) as srv:
+        easy, body = fetch(drv, srv.url(), ca_file=str(path))
+    assert body == b""
+    assert int(easy.result) == 77
+    assert easy.result.name == "SSL_CACERT_BADFILE"
+    assert str(path) in easy.error
+    assert srv.requests == []
+
+
+def test_unusable_ca_file_ignored_without_verification(
+    drv: SelectorDriver, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """verify=False with a missing ca_file still connects, as curl -k --cacert does."""
+    with tls_server(ca) as srv:
+        easy, body = fetch(drv, srv.url(), verify=False, ca_file=str(tmp_path / "missing.pem"))
+    assert easy.result is Code.OK, easy.error
+    assert body == b"hello over tls"
+
+
 def test_wrong_hostname_rejected(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
     """A trusted certificate for another name: PEER_FAILED_VERIFICATION (60)."""
     with tls_server(ca, "other.example") as srv:
