@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check bench clean systemd-check
+.PHONY: install test run lint typecheck check bench bench-scale clean systemd-check
 
 install: $(STAMP)
 
@@ -39,7 +40,15 @@ check: lint typecheck test
 systemd-check: $(STAMP)
 	.ci/systemd-check
 
-bench: $(STAMP)
+# The peer benchmark (bench/README.md): needs Debian's nginx-light and curl.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench-scale: $(STAMP)
 	$(BIN)/python bench/engine_scale.py
 
 clean:
