@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -55,6 +56,7 @@ REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
 FEED_PER_CONNECTION = 16
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
 FIFO_CHECK_EVERY = 1.0  # seconds between checks that the FIFO path still leads to our FIFO
+FD_RESERVE = 32  # descriptors kept for all but connections: FIFO, logs, journal, loop, resolver
 STATUS_EVERY = 1.0  # seconds between systemd STATUS= updates (only when it changed)
 TIMER_SLACK = 0.002  # libuv timers have ms resolution: a retry due this soon is due now
 
@@ -105,15 +107,16 @@ class Daemon:
         self._output = output
         self._journal = journal
         self._log = logs.get()
+        self._max_connections = connection_budget(config.max_total_connections, self._log)
         self._multi = Multi(
-            max_total_connections=config.max_total_connections,
+            max_total_connections=self._max_connections,
             max_host_connections=config.max_host_connections,
         )
         self._driver = Driver(self._multi, self._finished)
         self._tokens = Tokenizer(config.max_url_length)
         self._policy = network_policy(config)
         self._queue: deque[tuple[int, str, float]] = deque()  # accepted, not yet in the engine
-        self._feed_limit = config.max_total_connections * FEED_PER_CONNECTION
+        self._feed_limit = self._max_connections * FEED_PER_CONNECTION
         self._transfers: dict[int, Transfer] = {}  # in the engine
         self._next_id = journal.next_id() if journal is not None else 1
         self._done = 0
@@ -655,6 +658,32 @@ def proxy_settings(config: Config, scheme: str) -> tuple[str | None, str | None]
     proxy = config.proxy if config.proxy is not None else env_proxy
     noproxy = config.noproxy if config.noproxy is not None else env_noproxy
     return proxy or None, noproxy or None
+
+
+def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:
+    """--max-total-connections, within what RLIMIT_NOFILE allows (raising the soft limit first).
+
+    Past the descriptor limit, socket() fails and transfers end with 7; below it they wait
+    for a connection slot instead.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    budget = max(1, soft - FD_RESERVE)
+    log.warning(
+        "daemon.limited",
+        reason=f"--max-total-connections {wanted} lowered to {budget}: "
+        f"the descriptor limit (ulimit -n) is {soft}",
+    )
+    return budget
 
 
 def network_policy(config: Config) -> NetworkPolicy | None:

@@ -148,8 +148,11 @@ class Driver:
 
     # -- libuv's callbacks: the only places that call into the engine --
 
-    def _on_socket(self, poll: Any, events: int, error: int | None) -> None:
-        bits = CSELECT_ERR if error is not None else 0
+    def _on_socket(self, poll: Any, events: int | None, error: int | None) -> None:
+        if error is not None:  # pyuv passes events=None with an error (e.g. a reset socket)
+            self._action(poll.fileno(), CSELECT_ERR)
+            return
+        bits = 0
         if events & pyuv.UV_READABLE:
             bits |= CSELECT_IN
         if events & pyuv.UV_WRITABLE:
