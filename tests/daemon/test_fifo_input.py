@@ -158,6 +158,72 @@ def test_any_split_gives_the_same_items_as_one_feed(
     assert feed_all(Tokenizer(max_length=max_length), *pieces) == whole
 
 
+_WHITESPACE = b" \t\r\n\x0b\x0c"
+_valid_urls = st.builds(
+    "{}://{}{}/{}".format,
+    st.sampled_from(["http", "https", "HTTP", "hTtPs"]),
+    st.one_of(
+        st.from_regex(r"[a-z][a-z0-9-]{0,15}(\.[a-z]{2,6}){0,2}", fullmatch=True),
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
+    ),
+    st.one_of(st.just(""), st.integers(1, 65535).map(":{}".format)),
+    st.text(alphabet="abcXYZ019-._~%/?=&;:@!$'()*+,", max_size=40),
+)
+_no_space = st.binary(min_size=1, max_size=30).map(
+    lambda b: bytes(c for c in b if c not in _WHITESPACE) or b"x"
+)
+_invalid_tokens = st.one_of(
+    _no_space.map(lambda b: b + b"\x00"),  # a NUL anywhere
+    _no_space.map(lambda b: b"http://a/" + b + b"\xff"),  # not UTF-8
+    st.sampled_from([b"ftp://h/", b"file:///etc/passwd", b"javascript:alert(1)", b"gopher://g"]),
+    st.from_regex(r"[a-z0-9./]{1,20}", fullmatch=True).map(str.encode),  # no scheme
+    st.sampled_from([b"http://", b"https:///path", b"http://h:99999/", b"http://[::1/"]),
+    st.just(b"http://a/" + b"x" * 200),  # longer than max_length below
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream=st.lists(
+        st.tuples(
+            st.one_of(
+                _valid_urls.map(lambda u: ("valid", u.encode())),
+                _invalid_tokens.map(lambda t: ("invalid", t)),
+                _no_space.map(lambda t: ("unknown", t)),
+                st.just(("stop", b"stop")),
+            ),
+            st.binary(min_size=1, max_size=3).map(
+                lambda b: bytes(_WHITESPACE[c % len(_WHITESPACE)] for c in b)
+            ),
+        ),
+        max_size=30,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=15),
+)
+def test_every_valid_url_accepted_once_everything_else_rejected_with_a_reason(
+    stream: list[tuple[tuple[str, bytes], bytes]], cuts: list[int]
+) -> None:
+    """Tokens in any split: each valid URL is one Url in order, each junk one Rejected."""
+    data = b"".join(token + gap for (_, token), gap in stream)
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    items = feed_all(Tokenizer(max_length=128), *pieces)
+    assert len(items) == len(stream)
+    for ((kind, token), _), item in zip(stream, items, strict=True):
+        if kind == "valid":
+            assert item == Url(token.decode())
+        elif kind == "stop":
+            assert item == Stop()
+        elif kind == "invalid":
+            assert isinstance(item, Rejected)
+        else:
+            assert isinstance(item, Url | Rejected | Stop)
+        if isinstance(item, Rejected):
+            assert item.reason
+            assert len(item.token) <= 200
+
+
 def test_creates_fifo_with_exact_mode_despite_umask(tmp_path: Path) -> None:
     """A missing FIFO is created with --fifo-mode exactly, whatever the umask."""
     path = tmp_path / "in.fifo"
