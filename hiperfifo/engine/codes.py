@@ -67,6 +67,7 @@ class Code(IntEnum):
     PEER_FAILED_VERIFICATION = 60
     BAD_CONTENT_ENCODING = 61
     FILESIZE_EXCEEDED = 63
+    SSL_CACERT_BADFILE = 77
 
 
 _MCODE_TEXT = {
@@ -111,6 +112,7 @@ _CODE_TEXT = {
     Code.PEER_FAILED_VERIFICATION: "SSL peer certificate or SSH remote key was not OK",
     Code.BAD_CONTENT_ENCODING: "Unrecognized or bad HTTP Content or Transfer-Encoding",
     Code.FILESIZE_EXCEEDED: "Maximum file size exceeded",
+    Code.SSL_CACERT_BADFILE: "Problem with the SSL CA cert (path? access rights?)",
 }
 
 

@@ -76,7 +76,7 @@ class Http1:
             if body:
                 data += self._conn.send(h11.Data(data=body))
             data += self._conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
+        except (h11.LocalProtocolError, UnicodeError) as exc:
             raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}") from exc
         return data or b""
 

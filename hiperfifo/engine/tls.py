@@ -18,11 +18,21 @@ _contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
 
 
 def client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """A cached client context: system CAs (or `ca_file`), hostname check, ALPN http/1.1."""
+    """A cached client context: system CAs (or `ca_file`), hostname check, ALPN http/1.1.
+
+    An unusable `ca_file` is SSL_CACERT_BADFILE (77); without verification it is
+    not read at all, as `curl -k --cacert` does.
+    """
+    ca_file = ca_file if verify else None
     key = (verify, ca_file)
     context = _contexts.get(key)
     if context is None:
-        context = ssl.create_default_context(cafile=ca_file)
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransferError(
+                Code.SSL_CACERT_BADFILE, f"error setting certificate file: {ca_file} ({exc})"
+            ) from exc
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

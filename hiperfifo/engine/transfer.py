@@ -83,6 +83,7 @@ class Transfer:
 
     __slots__ = (
         "_dialer",
+        "_first_origin",
         "_fresh_only",
         "_response",
         "_retried",
@@ -121,6 +122,7 @@ class Transfer:
         self._retried = False
         self._fresh_only = False
         self._speed_mark = (0.0, 0)
+        self._first_origin: tuple[str, str, int] = ("", "", 0)
 
     def __repr__(self) -> str:
         return f"<Transfer {self.easy.url!r} {self.state.name}>"
@@ -212,6 +214,8 @@ class Transfer:
         if easy.timeout_ms > 0:
             self.svc.deadlines.set(self, "total", self._start + easy.timeout_ms / 1000)
         self._setup(easy.url)
+        assert self.target is not None
+        self._first_origin = (self.target.scheme, self.target.host, self.target.port)
         return True
 
     def _setup(self, url: str) -> None:
@@ -349,15 +353,22 @@ class Transfer:
         assert target is not None
         if self._tunnel is None:
             self._tunnel = Http1()
-            authority = f"{target.host_header.rsplit(':', 1)[0]}:{target.port}"
-            conn.queue(self._tunnel.request("CONNECT", authority, [("Host", authority)], None))
+            host = f"[{target.host}]" if ":" in target.host else target.host
+            authority = f"{host}:{target.port}"
+            headers = [("Host", authority), *self._proxy_auth()]
+            conn.queue(self._tunnel.request("CONNECT", authority, headers, None))
         try:
             data = conn.read(self.svc.view) if conn.flush() else None
         except OSError as exc:
             raise TransferError(Code.COULDNT_CONNECT, f"Proxy CONNECT failed: {exc}") from exc
         if data is None:
             return False
-        for kind, head in self._tunnel.receive(data):
+        try:
+            events = self._tunnel.receive(data)
+        except TransferError as exc:
+            text = "Proxy CONNECT aborted" if not data else f"Proxy CONNECT failed: {exc.text}"
+            raise TransferError(Code.RECV_ERROR, text) from exc
+        for kind, head in events:
             if kind == "head":
                 assert isinstance(head, ResponseHead)
                 if not 200 <= head.status < 300:
@@ -367,6 +378,12 @@ class Transfer:
                 self._tunnel = None
                 self._start_tls()
         return True
+
+    def _proxy_auth(self) -> list[tuple[str, str]]:
+        proxy = self.proxy
+        if proxy is None or proxy.authorization is None:
+            return []
+        return [("Proxy-Authorization", proxy.authorization)]
 
     def _start_tls(self) -> None:
         assert self.conn is not None
@@ -423,6 +440,7 @@ class Transfer:
         request_target = target.target
         if self.proxy is not None and target.scheme == "http":
             request_target = f"http://{target.host_header}{target.target}"
+            headers.extend(self._proxy_auth())
         if "host" not in given:
             headers.append(("Host", target.host_header))
         if target.authorization and "authorization" not in given:
@@ -431,7 +449,11 @@ class Transfer:
             headers.append(("Accept", "*/*"))
         if self.easy.accept_encoding is not None and "accept-encoding" not in given:
             headers.append(("Accept-Encoding", accept_header(self.easy.accept_encoding)))
-        headers.extend(self.headers)
+        if (target.scheme, target.host, target.port) == self._first_origin:
+            headers.extend(self.headers)
+        else:  # credentials stay with the scheme, host and port they were given for (curl)
+            private = ("authorization", "cookie")
+            headers.extend((k, v) for k, v in self.headers if k.lower() not in private)
         body = self.body
         if body is not None and "content-length" not in given:
             headers.append(("Content-Length", str(len(body))))
@@ -514,14 +536,13 @@ class Transfer:
     def _follow(self, location: bytes, response: Response) -> None:
         """Aim at the Location, as curl's FOLLOWLOCATION does."""
         easy = self.easy
-        if easy.redirect_count >= easy.max_redirs:
+        if 0 <= easy.max_redirs <= easy.redirect_count:  # -1: no limit, as in curl
             raise TransferError(
                 Code.TOO_MANY_REDIRECTS, f"Maximum ({easy.max_redirs}) redirects followed"
             )
         assert response.head is not None
         assert self.target is not None
         status = response.head.status
-        old_host = self.target.host
         new_url = redirect_target(easy.effective_url, location)
         self._release_connection()
         easy.redirect_count += 1
@@ -532,10 +553,6 @@ class Transfer:
             self.method, self.body = "GET", None
             self.headers = tuple((k, v) for k, v in self.headers if k.lower() != "content-type")
         self._setup(new_url)
-        if self.target.host != old_host:  # credentials stay with the host they were given for
-            self.headers = tuple(
-                (k, v) for k, v in self.headers if k.lower() not in ("authorization", "cookie")
-            )
 
     # --- speed and timing -------------------------------------------------------
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import re
 from typing import NamedTuple
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from hiperfifo.engine.codes import Code, TransferError
 
 SCHEMES = {"http": 80, "https": 443}
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, CR/LF and spaces never reach a request
+_KEEP = "!#$%&'()*+,/:;=?@[]~"  # reserved and already-encoded characters stay as they are
 
 
 class Target(NamedTuple):
@@ -54,6 +55,8 @@ def parse(url: str) -> Target:
             Code.URL_MALFORMAT, "URL rejected: Port number was not a decimal number"
         )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not target.isascii():  # raw UTF-8 in a path goes out percent-encoded, as curl sends it
+        target = quote(target, safe=_KEEP)
     return Target(
         url=url,
         scheme=scheme,
@@ -67,11 +70,12 @@ def parse(url: str) -> Target:
 
 def redirect_target(base: str, location: bytes) -> str:
     """The absolute URL a Location header points to, resolved against `base`."""
-    try:
-        text = location.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise TransferError(Code.URL_MALFORMAT, "Location header is not UTF-8") from exc
-    return urljoin(base, text)
+    text = location.strip().decode("utf-8", "surrogateescape")
+    # curl percent-encodes spaces and bytes beyond ASCII in a Location; controls stay refused.
+    encoded = quote(
+        text, safe=_KEEP + "".join(map(chr, range(0x20))) + "\x7f", errors="surrogateescape"
+    )
+    return urljoin(base, encoded.split("#", 1)[0])
 
 
 def _ascii_host(hostname: str) -> str:
