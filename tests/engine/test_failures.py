@@ -267,3 +267,14 @@ def test_http_error_status_is_ok_result(fetch: Fetch, http_server: HTTPServer) -
     assert easy.result == Code.OK
     assert easy.response_code == 404
     assert body == b"not found"
+
+
+def test_every_code_has_a_strerror_text() -> None:
+    """strerror gives a short text for every Code and MCode, like curl_easy_strerror."""
+    from hiperfifo.engine import MCode, strerror
+
+    for code in [*Code, *MCode]:
+        text = strerror(code)
+        assert isinstance(text, str)
+        assert text.strip()
+    assert strerror(Code.OPERATION_TIMEDOUT) != strerror(Code.COULDNT_CONNECT)

@@ -442,3 +442,22 @@ def test_two_multis_have_separate_pools(http_server: HTTPServer) -> None:
     assert (a.result, b.result) == (Code.OK, Code.OK)
     assert (a.num_connects, b.num_connects) == (1, 1)
     assert http_server.accepted == 2
+
+
+def test_post_on_a_stale_pooled_connection_is_sent_once_on_a_fresh_one(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """A POST whose pooled connection the server closed arrives whole, once, on a new one."""
+    server = serve(HTTPServer(default=echo_and_hang_up))
+    fetch(server.url("/first"))
+    assert server.wait_for(lambda: server.active == 0)
+    easy, body = fetch(server.url("/post"), method="POST", body=b"exactly once")
+    assert (easy.result, body) == (Code.OK, b"exactly once")
+    assert [r.body for r in server.requests if r.target == "/post"] == [b"exactly once"]
+    assert server.accepted == 2
+
+
+def echo_and_hang_up(request: Request, peer: Peer) -> bool:
+    """Answer with the request body, then close without saying Connection: close."""
+    respond(request.body, then="hangup")(request, peer)
+    return False

@@ -1165,3 +1165,59 @@ def test_rule_12_socket_action_cost_does_not_grow_with_the_number_of_transfers(
     finally:
         hold.close()
     assert many <= few * 1.1 + 30, f"{few} lines with 10 idle, {many} with 400"
+
+
+# --- the rest of the Multi API (not numbered rules) ------------------------------------
+
+
+def test_socket_all_drives_transfers_to_completion(loop: Loop, http_server: HTTPServer) -> None:
+    """The deprecated socket_all() alone (no socket_action) runs transfers to the end."""
+    easies = add(loop.multi, *(Easy(http_server.url(p)) for p in ("/", "/slow", "/chunked")))
+    running = loop.multi.socket_all()
+    deadline = time.monotonic() + 10
+    while running and time.monotonic() < deadline:
+        if loop.watched:
+            loop.selector.select(0.05)
+        else:
+            time.sleep(0.01)
+        running = loop.multi.socket_all()
+    assert running == 0
+    results = []
+    while (message := loop.multi.info_read()) is not None:
+        results.append((message.easy, message.result))
+    assert sorted(results, key=lambda r: easies.index(r[0])) == [(e, Code.OK) for e in easies]
+
+
+def test_close_mid_transfer_closes_connections_and_releases_easies(
+    http_server: HTTPServer, serve: Callable[[Server], Server]
+) -> None:
+    """close() with transfers in flight and idle connections pooled: every connection is
+    closed, the easies can join another multi, and the closed multi refuses further use."""
+    silent = serve(never_answers())
+    loop = Loop()
+    (done,) = add(loop.multi, Easy(http_server.url()))
+    loop.run()
+    hanging = Easy(silent.url())
+    loop.multi.add_handle(hanging)
+    loop.run(until=lambda: bool(silent.requests), timeout=5)
+    loop.close()
+    assert silent.wait_for(lambda: silent.active == 0, 2), "in-flight connection closed"
+    assert http_server.wait_for(lambda: http_server.active == 0, 2), "pooled connection closed"
+    assert check_socket_protocol(loop.calls) == {}
+    with pytest.raises(MultiError):
+        loop.multi.add_handle(Easy(http_server.url()))
+    with Multi() as other:
+        other.add_handle(hanging)
+        other.add_handle(done)
+        other.remove_handle(hanging)
+        other.remove_handle(done)
+
+
+def test_multi_is_a_context_manager(http_server: HTTPServer) -> None:
+    """`with Multi() as m:` closes it on exit: its pooled connection is closed."""
+    with Multi() as multi:
+        loop = Loop(multi)
+        add(multi, Easy(http_server.url()))
+        loop.run()
+    loop.selector.close()
+    assert http_server.wait_for(lambda: http_server.active == 0, 2)
