@@ -91,7 +91,7 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
     usec = environ.get("WATCHDOG_USEC", "")
     if not usec.isdigit() or int(usec) == 0:
         return None
-    return int(usec) / 2_000_000
+    return max(int(usec) / 2_000_000, 0.001)  # a libuv timer repeats in whole ms
 
 
 @dataclass(frozen=True, slots=True)
