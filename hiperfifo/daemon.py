@@ -26,7 +26,6 @@ from hiperfifo import __version__, logs, systemd
 from hiperfifo.config import Config
 from hiperfifo.driver import Driver, Handle, Watch
 from hiperfifo.engine import Code, Easy, Message, Multi, NetworkPolicy
-from hiperfifo.engine.proxy import proxy_from_environ
 from hiperfifo.fifo import (
     SHOWN_TOKEN_CHARS,
     Fifo,
@@ -132,7 +131,7 @@ class Daemon:
         self._refusal_logged = False
         self._backlogged = False  # input paused: --max-queued URLs wait
         self._journal_failing = False  # the last flush failed (logged once)
-        self._proxies = {scheme: proxy_settings(config, scheme) for scheme in ("http", "https")}
+        self._proxy_env = dict(config.proxy_environ)
         self._retry = RetryPolicy(config.retry, config.retry_max_time, config.retry_delay)
         self._waiting = RetryQueue()  # ids of transfers waiting for their next attempt
         self._retry_alarm = self._driver.alarm(self._retry_due)
@@ -357,7 +356,6 @@ class Daemon:
     def _attempt(self, transfer: Transfer) -> None:
         """Hand one attempt of `transfer` to the engine: a new Easy each time."""
         config = self._config
-        proxy, noproxy = self._proxies.get(transfer.url.partition(":")[0].lower(), (None, None))
         transfer.retry_after = RetryAfter() if self._retry.retries else None
         transfer.easy = Easy(
             transfer.url,
@@ -376,8 +374,9 @@ class Daemon:
             ca_file=str(config.cacert) if config.cacert else None,
             accept_encoding="" if config.compressed else None,
             max_filesize=config.max_filesize,
-            proxy=proxy,
-            noproxy=noproxy,
+            proxy=config.proxy,  # None: the engine picks from proxy_env for every hop
+            noproxy=config.noproxy,
+            proxy_env=self._proxy_env,
             network_policy=self._policy,
             private=transfer,
         )
@@ -650,14 +649,6 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
     finally:
         fifo.close()
         output.close()
-
-
-def proxy_settings(config: Config, scheme: str) -> tuple[str | None, str | None]:
-    """(proxy, noproxy) for URLs of `scheme`: --proxy/--noproxy, else curl's environment."""
-    env_proxy, env_noproxy = proxy_from_environ(scheme, dict(config.proxy_environ))
-    proxy = config.proxy if config.proxy is not None else env_proxy
-    noproxy = config.noproxy if config.noproxy is not None else env_noproxy
-    return proxy or None, noproxy or None
 
 
 def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:

@@ -7,7 +7,7 @@ URL_MALFORMAT, never as an exception here, so a daemon never dies of one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hiperfifo.engine.codes import Code
@@ -55,6 +55,7 @@ class Easy:
         "private",
         "progress_function",
         "proxy",
+        "proxy_env",
         "redirect_count",
         "redirect_time",
         "response_code",
@@ -92,6 +93,7 @@ class Easy:
         fail_on_error: bool = False,
         proxy: str | None = None,
         noproxy: str | None = None,
+        proxy_env: Mapping[str, str] | None = None,
         network_policy: NetworkPolicy | None = None,
         private: Any = None,
     ) -> None:
@@ -116,6 +118,9 @@ class Easy:
         self.fail_on_error = fail_on_error
         self.proxy = proxy  # "http://host:port"; None or "": direct
         self.noproxy = noproxy  # curl's no_proxy list
+        # With proxy=None: http_proxy/https_proxy/all_proxy/no_proxy as libcurl reads them from
+        # the environment, chosen again for every redirect hop; the caller passes the mapping.
+        self.proxy_env = proxy_env
         self.network_policy = network_policy  # checked on every address before connecting
         self.private = private
         self.multi: Any = None  # the Multi this easy is in, if any

@@ -24,7 +24,7 @@ from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.http1 import Http1, ResponseHead
 from hiperfifo.engine.pool import Pool
-from hiperfifo.engine.proxy import bypasses, parse_proxy
+from hiperfifo.engine.proxy import bypasses, parse_proxy, proxy_from_environ
 from hiperfifo.engine.resolver import Address, Resolved, Resolver, numeric_addresses
 from hiperfifo.engine.response import Response
 from hiperfifo.engine.tls import TlsSession, client_context
@@ -223,9 +223,13 @@ class Transfer:
         easy = self.easy
         self.target = target = parse(url)
         tls_profile = f"{easy.verify}:{easy.ca_file}" if target.scheme == "https" else ""
+        proxy_url, noproxy = easy.proxy, easy.noproxy
+        if proxy_url is None and easy.proxy_env is not None:
+            proxy_url, env_noproxy = proxy_from_environ(target.scheme, easy.proxy_env)
+            noproxy = env_noproxy if noproxy is None else noproxy
         proxy = None
-        if easy.proxy and not bypasses(target.host, easy.noproxy or ""):
-            proxy = parse_proxy(easy.proxy)
+        if proxy_url and not bypasses(target.host, noproxy or ""):
+            proxy = parse_proxy(proxy_url)
             self._check_proxied_target(target)
         self.proxy = proxy
         if proxy is None:
