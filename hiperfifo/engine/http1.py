@@ -163,7 +163,8 @@ class Http1:
             return TransferError(Code.RECV_ERROR, f"Invalid response body: {exc}")
         first_line, newline, _rest = bytes(self._head).partition(b"\n")
         if newline and not _STATUS_LINE.match(first_line):
-            return self._bad_status_line(f"Unsupported HTTP/1 response: {exc}")
+            shown = first_line.rstrip(b"\r")[:80].decode("ascii", "backslashreplace")
+            return self._bad_status_line(f"Unsupported HTTP/1 subversion in response: {shown}")
         if eof:
             return TransferError(
                 Code.RECV_ERROR, f"Connection closed in the response headers: {exc}"
