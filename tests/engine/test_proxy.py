@@ -444,3 +444,85 @@ def test_redirect_from_http_to_https_through_tinyproxy(
     assert easy.primary_port == tinyproxy.port
     assert [r.target for r in plain.requests] == ["/start"]
     assert [r.target for r in secure.requests] == ["/landed"]
+
+
+# --- proxy_env: the environment's choice, made again for every hop --------------------
+
+
+def test_proxy_env_http_proxy_then_direct_https_hop(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """http_proxy only: the http hop goes through the proxy, its https redirect goes direct."""
+    with tls_origin(ca) as secure:
+        moved = response(301, b"", [("Location", secure.url("/landed"))])
+        with HttpServer(lambda _r: moved) as proxy:
+            easy, body = fetch(
+                drv,
+                "http://origin.invalid/start",
+                proxy_env={"http_proxy": proxy.url("")},
+                follow_location=True,
+                ca_file=ca_file,
+            )
+    assert easy.result is Code.OK, easy.error
+    assert body == b"from the origin"
+    assert [r.target for r in proxy.requests] == ["http://origin.invalid/start"]
+    assert [r.target for r in secure.requests] == ["/landed"]
+    assert easy.primary_port == secure.port
+
+
+def test_proxy_env_https_proxy_tunnels_the_https_hop(
+    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+) -> None:
+    """https_proxy only: the http hop goes direct, its https redirect through a CONNECT."""
+    with tls_origin(ca) as secure:
+        moved = response(301, b"", [("Location", secure.url("/landed"))])
+        with HttpServer(lambda _r: moved) as plain:
+            easy, body = fetch(
+                drv,
+                plain.url("/direct-hop"),
+                proxy_env={"https_proxy": tinyproxy.url},
+                follow_location=True,
+                ca_file=ca_file,
+            )
+    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert body == b"from the origin"
+    assert easy.primary_port == tinyproxy.port
+    log = tinyproxy.log()
+    assert f"CONNECT 127.0.0.1:{secure.port} " in log
+    assert "/direct-hop" not in log
+    assert [r.target for r in plain.requests] == ["/direct-hop"]
+
+
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [
+        ({}, {"http_proxy": "DEAD", "no_proxy": "127.0.0.1"}),
+        ({"noproxy": "127.0.0.1"}, {"http_proxy": "DEAD", "no_proxy": "other.example"}),
+        ({"proxy": ""}, {"http_proxy": "DEAD"}),
+        ({}, {"HTTP_PROXY": "DEAD"}),
+        ({}, {"https_proxy": "DEAD"}),
+    ],
+    ids=["env-no_proxy", "noproxy-option-wins", "empty-proxy-option", "HTTP_PROXY", "other"],
+)
+def test_proxy_env_cases_that_go_direct(
+    drv: SelectorDriver, options: dict[str, str], env: dict[str, str]
+) -> None:
+    """no_proxy, an explicit noproxy or proxy="", HTTP_PROXY, another scheme's proxy: direct."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    environ = {name: dead if value == "DEAD" else value for name, value in env.items()}
+    with HttpServer(lambda _r: HELLO) as origin:
+        easy, body = fetch(drv, origin.url(), proxy_env=environ, **options)
+    assert easy.result is Code.OK, easy.error
+    assert body == b"from the origin"
+    assert easy.primary_port == origin.port
+
+
+def test_proxy_option_wins_over_proxy_env(drv: SelectorDriver) -> None:
+    """An explicit proxy is used even when proxy_env names another (dead) one."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    with HttpServer(lambda _r: HELLO) as proxy:
+        easy, _ = fetch(
+            drv, "http://origin.invalid/", proxy=proxy.url(""), proxy_env={"http_proxy": dead}
+        )
+    assert easy.result is Code.OK, easy.error
+    assert easy.primary_port == proxy.port

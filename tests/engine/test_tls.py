@@ -73,6 +73,7 @@ def test_https_get_verified_with_ca_file(
     assert easy.response_code == 200
     assert body == b"hello over tls"
     assert [(r.method, r.target) for r in srv.requests] == [("GET", "/x")]
+    assert srv.sni == [None]  # no SNI for an IP literal (RFC 6066), as curl
     assert srv.tls_errors == []
     assert srv.errors == []
 
