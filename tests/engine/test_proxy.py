@@ -384,6 +384,19 @@ def test_proxy_credentials_sent_as_proxy_authorization(drv: SelectorDriver) -> N
     assert all(r.header("authorization") is None for r in proxy.requests)
 
 
+def test_proxy_credentials_never_reach_the_origin(
+    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+) -> None:
+    """Proxy-Authorization is for the proxy: inside the tunnel the origin never sees it."""
+    url = tinyproxy.url.replace("http://", "http://user:pw@")
+    with tls_origin(ca) as origin:
+        easy, _ = fetch(drv, origin.url("/inside"), proxy=url, ca_file=ca_file)
+    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    (request,) = origin.requests
+    assert request.header("proxy-authorization") is None
+    assert request.header("authorization") is None
+
+
 def test_proxy_closing_on_connect_is_recv_error(drv: SelectorDriver) -> None:
     """The proxy reads the CONNECT and hangs up: 56 "Proxy CONNECT aborted", as curl says."""
     with Server(answer_once(b"")) as proxy:
