@@ -62,6 +62,13 @@ class Http1:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
         self._head = bytearray()  # bytes of the response head(s) seen so far, bounded
         self._in_head = True
+        self._method = b""
+        self._closing = False  # we asked for Connection: close
+        # Body bytes of a Content-Length response bypass h11 (one copy less, no per-read
+        # bookkeeping): how many are still due, None when h11 frames the body.
+        self._body_left: int | None = None
+        self._fast = False  # this cycle's body went past h11: a new h11 for the next one
+        self._fast_reusable = False
         self.cycles = 0  # completed request/response cycles before this one
         self.received = 0  # bytes received in the current cycle
 
@@ -69,10 +76,13 @@ class Http1:
         self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None
     ) -> bytes:
         """The bytes of one request; raises TransferError for a request h11 refuses to write."""
+        headers = list(headers)
+        self._method = method.upper().encode()
+        self._closing = any(
+            name.lower() == "connection" and "close" in value.lower() for name, value in headers
+        )
         try:
-            data = self._conn.send(
-                h11.Request(method=method, target=target, headers=list(headers))
-            )
+            data = self._conn.send(h11.Request(method=method, target=target, headers=headers))
             if body:
                 data += self._conn.send(h11.Data(data=body))
             data += self._conn.send(h11.EndOfMessage())
@@ -83,6 +93,8 @@ class Http1:
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes (b"" at end of stream) and return the events they complete."""
         self.received += len(data)
+        if self._body_left is not None:
+            return self._receive_body(data)
         if self._in_head:
             self._check_head(data)
         self._conn.receive_data(data)
@@ -97,6 +109,8 @@ class Http1:
 
     def reusable(self) -> bool:
         """True when the cycle ended cleanly and nothing unexpected was left behind."""
+        if self._fast:
+            return self._fast_reusable
         conn = self._conn
         return (
             conn.our_state is h11.DONE
@@ -106,7 +120,13 @@ class Http1:
 
     def next_cycle(self) -> None:
         """Make the connection ready for the next request (only when reusable())."""
-        self._conn.start_next_cycle()
+        if self._fast:
+            self._conn = h11.Connection(
+                h11.CLIENT, max_incomplete_event_size=self._max_header_bytes
+            )
+            self._fast = False
+        else:
+            self._conn.start_next_cycle()
         self._head.clear()
         self._in_head = True
         self.cycles += 1
@@ -123,6 +143,10 @@ class Http1:
             elif isinstance(event, h11.Response):
                 self._in_head = False
                 events.append(("head", _head_of(event)))
+                length = self._fast_body_length(event)
+                if length is not None:
+                    self._take_over_body(event, length, events)
+                    return
             elif isinstance(event, h11.InformationalResponse):
                 self._head.clear()
                 events.append(("info", _head_of(event)))
@@ -131,6 +155,49 @@ class Http1:
                 return
             elif isinstance(event, h11.ConnectionClosed):
                 return
+
+    def _fast_body_length(self, response: h11.Response) -> int | None:
+        """The Content-Length of a body we can frame ourselves, else None (h11 frames it)."""
+        if self._method == b"HEAD" or response.status_code in (204, 304):
+            return None
+        length = None
+        for name, value in response.headers:
+            if name == b"transfer-encoding":
+                return None
+            if name == b"content-length":
+                length = int(value)  # h11 has validated it
+        return length
+
+    def _take_over_body(self, response: h11.Response, length: int, events: list[Event]) -> None:
+        """Take what h11 buffered of the body, then frame the rest in _receive_body."""
+        conn = self._conn
+        keep_alive = _keep_alive(response) and not self._closing
+        while length > 0:
+            event = conn.next_event()
+            if not isinstance(event, h11.Data):
+                break
+            events.append(("data", bytes(event.data)))
+            length -= len(event.data)
+        if length == 0:  # all of it was in the buffer: let h11 finish the cycle itself
+            self._next_events(events)
+            return
+        self._fast = True
+        self._fast_reusable = keep_alive
+        self._body_left = length
+
+    def _receive_body(self, data: bytes) -> list[Event]:
+        left = self._body_left
+        assert left is not None
+        if not data:
+            raise TransferError(Code.PARTIAL_FILE, f"end of response with {left} bytes missing")
+        if len(data) < left:
+            self._body_left = left - len(data)
+            return [("data", data)]
+        self._body_left = None
+        if len(data) > left:  # bytes beyond the body: never parse them as the next response
+            self._fast_reusable = False
+            data = data[:left]
+        return [("data", data), ("end", None)]
 
     def _check_head(self, data: bytes) -> None:
         """Refuse what is not HTTP/1.x at all, and bound the header block ourselves."""
@@ -179,6 +246,16 @@ class Http1:
             raise TransferError(
                 Code.RECV_ERROR, "Illegal or too large chunk size in chunked-encoding"
             )
+
+
+def _keep_alive(response: h11.Response) -> bool:
+    """h11's rule: HTTP/1.1 and no "close" among the Connection tokens."""
+    if response.http_version < b"1.1":
+        return False
+    return not any(
+        name == b"connection" and b"close" in value.lower().replace(b" ", b"").split(b",")
+        for name, value in response.headers
+    )
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
