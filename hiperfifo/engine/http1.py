@@ -142,10 +142,11 @@ class Http1:
                 events.append(("data", bytes(event.data)))
             elif isinstance(event, h11.Response):
                 self._in_head = False
-                events.append(("head", _head_of(event)))
-                length = self._fast_body_length(event)
+                head = _head_of(event)
+                events.append(("head", head))
+                length = self._fast_body_length(head)
                 if length is not None:
-                    self._take_over_body(event, length, events)
+                    self._take_over_body(head, length, events)
                     return
             elif isinstance(event, h11.InformationalResponse):
                 self._head.clear()
@@ -156,22 +157,23 @@ class Http1:
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
-    def _fast_body_length(self, response: h11.Response) -> int | None:
+    def _fast_body_length(self, head: ResponseHead) -> int | None:
         """The Content-Length of a body we can frame ourselves, else None (h11 frames it)."""
-        if self._method == b"HEAD" or response.status_code in (204, 304):
+        if self._method == b"HEAD" or head.status in (204, 304):
             return None
         length = None
-        for name, value in response.headers:
-            if name == b"transfer-encoding":
+        for name, value in head.headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
                 return None
-            if name == b"content-length":
+            if lname == b"content-length":
                 length = int(value)  # h11 has validated it
         return length
 
-    def _take_over_body(self, response: h11.Response, length: int, events: list[Event]) -> None:
+    def _take_over_body(self, head: ResponseHead, length: int, events: list[Event]) -> None:
         """Take what h11 buffered of the body, then frame the rest in _receive_body."""
         conn = self._conn
-        keep_alive = _keep_alive(response) and not self._closing
+        keep_alive = _keep_alive(head) and not self._closing
         while length > 0:
             event = conn.next_event()
             if not isinstance(event, h11.Data):
@@ -248,13 +250,13 @@ class Http1:
             )
 
 
-def _keep_alive(response: h11.Response) -> bool:
+def _keep_alive(head: ResponseHead) -> bool:
     """h11's rule: HTTP/1.1 and no "close" among the Connection tokens."""
-    if response.http_version < b"1.1":
+    if head.http_version < "1.1":
         return False
     return not any(
-        name == b"connection" and b"close" in value.lower().replace(b" ", b"").split(b",")
-        for name, value in response.headers
+        name.lower() == b"connection" and b"close" in value.lower().replace(b" ", b"").split(b",")
+        for name, value in head.headers
     )
 
 
