@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check bench bench-scale clean systemd-check
+.PHONY: install test run lint typecheck check bench bench-scale bench-durable soak clean systemd-check
 
 install: $(STAMP)
 
@@ -50,6 +50,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/engine_scale.py
+
+# What --state-dir costs (needs nginx): ARGS="COUNT ROUNDS", default 10000 3.
+bench-durable: $(STAMP)
+	$(BIN)/python -m bench.durable $(ARGS)
+
+# Not in `make test`: 10 minutes of steady load, half against misbehaving
+# servers; RSS and open fds every 10 s must stay flat (ARGS="--minutes 2").
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
