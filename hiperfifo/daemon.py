@@ -120,6 +120,7 @@ class Daemon:
         self._next_id = journal.next_id() if journal is not None else 1
         self._done = 0
         self._failed = 0
+        self._deferred = 0  # with --state-dir: unfinished at abort, kept for the next start
         self._stopping: str | None = None
         self._aborting = False
         self._exit = EXIT_OK
@@ -177,7 +178,8 @@ class Daemon:
             self._fifo.close()  # the current one: it may have been recreated
             if self._journal is not None:
                 self._journal.close()
-        self._log.info("daemon.stopped", done=self._done, failed=self._failed)
+        kept = {"deferred": self._deferred} if self._journal is not None else {}
+        self._log.info("daemon.stopped", done=self._done, failed=self._failed, **kept)
         return self._exit
 
     def _resume(self) -> None:
@@ -570,21 +572,40 @@ class Daemon:
         self._abort_all(f"aborted: --shutdown-timeout ({self._config.shutdown_timeout:g} s)")
 
     def _abort_all(self, why: str) -> None:
-        """Remove every unfinished transfer; each still gets its transfer.done (42)."""
+        """Remove every unfinished transfer; each gets its transfer.done (42), or with
+        --state-dir stays in the journal for the next start (transfer.deferred)."""
         self._aborting = True
         self._driver.collect()  # anything finished but not yet reported keeps its own result
         self._end_waiting()  # not running: they keep their last attempt's result
         for transfer in list(self._transfers.values()):
             assert transfer.easy is not None
             self._multi.remove_handle(transfer.easy)
-            self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
+            if self._journal is not None:
+                del self._transfers[transfer.id]
+                transfer.sink.finish(False)
+                self._defer(transfer.id, transfer.url, why)
+            else:
+                self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
         while self._queue:
             transfer_id, url, accepted = self._queue.popleft()
+            if self._journal is not None:
+                self._defer(transfer_id, url, why)
+                continue
             log = self._log.bind(id=transfer_id, url=redact(url))
             transfer = Transfer(transfer_id, url, Sink(), log, accepted, accepted)
             self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
         self._remaining()
         self._driver.stop()
+
+    def _defer(self, transfer_id: int, url: str, why: str) -> None:
+        """Not finished, not forgotten: the journal keeps it and the next start resumes it."""
+        self._deferred += 1
+        self._log.warning(
+            "transfer.deferred",
+            id=transfer_id,
+            url=redact(url),
+            reason=f"{why}; kept for the next start",
+        )
 
     def _drop_held(self) -> None:
         """On stop: held input gets a last try to be recorded; what still cannot be is rejected."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import threading
 import time
@@ -62,6 +63,34 @@ def test_resumed_after_sigkill_none_lost_finished_ones_not_repeated(
     assert {e["url"] for e in everywhere} == set(early) | set(held)
     added_ids = {e["id"] for e in first.events("transfer.added")}
     assert {e["id"] for e in resumed} <= added_ids  # the same ids across the restart
+    second.write(b"stop\n")
+    assert second.wait() == 0
+
+
+def test_drain_timeout_defers_the_unfinished_to_the_next_start(
+    run_daemon: Callable[..., Daemon], http_server: Server, tmp_path: Path
+) -> None:
+    """--state-dir, drain timed out: transfer.deferred, not 42; the next start fetches them."""
+    state = str(tmp_path / "state")
+    first = run_daemon("--state-dir", state, "--shutdown-timeout", "0.5")
+    first.write(lines(urls(http_server, "/size/5", 0, 10)))
+    first.wait_for("transfer.done", 10)
+    http_server.gate.clear()
+    held = urls(http_server, "/gate", 10, 200)
+    first.write(lines(held))
+    first.wait_for("transfer.added", 210)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    deferred = first.events("transfer.deferred")
+    assert sorted(e["url"] for e in deferred) == sorted(held)
+    assert all("shutdown-timeout" in e["reason"] for e in deferred)
+    assert len(first.events("transfer.done")) == 10
+    assert first.events("daemon.stopped")[0]["deferred"] == 200
+    http_server.gate.set()
+    second = run_daemon("--state-dir", state)
+    done = second.wait_for("transfer.done", 200)
+    assert sorted(e["url"] for e in done) == sorted(held)
+    assert {e["id"] for e in done} == {e["id"] for e in deferred}
     second.write(b"stop\n")
     assert second.wait() == 0
 
