@@ -86,9 +86,6 @@ def url_problem(text: str) -> str | None:
         return "not a URL (no scheme)"
     if parts.scheme.lower() not in _SCHEMES:
         return f"unsupported scheme {parts.scheme!r}"
-    if not (parts.path.isascii() and parts.query.isascii() and parts.fragment.isascii()):
-        # h11 cannot write such a request target (and the engine does not encode it yet)
-        return "non-ASCII character in the path or query (percent-encode it)"
     return _authority_problem(parts)
 
 

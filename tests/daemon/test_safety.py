@@ -155,15 +155,16 @@ def test_nothing_is_smuggled_into_the_request_from_a_url(
     separators = f"{base}/b\u2028X-Injected:1\u0085c"  # Unicode line breaks: one token
     daemon.write(f"{encoded}\n{user}\n{separators}\n".encode())
     daemon.write(f"{base}/p\rX-Injected: 1\n".encode())  # CR is a separator: three tokens
-    done = daemon.wait_for("transfer.done", 3)
+    done = daemon.wait_for("transfer.done", 4)
     results = {e["url"]: e["result"] for e in done}
-    assert results == {encoded: 0, redact_password(user): 0, f"{base}/p": 0}
-    rejected = daemon.wait_for("input.rejected", 3)  # the Unicode one, "X-Injected:", "1"
-    assert "non-ASCII" in rejected[0]["reason"]
+    assert results == {encoded: 0, redact_password(user): 0, separators: 0, f"{base}/p": 0}
+    assert len(daemon.wait_for("input.rejected", 2)) == 2  # "X-Injected:" and "1"
     for request in srv.requests:
         assert request.header("x-injected") is None
         assert all("\r" not in v and "\n" not in v for _, v in request.headers)
         assert request.target.isascii()
         assert not any(c in request.target for c in "\r\n\x85 ")
-    assert "/a%0D%0AX-Injected:%201%0D%0A" in [r.target for r in srv.requests]
+    targets = [r.target for r in srv.requests]
+    assert "/a%0D%0AX-Injected:%201%0D%0A" in targets
+    assert "/b%E2%80%A8X-Injected:1%C2%85c" in targets  # Unicode breaks: percent-encoded
     assert stop(daemon) == 0
