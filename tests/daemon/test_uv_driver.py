@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -98,3 +99,29 @@ def test_internal_error_logs_traceback_and_exits_1(tmp_path: Path) -> None:
     assert crash["level"] == "error"
     assert "injected failure" in json.dumps(crash["exception"])
     assert not fifo.exists()
+
+
+def test_paused_watch_leaves_bytes_unread_until_resumed() -> None:
+    """A paused readable watch is not called back while data waits; resume() delivers it."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    driver = Driver(Multi(), lambda messages: None)
+    got: list[bytes] = []
+    watch = driver.watch_readable(read_fd, lambda: got.append(os.read(read_fd, 100)))
+    watch.pause()
+    os.write(write_fd, b"waiting")
+    driver.call_later(0.2, driver.stop)
+    driver.run()
+    assert got == []
+    watch.resume()
+    driver.call_later(0.2, driver.stop)
+    driver.run()
+    assert got == [b"waiting"]
+    checks: list[int] = []
+    driver.every_iteration(lambda: checks.append(1))
+    driver.call_later(0.05, driver.stop)
+    driver.run()
+    assert checks  # the Check handle ran after the iteration's callbacks
+    driver.close()
+    os.close(read_fd)
+    os.close(write_fd)
