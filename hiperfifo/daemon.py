@@ -69,7 +69,7 @@ class Transfer:
     sink: Sink
     log: FilteringBoundLogger
     started: float = field(default_factory=time.monotonic)  # when the URL was accepted
-    last_progress: float = field(default_factory=time.monotonic)
+    last_progress: float = 0.0  # 0: no body byte yet (the clock starts at the first one)
     easy: Easy | None = None  # the current (or, while waiting for a retry, the last) attempt
     attempt: int = 1
     first_try: float = field(default_factory=time.monotonic)  # when attempt 1 began
@@ -77,9 +77,15 @@ class Transfer:
     retry_after: RetryAfter | None = None  # the header_function catching Retry-After
 
     def progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> bool:
-        """The engine's progress callback: one transfer.progress line a second at most."""
+        """The engine's progress callback: one transfer.progress line a second at most.
+
+        The first line comes a second after the first body byte, so a short
+        transfer logs none (and time spent queued does not count).
+        """
         now = time.monotonic()
-        if now - self.last_progress >= PROGRESS_EVERY:
+        if not self.last_progress:
+            self.last_progress = now
+        elif now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
             self.log.info("transfer.progress", bytes=dlnow, total=dltotal or None)
         return False
