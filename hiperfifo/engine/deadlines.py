@@ -2,8 +2,10 @@
 
 Each owner (a transfer) has named deadlines: "run", "connect", "total",
 "speed", "eyeballs", ... Setting a name replaces its earlier instant; the
-heap keeps stale entries and skips them lazily. Nothing here reads a clock:
-callers pass `now`.
+heap keeps stale entries and skips them lazily, and is compacted when stale
+entries outnumber live ones (as asyncio does with cancelled timers), so a
+cleared 300 s deadline does not keep a finished transfer alive for 300 s.
+Nothing here reads a clock: callers pass `now`.
 """
 
 from __future__ import annotations
@@ -29,18 +31,30 @@ class Deadlines:
         seq = next(self._seq)
         self._live[(owner, name)] = seq
         heapq.heappush(self._heap, (when, seq, owner, name))
+        self._compact_if_stale()
 
     def clear(self, owner: Hashable, name: str) -> None:
-        """Disarm one deadline; its heap entry is dropped when it surfaces."""
-        self._live.pop((owner, name), None)
+        """Disarm one deadline; its heap entry is dropped when it surfaces or at compaction."""
+        if self._live.pop((owner, name), None) is not None:
+            self._compact_if_stale()
 
     def clear_owner(self, owner: Hashable, names: tuple[str, ...]) -> None:
         """Disarm every listed deadline of `owner`."""
         for name in names:
             self._live.pop((owner, name), None)
+        self._compact_if_stale()
 
     def is_set(self, owner: Hashable, name: str) -> bool:
         return (owner, name) in self._live
+
+    def _compact_if_stale(self) -> None:
+        """Drop stale entries once they outnumber live ones: amortised O(1) per change."""
+        heap = self._heap
+        if len(heap) <= 2 * len(self._live) + 64:
+            return
+        live = self._live
+        heap[:] = [entry for entry in heap if live.get((entry[2], entry[3])) == entry[1]]
+        heapq.heapify(heap)
 
     def earliest(self) -> float | None:
         """The earliest live instant, or None when nothing is due."""
