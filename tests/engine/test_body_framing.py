@@ -16,7 +16,12 @@ from hiperfifo.engine import Code, Easy
 
 
 def split_body(
-    body: bytes, *, head_extra: str = "", version: str = "1.1", tail: bytes = b"", then: str = "keep"
+    body: bytes,
+    *,
+    head_extra: str = "",
+    version: str = "1.1",
+    tail: bytes = b"",
+    then: str = "keep",
 ) -> Route:
     """The head plus one body byte at once, the rest 50 ms later (then `tail`, if any)."""
 
@@ -25,9 +30,7 @@ def split_body(
         peer.send(head.encode() + body[:1])
         peer.sleep(0.05)
         peer.send(body[1:] + tail)
-        if then == "close":
-            return False
-        return True
+        return then != "close"
 
     return route
 
@@ -65,7 +68,9 @@ def test_connection_close_response_is_not_reused(
     assert (first.num_connects, second.num_connects) == (1, 1)
 
 
-def test_http10_response_is_not_reused(drv: Any, serve: Callable[[HTTPServer], HTTPServer]) -> None:
+def test_http10_response_is_not_reused(
+    drv: Any, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
     """An HTTP/1.0 answer without keep-alive: the connection is not reused."""
     server = serve(HTTPServer({"/old": split_body(b"y" * 3000, version="1.0")}))
     first, second, _received = fetch_twice(drv, server, "/old")
