@@ -51,6 +51,7 @@ class Multi:
         max_host_connections: int = 0,
         max_connects: int | None = None,
         *,
+        max_idle_age: float = 118.0,
         clock: Callable[[], float] = time.monotonic,
         resolver_threads: int = 4,
     ) -> None:
@@ -64,7 +65,7 @@ class Multi:
         self._clock = clock
         self._guard = CallbackGuard()
         self._deadlines = Deadlines()
-        self._pool = Pool(max_total_connections, max_host_connections)
+        self._pool = Pool(max_total_connections, max_host_connections, max_idle_age)
         self._resolver = Resolver(resolver_threads)
         self._pollset = PollSet(self._announce)
         self._svc = Services(

@@ -22,10 +22,10 @@ def host_key(origin: Origin) -> HostKey:
 class Pool:
     """Idle connections by origin, plus the counts the limits are checked against."""
 
-    def __init__(self, max_total: int = 0, max_host: int = 0, max_idle: int | None = None) -> None:
+    def __init__(self, max_total: int = 0, max_host: int = 0, max_age: float = 118.0) -> None:
         self.max_total = max_total
         self.max_host = max_host
-        self.max_idle = max_idle
+        self.max_age = max_age  # seconds an idle connection is kept (CURLOPT_MAXAGE_CONN)
         self._idle: dict[Origin, list[Connection]] = {}
         self._idle_order: dict[Connection, None] = {}  # oldest idle first
         self._live = 0
@@ -102,6 +102,17 @@ class Pool:
         victims: list[Connection] = []
         while len(self._idle_order) > max_idle:
             victims.append(self._evict(next(iter(self._idle_order))))
+        return victims
+
+    def prune(self, now: float) -> list[Connection]:
+        """Idle connections unused for longer than max_age, oldest first, out of the cache."""
+        victims: list[Connection] = []
+        horizon = now - self.max_age
+        while self._idle_order:
+            oldest = next(iter(self._idle_order))
+            if oldest.last_used >= horizon:
+                break
+            victims.append(self._evict(oldest))
         return victims
 
     def drain_idle(self) -> list[Connection]:

@@ -287,6 +287,8 @@ class Transfer:
 
     def _reuse_pooled(self) -> bool:
         pool = self.svc.pool
+        for victim in pool.prune(self.svc.clock()):
+            self.svc.close_socket(victim.sock)
         while (conn := pool.take_idle(self.origin)) is not None:
             if conn.is_alive():
                 self.conn = conn
