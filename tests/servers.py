@@ -1,10 +1,12 @@
 """Real local servers for the engine tests: exact bytes, exact closes (urllib3 socket-level style).
 
 Each server listens on a loopback address with port 0 and runs one thread per
-accepted connection. It counts what it saw (connections accepted, open at
-once, at most at once) and parses every request with an h11 SERVER peer, so
-tests can assert what the client wrote. `close()` shuts everything down
-without waiting on a client; the fixtures in conftest.py call it.
+accepted connection, optionally behind a server-side TLS context (the handshake
+runs in that thread; its failures, the SNI and the ALPN protocol are recorded).
+It counts what it saw (connections accepted, open at once, at most at once)
+and parses every request with an h11 SERVER peer, so tests can assert what the
+client wrote. `close()` shuts everything down without waiting on a client; the
+fixtures in conftest.py call it. tests/engine/tls_servers.py builds on this core.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Peer:
     def read_request(self) -> Request | None:
         """Parse one whole request (body included); None if the client closed first."""
         conn = h11.Connection(h11.SERVER)
-        if self._buffer:  # b"" would mean EOF to h11
+        if self._buffer:  # what the last request left over; never b"", which h11 takes as EOF
             conn.receive_data(self._buffer)
         head: h11.Request | None = None
         body = b""
@@ -182,8 +184,37 @@ def _at_eof(sock: socket.socket) -> bool:
         return True
 
 
+def _listen(host: str, port: int = 0, *, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on `host` (IPv4 or IPv6), SO_REUSEADDR set, accept() polling."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(backlog)
+    except OSError:
+        listener.close()
+        raise
+    listener.settimeout(POLL_INTERVAL)
+    return listener
+
+
+def _accept_loop(
+    listener: socket.socket, stopping: threading.Event, accepted: Callable[[socket.socket], None]
+) -> None:
+    """Hand every new connection to `accepted` until `stopping` is set or the listener closes."""
+    while not stopping.is_set():
+        try:
+            sock, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        accepted(sock)
+
+
 class Server:
-    """A threaded TCP server on a loopback address that runs `handler(peer)` per connection."""
+    """A threaded TCP or TLS server on a loopback address: `handler(peer)` per connection."""
 
     def __init__(
         self,
@@ -197,16 +228,7 @@ class Server:
         self.handler = handler
         self.gauge = gauge or Gauge()
         self.ssl_context = ssl_context
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.listener.bind((host, port))
-            self.listener.listen(1024)
-        except OSError:
-            self.listener.close()
-            raise
-        self.listener.settimeout(POLL_INTERVAL)
+        self.listener = _listen(host, port)
         self.host = host
         self.port: int = self.listener.getsockname()[1]
         self.stopping = threading.Event()
@@ -214,10 +236,17 @@ class Server:
         self.active = 0  # connections whose handler is still running
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []  # unexpected exceptions in handlers
+        self.tls_errors: list[str] = []  # server-side view of failed handshakes
+        self.sni: list[str | None] = []  # server name the client sent, per handshake
+        self.alpn: list[str | None] = []  # protocol chosen on each TLS connection
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._peers: list[Peer] = []
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._socks: list[socket.socket] = []  # every connection, TCP and TLS, for close()
+        if ssl_context is not None:
+            ssl_context.sni_callback = self._on_sni
+        self._acceptor = threading.Thread(
+            target=_accept_loop, args=(self.listener, self.stopping, self._start), daemon=True
+        )
         self._acceptor.start()
 
     def __repr__(self) -> str:
@@ -268,27 +297,22 @@ class Server:
         self._acceptor.join(5)
         self.listener.close()
         with self._cond:
-            peers = list(self._peers)
-        for peer in peers:
+            socks = list(self._socks)
+        for sock in socks:  # also cuts a handshake short
             with contextlib.suppress(OSError):
-                peer.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
         for thread in list(self._threads):
             thread.join(5)
 
-    def _accept_loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._start(sock)
+    def _on_sni(self, _obj: object, name: str | None, _context: ssl.SSLContext) -> None:
+        with self._cond:
+            self.sni.append(name)
 
     def _start(self, sock: socket.socket) -> None:
         with self._cond:
             self.accepted += 1
             self.active += 1
+            self._socks.append(sock)
             self._cond.notify_all()
         self.gauge.opened(sock)
         thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
@@ -303,8 +327,6 @@ class Server:
             if self.ssl_context is not None:
                 sock = self._handshake(sock)
             peer = Peer(sock, self)
-            with self._cond:
-                self._peers.append(peer)
             self.handler(peer)
         except (_Stopped, OSError, ssl.SSLError):
             pass
@@ -325,9 +347,14 @@ class Server:
         sock.settimeout(5)
         try:
             tls = self.ssl_context.wrap_socket(sock, server_side=True)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as exc:
             sock.close()
+            with self._cond:
+                self.tls_errors.append(str(exc))
             raise
+        with self._cond:
+            self._socks.append(tls)
+            self.alpn.append(tls.selected_alpn_protocol())
         tls.settimeout(POLL_INTERVAL)
         return tls
 
@@ -355,9 +382,18 @@ class HTTPServer(Server):
 # --- answers: each returns a Route, i.e. (request, peer) -> keep the connection? ---
 
 
-def _head(status: int, reason: str, headers: Iterable[tuple[str, str]]) -> bytes:
+def response_head(status: int, reason: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A status line and header block, blank line included."""
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked_response(chunks: Iterable[bytes], headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A whole 200 response in chunked transfer coding, one chunk per item."""
+    out = response_head(200, "OK", [("Transfer-Encoding", "chunked"), *headers])
+    for chunk in chunks:
+        out += b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    return out + b"0\r\n\r\n"
 
 
 def respond(
@@ -376,7 +412,9 @@ def respond(
         if delay:
             peer.sleep(delay)
         extra = [("Connection", "close")] if then == "close" else []
-        head = _head(status, reason, [("Content-Length", str(len(body))), *headers, *extra])
+        head = response_head(
+            status, reason, [("Content-Length", str(len(body))), *headers, *extra]
+        )
         peer.send(head if request.method == "HEAD" else head + body)
         return then == "keep"
 
@@ -398,10 +436,7 @@ def chunked(chunks: Sequence[bytes], *, headers: Sequence[tuple[str, str]] = ())
     """A chunked answer, one chunk per item."""
 
     def route(request: Request, peer: Peer) -> bool:
-        out = _head(200, "OK", [("Transfer-Encoding", "chunked"), *headers])
-        for chunk in chunks:
-            out += b"%x\r\n%s\r\n" % (len(chunk), chunk)
-        peer.send(out + b"0\r\n\r\n")
+        peer.send(chunked_response(chunks, headers))
         return True
 
     return route
@@ -411,7 +446,7 @@ def until_close(body: bytes) -> Route:
     """A body delimited by closing the connection (no Content-Length, no chunking)."""
 
     def route(request: Request, peer: Peer) -> bool:
-        peer.send(_head(200, "OK", [("Content-Type", "text/plain")]) + body)
+        peer.send(response_head(200, "OK", [("Content-Type", "text/plain")]) + body)
         return False
 
     return route
@@ -443,7 +478,7 @@ def trickle(body: bytes, *, interval: float) -> Route:
     """Headers at once, then the body one byte every `interval` seconds (slow loris)."""
 
     def route(request: Request, peer: Peer) -> bool:
-        if not peer.send(_head(200, "OK", [("Content-Length", str(len(body)))])):
+        if not peer.send(response_head(200, "OK", [("Content-Length", str(len(body)))])):
             return False
         for i in range(len(body)):
             peer.sleep(interval)
@@ -460,7 +495,7 @@ def huge_headers(total: int = 1_000_000, *, line: int = 1000) -> Route:
     def route(request: Request, peer: Peer) -> bool:
         pad = "x" * (line - 20)
         fields = [(f"X-Pad-{i:06d}", pad) for i in range(total // line)]
-        peer.send(_head(200, "OK", [("Content-Length", "2"), *fields]) + b"ok")
+        peer.send(response_head(200, "OK", [("Content-Length", "2"), *fields]) + b"ok")
         peer.hold()
         return False
 
@@ -515,16 +550,16 @@ class HoldServer:
     """
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.bind((host, 0))
-        self.listener.listen(4096)
-        self.listener.settimeout(POLL_INTERVAL)
+        self.listener = _listen(host, backlog=4096)
         self.host = host
         self.port: int = self.listener.getsockname()[1]
         self.socks: list[socket.socket] = []
         self.stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread = threading.Thread(
+            target=_accept_loop,
+            args=(self.listener, self.stopping, self.socks.append),
+            daemon=True,
+        )
         self._thread.start()
 
     @property
@@ -542,16 +577,6 @@ class HoldServer:
             sock.close()
         self.socks.clear()
 
-    def _accept_loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.socks.append(sock)
-
 
 class Blackhole:
     """A port where connect() never completes: a listener with a full accept queue.
@@ -561,19 +586,11 @@ class Blackhole:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.listener.bind((host, port))
-            self.listener.listen(0)
-        except OSError:
-            self.listener.close()
-            raise
+        self.listener = _listen(host, port, backlog=0)
         self.host = host
         self.port: int = self.listener.getsockname()[1]
         self.fillers: list[socket.socket] = []
-        self._fill(family)
+        self._fill(self.listener.family)
 
     def url(self, path: str = "/") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

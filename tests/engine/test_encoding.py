@@ -10,7 +10,8 @@ import zlib
 from collections.abc import Callable, Iterator
 
 import pytest
-from tls_servers import HttpServer, Request, chunked, gzip_of_zeros, response
+from servers import Request, chunked_response
+from tls_servers import HttpServer, gzip_of_zeros, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
@@ -99,7 +100,7 @@ def test_gzip_in_small_chunks_decoded(drv: SelectorDriver) -> None:
     """Chunked transfer coding carrying gzip in 1000-byte pieces decodes to the whole body."""
     squeezed = gzip.compress(TEXT[:200_000])
     pieces = [squeezed[i : i + 1000] for i in range(0, len(squeezed), 1000)]
-    with serve(chunked(pieces, [("Content-Encoding", "gzip")])) as srv:
+    with serve(chunked_response(pieces, [("Content-Encoding", "gzip")])) as srv:
         easy, chunks = fetch(drv, srv.url(), accept_encoding="")
     assert easy.result is Code.OK, easy.error
     assert b"".join(chunks) == TEXT[:200_000]
@@ -208,7 +209,7 @@ def test_max_filesize_refuses_a_large_content_length_before_the_body(
 
 def test_max_filesize_on_a_body_of_unknown_length(drv: SelectorDriver) -> None:
     """Chunked, no Content-Length: 63 once more than max_filesize bytes arrive."""
-    with serve(chunked([b"a" * 600] * 5)) as srv:
+    with serve(chunked_response([b"a" * 600] * 5)) as srv:
         easy, chunks = fetch(drv, srv.url(), max_filesize=1000)
     assert easy.result is Code.FILESIZE_EXCEEDED
     assert sum(map(len, chunks)) <= 1000

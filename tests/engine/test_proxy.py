@@ -8,17 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import trustme
-from tls_servers import (
-    HttpServer,
-    Request,
-    Server,
-    TinyProxy,
-    answer_once,
-    free_port,
-    hold,
-    relay,
-    response,
-)
+from servers import Request, Server, closed_port
+from tls_servers import HttpServer, TinyProxy, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.proxy import bypasses, proxy_from_environ
@@ -195,7 +186,7 @@ def test_several_http_transfers_through_tinyproxy(
 
 def test_noproxy_goes_direct(drv: SelectorDriver) -> None:
     """A host in noproxy is reached directly even though the proxy is dead."""
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     with HttpServer(lambda _r: HELLO) as origin:
         exact, _ = fetch(drv, origin.url(), proxy=dead, noproxy="127.0.0.1")
         wildcard, _ = fetch(drv, origin.url(), proxy=dead, noproxy="*")
@@ -227,7 +218,7 @@ def _env_proxy(environ: dict[str, str]) -> dict[str, object]:
 
 def test_dead_proxy_is_couldnt_connect(drv: SelectorDriver) -> None:
     """Nothing listens on the proxy port: COULDNT_CONNECT (7), naming the proxy."""
-    port = free_port()
+    port = closed_port()
     easy, _ = fetch(drv, "http://origin.invalid/", proxy=f"http://127.0.0.1:{port}")
     assert easy.result is Code.COULDNT_CONNECT
     assert "proxy" in easy.error
@@ -324,7 +315,7 @@ def test_tunnel_still_verifies_the_origin(
 
 def test_noproxy_https_goes_direct(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
     """An https host in noproxy skips the (dead) proxy: no CONNECT, direct TLS."""
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     with tls_origin(ca) as origin:
         easy, _ = fetch(drv, origin.url(), proxy=dead, noproxy="127.0.0.1", ca_file=ca_file)
     assert easy.result is Code.OK, easy.error
@@ -521,7 +512,7 @@ def test_proxy_env_cases_that_go_direct(
     drv: SelectorDriver, options: dict[str, str], env: dict[str, str]
 ) -> None:
     """no_proxy, an explicit noproxy or proxy="", HTTP_PROXY, another scheme's proxy: direct."""
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     environ = {name: dead if value == "DEAD" else value for name, value in env.items()}
     with HttpServer(lambda _r: HELLO) as origin:
         easy, body = fetch(drv, origin.url(), proxy_env=environ, **options)
@@ -532,7 +523,7 @@ def test_proxy_env_cases_that_go_direct(
 
 def test_proxy_option_wins_over_proxy_env(drv: SelectorDriver) -> None:
     """An explicit proxy is used even when proxy_env names another (dead) one."""
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     with HttpServer(lambda _r: HELLO) as proxy:
         easy, _ = fetch(
             drv, "http://origin.invalid/", proxy=proxy.url(""), proxy_env={"http_proxy": dead}

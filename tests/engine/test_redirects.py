@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tls_servers import HttpServer, Request, chunked, response
+from servers import Request, chunked_response
+from tls_servers import HttpServer, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
@@ -87,7 +88,7 @@ def test_redirect_bodies_are_not_delivered(drv: SelectorDriver) -> None:
     """Bodies of followed redirects (Content-Length and chunked) never reach write_function."""
     table: dict[str, Answer] = {
         "/1": moved("/2", body=b"FIRST-REDIRECT-BODY" * 100),
-        "/2": chunked([b"SECOND-", b"REDIRECT"], [("Location", "/3")]).replace(
+        "/2": chunked_response([b"SECOND-", b"REDIRECT"], [("Location", "/3")]).replace(
             b"200 OK", b"302 Found"
         ),
         "/3": FINAL,

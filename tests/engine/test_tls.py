@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tls_servers import HttpServer, Peer, Request, Server, answer_once, hold, relay, response
+from servers import Peer, Request, Server
+from tls_servers import HttpServer, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
@@ -252,8 +253,7 @@ def test_stale_pooled_tls_connection_replaced(
 
     def once_then_close(peer: Peer) -> None:
         request = peer.read_request()
-        if request is not None:
-            srv.requests.append(request)
+        if request is not None:  # recorded in srv.requests by read_request
             peer.send(HELLO)
             served.set()
         # return: the connection closes (close_notify, then FIN) without a word

@@ -1,10 +1,10 @@
-"""Real local servers for the issue-4 engine tests: TLS, redirects, encodings, proxies.
+"""What the issue-4 engine tests (TLS, redirects, encodings, proxies) add to tests/servers.py.
 
-`Server` listens on 127.0.0.1 port 0 and runs `handler(peer)` in a thread per
-connection, optionally behind a server-side TLS context (the handshake runs in
-that thread, its failures are recorded, never raised). `HttpServer` parses each
-request with an h11 SERVER peer, records it, and sends the exact bytes its
-`app(request)` returns. `TinyProxy` runs Debian's tinyproxy on a private config.
+The threaded core (`Server`, `Peer`, `Request`, TLS handshakes recorded as
+`tls_errors`, `sni`, `alpn`) is servers.py's. Here: `HttpServer`, whose
+`app(request)` returns the exact response bytes; byte-level response helpers;
+handlers that hold, answer once or relay in tiny pieces; a gzip bomb; and
+`TinyProxy`, Debian's tinyproxy on a private config.
 """
 
 from __future__ import annotations
@@ -18,219 +18,28 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-import h11
-
-POLL = 0.05  # how often a blocked server thread looks at the stop flag
-
-
-class _Stopped(Exception):
-    """The server is shutting down."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request as an h11 SERVER peer parsed it."""
-
-    method: str
-    target: str
-    headers: tuple[tuple[str, str], ...]  # names lower-cased
-    body: bytes
-    client_port: int
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name.lower()), None)
-
-
-class Peer:
-    """One accepted connection, seen from the server."""
-
-    def __init__(self, sock: socket.socket, server: Server) -> None:
-        self.sock = sock
-        self.server = server
-        self.client_port = sock.getpeername()[1]
-        self.buffer = b""
-
-    def recv(self) -> bytes:
-        """The next bytes (b"" on EOF or error), waiting as long as the server runs."""
-        while True:
-            if self.server.stopping.is_set():
-                raise _Stopped
-            try:
-                return self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return b""
-
-    def send(self, data: bytes) -> bool:
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            return False
-        return True
-
-    def hold(self) -> None:
-        """Say nothing more; read and drop until the client closes."""
-        while self.recv():
-            pass
-
-    def read_request(self) -> Request | None:
-        """One whole request, or None when the client closed (or sent garbage) first."""
-        conn = h11.Connection(h11.SERVER)
-        if self.buffer:  # h11 takes b"" as end of stream
-            conn.receive_data(self.buffer)
-        head: h11.Request | None = None
-        body = b""
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                return None
-            if event is h11.NEED_DATA:
-                conn.receive_data(self.recv())
-            elif isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage) and head is not None:
-                self.buffer = conn.trailing_data[0]
-                return Request(
-                    method=head.method.decode(),
-                    target=head.target.decode(),
-                    headers=tuple((k.decode(), v.decode()) for k, v in head.headers),
-                    body=body,
-                    client_port=self.client_port,
-                )
-            else:
-                return None
-
-
-class Server:
-    """A threaded TCP (or TLS) server on 127.0.0.1 running `handler(peer)` per connection."""
-
-    def __init__(
-        self,
-        handler: Callable[[Peer], None],
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.handler = handler
-        self.ssl_context = ssl_context
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(POLL)
-        self.port: int = self.listener.getsockname()[1]
-        self.stopping = threading.Event()
-        self.accepted = 0
-        self.requests: list[Request] = []
-        self.tls_errors: list[str] = []  # server-side view of failed handshakes
-        self.alpn: list[str | None] = []  # protocol chosen on each TLS connection
-        self.sni: list[str | None] = []  # server name the client sent, per handshake
-        self.errors: list[BaseException] = []  # a broken handler: tests assert it stays empty
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        if ssl_context is not None:
-            ssl_context.sni_callback = self._on_sni
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} 127.0.0.1:{self.port} accepted={self.accepted}>"
-
-    def url(self, path: str = "/", *, host: str = "127.0.0.1", scheme: str = "") -> str:
-        scheme = scheme or ("https" if self.ssl_context else "http")
-        return f"{scheme}://{host}:{self.port}{path}"
-
-    def close(self) -> None:
-        """Stop accepting, cut every connection, join every thread."""
-        self.stopping.set()
-        self._acceptor.join(5)
-        self.listener.close()
-        with self._lock:
-            socks = list(self._socks)
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in list(self._threads):
-            thread.join(5)
-
-    def _on_sni(self, _obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-        with self._lock:
-            self.sni.append(name)
-
-    def _accept_loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, _addr = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                self._socks.append(sock)
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        conn: socket.socket = sock
-        try:
-            if self.ssl_context is not None:
-                conn = self._handshake(sock)
-            conn.settimeout(POLL)
-            self.handler(Peer(conn, self))
-        except (_Stopped, OSError):
-            pass
-        except Exception as exc:
-            self.errors.append(exc)
-        finally:
-            conn.close()
-            sock.close()
-
-    def _handshake(self, sock: socket.socket) -> socket.socket:
-        assert self.ssl_context is not None
-        sock.settimeout(5)
-        try:
-            tls = self.ssl_context.wrap_socket(sock, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            with self._lock:
-                self.tls_errors.append(str(exc))
-            raise _Stopped from exc
-        with self._lock:
-            self._socks.append(tls)
-            self.alpn.append(tls.selected_alpn_protocol())
-        return tls
-
+from servers import POLL_INTERVAL, HTTPServer, Peer, Request, _Stopped, closed_port, response_head
 
 App = Callable[[Request], "bytes | None"]  # the exact response bytes; None: close unanswered
 
 
-class HttpServer(Server):
-    """Keep-alive HTTP/1.1 over `Server`: each request is recorded, then answered by `app`."""
+class HttpServer(HTTPServer):
+    """Keep-alive HTTP/1.1 whose every request is recorded, then answered by `app`."""
 
     def __init__(self, app: App, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
-        super().__init__(self._keep_alive, ssl_context=ssl_context)
+        super().__init__(default=self._answer, ssl_context=ssl_context)
 
-    def _keep_alive(self, peer: Peer) -> None:
-        while (request := peer.read_request()) is not None:
-            with self._lock:
-                self.requests.append(request)
-            answer = self.app(request)
-            if answer is None or not peer.send(answer):
-                return
-            if b"\r\nconnection: close\r\n" in answer.partition(b"\r\n\r\n")[0].lower() + b"\r\n":
-                return
+    def _answer(self, request: Request, peer: Peer) -> bool:
+        """Send what `app` says; keep the connection unless it says Connection: close."""
+        answer = self.app(request)
+        if answer is None or not peer.send(answer):
+            return False
+        return b"\r\nconnection: close\r\n" not in (
+            answer.partition(b"\r\n\r\n")[0].lower() + b"\r\n"
+        )
 
 
 def response(
@@ -243,19 +52,7 @@ def response(
 ) -> bytes:
     """An HTTP/1.1 response with a Content-Length (`length` to lie about it)."""
     size = len(body) if length is None else length
-    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {size}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(chunks: Iterable[bytes], headers: Iterable[tuple[str, str]] = ()) -> bytes:
-    """A 200 response in chunked transfer coding, one chunk per item."""
-    lines = ["HTTP/1.1 200 OK", "Transfer-Encoding: chunked"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    for chunk in chunks:
-        out += b"%x\r\n%s\r\n" % (len(chunk), chunk)
-    return out + b"0\r\n\r\n"
+    return response_head(status, reason, [("Content-Length", str(size)), *headers]) + body
 
 
 def hold(peer: Peer) -> None:
@@ -282,13 +79,6 @@ def gzip_of_zeros(size: int, *, wbits: int = 16 + zlib.MAX_WBITS) -> bytes:
         for done in range(0, size, len(block))
     ]
     return b"".join(parts) + compressor.flush()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bound, noted, closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TinyProxy:
@@ -320,7 +110,7 @@ class TinyProxy:
     def start(self, attempts: int = 3) -> None:
         """Start on a free port and wait until it accepts connections (retry if taken)."""
         for _ in range(attempts):
-            self.port = free_port()
+            self.port = closed_port()
             config = self.workdir / "tinyproxy.conf"
             config.write_text(self.CONFIG.format(port=self.port))
             with open(self.workdir / "tinyproxy.log", "wb") as log:
@@ -367,7 +157,7 @@ def relay(upstream_port: int, *, piece: int = 7, pause: float = 0.0005) -> Calla
 
     def handler(peer: Peer) -> None:
         with socket.create_connection(("127.0.0.1", upstream_port), timeout=5) as upstream:
-            upstream.settimeout(POLL)
+            upstream.settimeout(POLL_INTERVAL)
             pump = threading.Thread(target=_forward, args=(peer, upstream), daemon=True)
             pump.start()
             try:
