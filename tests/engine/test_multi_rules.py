@@ -238,7 +238,8 @@ def test_rule_1_kick_start_socket_action_timeout_starts_the_transfer(
     loop: Loop, http_server: HTTPServer
 ) -> None:
     """The first socket_action(SOCKET_TIMEOUT) after add_handle starts the transfer."""
-    (easy,) = add(loop.multi, Easy(http_server.url()))
+    # /slow answers after 0.2 s: a fast answer could finish it inside that first call.
+    (easy,) = add(loop.multi, Easy(http_server.url("/slow")))
     assert loop.action(SOCKET_TIMEOUT) == 1
     assert [c[1] for c in loop.socket_calls()] == [easy], "its socket is announced at once"
     loop.run()
