@@ -12,9 +12,9 @@ Writes both tables into bench/README.md between <!-- bench:profile --> marks.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
+import json
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,13 +23,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import clients, run
+from bench import run
 from bench.nginx import Nginx
 
 ROOT = run.ROOT
 FLAME = ROOT / "bench" / "flame-small.svg"
 PY_SPY = Path(sys.executable).parent / "py-spy"
-SKIP_FRAMES = ("<frozen runpy>", "bench/clients.py")
+SKIP_FRAMES = ("(<frozen runpy>)", "(bench/clients.py)")
 WORKLOAD_FRAME = "engine_selector (bench/clients.py)"
 
 
@@ -45,16 +45,19 @@ def short(frame: str) -> str:
     return f"{name} ({where})"
 
 
-def py_spy(url: str, count: int, concurrency: int, rate: int) -> tuple[list[str], int]:
+def _client(url: str, count: int, concurrency: int) -> list[str]:
+    return ["-m", "bench.clients", "engine-selector", url, str(count), str(concurrency), "now"]
+
+
+def py_spy(code: Path, url: str, count: int, concurrency: int, rate: int) -> tuple[list[str], int]:
     """Sample a run; returns table lines and the number of samples."""
-    cmd = [sys.executable, "-m", "bench.clients", "engine-selector", url, str(count)]
-    cmd += [str(concurrency), "now"]
+    cmd = [sys.executable, *_client(url, count, concurrency)]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         spy = [str(PY_SPY), "record", "-r", str(rate), "--nolineno"]
-        subprocess.run([*spy, "-f", "raw", "-o", str(raw), "--", *cmd], cwd=ROOT, check=True,
+        subprocess.run([*spy, "-f", "raw", "-o", str(raw), "--", *cmd], cwd=code, check=True,
                        capture_output=True)  # fmt: skip
-        subprocess.run([*spy, "-f", "flamegraph", "-o", str(FLAME), "--", *cmd], cwd=ROOT,
+        subprocess.run([*spy, "-f", "flamegraph", "-o", str(FLAME), "--", *cmd], cwd=code,
                        check=True, capture_output=True)  # fmt: skip
         stacks = raw.read_text().splitlines()
     inclusive: Counter[str] = Counter()
@@ -80,27 +83,27 @@ def py_spy(url: str, count: int, concurrency: int, rate: int) -> tuple[list[str]
     return out, total
 
 
-def c_profile(url: str, count: int, concurrency: int) -> tuple[list[str], float]:
-    """cProfile in this process; returns table lines and the profiled wall time."""
-    profiler = cProfile.Profile()
-    profiler.enable()
-    result = clients.engine_selector(url, count, concurrency)
-    profiler.disable()
-    if result["ok"] != count:
-        raise SystemExit(f"profiled run failed: {result}")
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    raw = stats.stats  # type: ignore[attr-defined]
-    total = max(ct for (_cc, _nc, _tt, ct, _callers) in raw.values())
+def c_profile(code: Path, url: str, count: int, concurrency: int) -> tuple[list[str], float]:
+    """cProfile around a run; returns table lines and the profiled seconds of the workload."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "profile.pstats"
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(out), *_client(url, count, concurrency)]
+        done = subprocess.run(cmd, cwd=code, check=True, capture_output=True, text=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if result["ok"] != count:
+            raise SystemExit(f"profiled run failed: {result}")
+        raw = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    total = next(ct for (_p, _l, name), (*_, ct, _c) in raw.items() if name == "engine_selector")
     rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:25]
-    out = [
+    out_lines = [
         "| function | calls / transfer | own % | cumulative % |",
         "|---|---|---|---|",
     ]
     for (path, line, name), (_cc, ncalls, tt, ct, _callers) in rows:
         where = short(f"{name} ({path}:{line})").replace(":", " line ", 1)
         shares = f"{100 * tt / total:.1f} | {100 * ct / total:.1f}"
-        out.append(f"| `{where}` | {ncalls / count:.2f} | {shares} |")
-    return out, total
+        out_lines.append(f"| `{where}` | {ncalls / count:.2f} | {shares} |")
+    return out_lines, total
 
 
 # What nginx answers to GET /1k, byte for byte but the dates.
@@ -138,18 +141,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--code", type=Path, help="a bench.run snapshot to run from")
+    p.add_argument("--version", help="what --code holds, for the text")
+    p.add_argument("--commit", metavar="REF", help="profile hiperfifo/ as committed at REF")
     args = p.parse_args(argv)
     run.raise_nofile()
+    code = args.code or run.snapshot(args.commit)
+    version = args.version or run.versions(args.commit)["hiperfifo"]
+    try:
+        return _profile(args, code, version)
+    finally:
+        if args.code is None:
+            shutil.rmtree(code, ignore_errors=True)
+
+
+def _profile(args: argparse.Namespace, code: Path, version: str) -> int:
     blocks: list[str] = [
         f"Workload: engine-selector, {args.count:,} x /1k, {args.concurrency} at once "
-        f"(hiperfifo {run.versions()['hiperfifo']}).",
+        f"(hiperfifo {version}).",
         "",
     ]
     with Nginx() as server:
         url = server.url("1k")
         if PY_SPY.exists():
             print("profiling with py-spy ...", flush=True)
-            lines, samples = py_spy(url, args.count, args.concurrency, args.rate)
+            lines, samples = py_spy(code, url, args.count, args.concurrency, args.rate)
             blocks += [
                 f"py-spy, {samples:,} on-CPU samples at {args.rate}/s "
                 f"(flame graph: [flame-small.svg](flame-small.svg)):",
@@ -160,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             blocks += ["py-spy is not installed (`pip install py-spy`): sampling skipped.", ""]
         print("profiling with cProfile ...", flush=True)
-        lines, seconds = c_profile(url, args.count, args.concurrency)
+        lines, seconds = c_profile(code, url, args.count, args.concurrency)
         blocks += [
             f"cProfile ({seconds:.1f} s under the profiler), top 25 by own time:",
             "",

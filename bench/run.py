@@ -17,6 +17,7 @@ import re
 import resource
 import selectors
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,6 @@ from bench.nginx import Nginx
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "bench" / "README.md"
 PYTHON = sys.executable
-HIPERFIFO = str(Path(PYTHON).parent / "hiperfifo")
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -168,8 +168,9 @@ class Watch:
 
 
 WATCH = Watch(lambda: [])
+CODE = ROOT  # where contenders import hiperfifo from: a snapshot() during a run
 CROWDED = 0.15  # cores used by others during a sample above which it is run again
-RETRIES = 2
+RETRIES = 1
 
 
 class Lines:
@@ -255,7 +256,7 @@ def run_library(name: str, url: str, count: int, work: Workload, size: int) -> S
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=CODE,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -298,11 +299,11 @@ def run_daemon(url: str, count: int, work: Workload, size: int) -> Sample:
     tmp = Path(tempfile.mkdtemp(prefix="hiperfifo-bench-daemon-"))
     fifo = tmp / "in.fifo"
     c = str(work.concurrency)
-    cmd = [HIPERFIFO, "--fifo", str(fifo), "--max-total-connections", c]
+    cmd = [PYTHON, "-m", "hiperfifo", "--fifo", str(fifo), "--max-total-connections", c]
     cmd += ["--max-host-connections", c, "--log-format", "json"]
     err = open(tmp / "stderr", "w+b")  # noqa: SIM115 - closed below with the temp dir
     proc = subprocess.Popen(
-        cmd, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+        cmd, cwd=CODE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
         start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -469,7 +470,7 @@ def run_one(name: str, server: Nginx, work: Workload) -> Sample:
     """One sample, run again (up to RETRIES times) when other processes crowded it."""
     best: Sample | None = None
     for _attempt in range(1 + RETRIES):
-        WATCH.settle(CROWDED / 2, max_wait=30)
+        WATCH.settle(CROWDED / 2, max_wait=20)
         sample = _run_one(name, server, work)
         if sample.status != "ok":
             return sample
@@ -560,7 +561,7 @@ def table(work: Workload, rows: list[Row]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         if not row.usable:
-            cells = [row.name, str(row.samples[0].count if row.samples else "")]
+            cells = [row.name, f"{row.samples[0].count:,}" if row.samples else ""]
             cells += [row.problem()] + [""] * (len(head) - 3)
             out.append("| " + " | ".join(cells) + " |")
             continue
@@ -666,7 +667,7 @@ def machine() -> dict[str, str]:
     }
 
 
-def versions() -> dict[str, str]:
+def versions(ref: str | None = None) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist
 
@@ -676,7 +677,7 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             return "not installed"
 
-    out = {"python": platform.python_version(), "hiperfifo": f"{v('hiperfifo')} ({_commit()})"}
+    out = {"python": platform.python_version(), "hiperfifo": f"{v('hiperfifo')} ({_commit(ref)})"}
     out["h11"] = v("h11")
     out["structlog"] = v("structlog")
     try:
@@ -699,15 +700,38 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _commit() -> str:
+def _commit(ref: str | None = None) -> str:
     """The commit measured, and whether hiperfifo/ differs from it."""
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
         return out.stdout.strip()
 
-    commit = git("rev-parse", "--short", "HEAD") or "?"
+    commit = git("rev-parse", "--short", ref or "HEAD") or "?"
+    if ref is not None:
+        return commit
     return commit + (" + local changes" if git("status", "--porcelain", "--", "hiperfifo") else "")
+
+
+def snapshot(ref: str | None) -> Path:
+    """A frozen copy of hiperfifo/ (the work tree's, or git REF's) and bench/, to run from.
+
+    Contenders import hiperfifo from it (they start with it as their working
+    directory), so edits and commits made while the benchmark runs do not
+    change what is measured half-way.
+    """
+    snap = Path(tempfile.mkdtemp(prefix="hiperfifo-bench-code-"))
+    if ref is None:
+        shutil.copytree(ROOT / "hiperfifo", snap / "hiperfifo")
+    else:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "hiperfifo"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive.stdout, check=True)
+    (snap / "bench").mkdir()
+    for name in ("__init__.py", "clients.py", "nginx.py", "profile.py", "run.py"):
+        shutil.copy2(ROOT / "bench" / name, snap / "bench" / name)
+    return snap
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -761,11 +785,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-write", action="store_true", help="print only, leave README.md alone")
     p.add_argument("--no-profile", action="store_true", help="skip the engine profile")
+    p.add_argument(
+        "--commit",
+        metavar="REF",
+        help="measure hiperfifo/ as committed at REF (default: the work tree as it is at start)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CODE
     args = parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop nginx and contenders too
     if nginx.binary() is None:
         print(nginx.INSTALL_HINT, file=sys.stderr)
         return 2
@@ -776,22 +807,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fraction != 1.0:
         args.no_write = True
         workloads = [replace(w, count=max(1, round(w.count * args.fraction))) for w in workloads]
-    contenders = args.contender or list(CONTENDERS)
     if nofile < 2 * WORKLOADS["scale"].concurrency + 100 and WORKLOADS["scale"] in workloads:
         print(f"RLIMIT_NOFILE hard limit {nofile} is too low for scale", file=sys.stderr)
+    if args.commit:  # one commit for the snapshot and the text, whatever lands meanwhile
+        args.commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", args.commit + "^{commit}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
     info = machine()
-    vers = versions()
+    vers = versions(args.commit)
     print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))
     print("versions:", ", ".join(f"{k} {v}" for k, v in vers.items()), flush=True)
-    blocks: dict[str, str] = {}
-    started = time.monotonic()
+    CODE = snapshot(args.commit)
+    try:
+        started = time.monotonic()
+        blocks = measure(workloads, args.contender or list(CONTENDERS), args.runs)
+        elapsed = time.monotonic() - started
+        print(f"benchmark took {elapsed:.0f} s")
+        blocks["bench:machine"] = "\n".join(
+            ["| | |", "|---|---|"]
+            + [f"| {k} | {v} |" for k, v in info.items()]
+            + [f"| {k} | {v} |" for k, v in vers.items()]
+            + [f"| measured | {time.strftime('%Y-%m-%d')}, {args.runs} run(s), {elapsed:.0f} s |"]
+        )
+        if not args.no_write:
+            write_readme(blocks)
+            print(f"wrote {README.relative_to(ROOT)}")
+        if args.no_profile:
+            return 0
+        from bench import profile
+
+        flags = ["--code", str(CODE), "--version", vers["hiperfifo"]]
+        return profile.main(flags + (["--no-write"] if args.no_write else []))
+    finally:
+        shutil.rmtree(CODE, ignore_errors=True)
+
+
+def measure(workloads: list[Workload], contenders: list[str], runs: int) -> dict[str, str]:
+    """Every workload, `runs` rounds of every contender; the README blocks of the tables."""
     global WATCH
+    blocks: dict[str, str] = {}
     with Nginx() as server:
         WATCH = Watch(server.worker_pids)
         for work in workloads:
             rows = {name: Row(name, []) for name in contenders}
-            print(f"\n== {work.name}: {work.what}, {args.runs} run(s)", flush=True)
-            for run in range(args.runs):
+            print(f"\n== {work.name}: {work.what}, {runs} run(s)", flush=True)
+            for run in range(runs):
                 for name in contenders:
                     sample = run_one(name, server, work)
                     rows[name].samples.append(sample)
@@ -801,23 +862,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             goals = targets(work, list(rows.values()))
             print("\n" + "\n".join(lines) + "\n\nTargets (issue 6):\n" + "\n".join(goals))
             print(flush=True)
-            blocks[f"bench:{work.name}"] = _section(work, args.runs, lines, goals)
-    elapsed = time.monotonic() - started
-    print(f"benchmark took {elapsed:.0f} s")
-    blocks["bench:machine"] = "\n".join(
-        ["| | |", "|---|---|"]
-        + [f"| {k} | {v} |" for k, v in info.items()]
-        + [f"| {k} | {v} |" for k, v in vers.items()]
-        + [f"| measured | {time.strftime('%Y-%m-%d')}, {args.runs} run(s), {elapsed:.0f} s |"]
-    )
-    if not args.no_write:
-        write_readme(blocks)
-        print(f"wrote {README.relative_to(ROOT)}")
-    if not args.no_profile:
-        from bench import profile
-
-        return profile.main([] if not args.no_write else ["--no-write"])
-    return 0
+            blocks[f"bench:{work.name}"] = _section(work, runs, lines, goals)
+    return blocks
 
 
 def _section(work: Workload, runs: int, lines: list[str], goals: list[str]) -> str:
