@@ -20,6 +20,8 @@ class Connection:
     """A connected socket to one origin, reusable across requests (keep-alive)."""
 
     __slots__ = (
+        "_local_port",
+        "_peer",
         "http",
         "last_used",
         "origin",
@@ -36,6 +38,8 @@ class Connection:
         self.origin = origin
         self.sock = sock
         self.tls = tls
+        self._peer: tuple[str, int] | None = None  # asked once per connection, not per request
+        self._local_port: int | None = None
         self.tls_eof = False  # the peer ended the TLS stream after the plaintext we returned
         self.http = Http1()
         self.requests = 0
@@ -59,17 +63,21 @@ class Connection:
 
     def peer(self) -> tuple[str, int]:
         """The remote address, or ("", 0) if the socket lost it (reset under our feet)."""
-        try:
-            name = self.sock.getpeername()
-        except OSError:
-            return "", 0
-        return str(name[0]), int(name[1])
+        if self._peer is None:
+            try:
+                name = self.sock.getpeername()
+                self._peer = (str(name[0]), int(name[1]))
+            except OSError:
+                return "", 0
+        return self._peer
 
     def local_port(self) -> int:
-        try:
-            return int(self.sock.getsockname()[1])
-        except OSError:
-            return 0
+        if self._local_port is None:
+            try:
+                self._local_port = int(self.sock.getsockname()[1])
+            except OSError:
+                return 0
+        return self._local_port
 
     def queue(self, plaintext: bytes) -> None:
         """Queue request bytes (encrypted first on a TLS connection)."""

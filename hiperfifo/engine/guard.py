@@ -2,13 +2,14 @@
 
 libcurl 8.22+ keeps a call stack per multi and refuses non-recursive API
 calls while anything is on it (CURLM_RECURSIVE_API_CALL). Every callback the
-engine makes (socket, timer, write, header, progress) runs inside `calling()`.
+engine makes (socket, timer, write, header, progress) runs inside
+`with guard.calling():`. A plain context manager, not a generator one: it is
+entered several times per transfer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 
 class CallbackGuard:
@@ -23,10 +24,17 @@ class CallbackGuard:
     def active(self) -> bool:
         return self.depth > 0
 
-    @contextmanager
-    def calling(self) -> Iterator[None]:
+    def calling(self) -> CallbackGuard:
+        """`with guard.calling():` around every call into the application."""
+        return self
+
+    def __enter__(self) -> None:
         self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.depth -= 1
