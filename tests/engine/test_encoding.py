@@ -7,7 +7,7 @@ import hashlib
 import resource
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from servers import Request, chunked_response
@@ -18,13 +18,6 @@ from hiperfifo.engine.testing import SelectorDriver
 
 # 3 MiB that compress like text, not like zeros: a decoded body spanning many chunks
 TEXT = b"".join(hashlib.sha256(b"%d" % i).hexdigest().encode() + b"\n" for i in range(48_000))
-
-
-@pytest.fixture
-def drv() -> Iterator[SelectorDriver]:
-    driver = SelectorDriver()
-    yield driver
-    driver.close()
 
 
 def serve(answer: bytes) -> HttpServer:

@@ -157,11 +157,6 @@ def test_more_redirects_than_max_redirs_is_too_many_redirects_47(
     assert easy.response_code == 302
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 def tls_server(ca: trustme.CA, *names: str) -> HTTPServer:
     """An HTTPS server with a certificate for `names`, signed by `ca`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -18,13 +18,6 @@ from hiperfifo.engine.testing import SelectorDriver
 HELLO = response(200, b"from the origin")
 
 
-@pytest.fixture
-def drv() -> Iterator[SelectorDriver]:
-    driver = SelectorDriver()
-    yield driver
-    driver.close()
-
-
 @pytest.fixture(scope="module")
 def tinyproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProxy]:
     if not TinyProxy.available():
@@ -33,18 +26,6 @@ def tinyproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProxy]:
     proxy.start()
     yield proxy
     proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def tls_origin(ca: trustme.CA) -> HttpServer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +15,6 @@ from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
 
 Answer = bytes | Callable[[Request], bytes]
-
-
-@pytest.fixture
-def drv() -> Iterator[SelectorDriver]:
-    driver = SelectorDriver()
-    yield driver
-    driver.close()
 
 
 def routes(table: dict[str, Answer], default: bytes | None = None) -> Callable[[Request], bytes]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,6 @@ from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.testing import SelectorDriver
 
 HELLO = response(200, b"hello over tls", [("Content-Type", "text/plain")])
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def drv() -> Iterator[SelectorDriver]:
-    driver = SelectorDriver()
-    yield driver
-    driver.close()
 
 
 def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
