@@ -38,10 +38,6 @@ class Pool:
     def live(self) -> int:
         return self._live
 
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle_order)
-
     def take_idle(self, origin: Origin) -> Connection | None:
         """The most recently used idle connection to `origin`, now out of the cache."""
         conns = self._idle.get(origin)

@@ -142,7 +142,7 @@ class Transfer:
             self._finish(exc.code, exc.text)
 
     def _step(self) -> bool:
-        return bool(getattr(self, "_step_" + self.state.name.lower())())
+        return _STEPS[self.state](self)
 
     def _set_state(self, state: TransferState) -> None:
         debug = self.easy.debug_function
@@ -638,3 +638,17 @@ class Transfer:
         self.conn = None
         self.svc.close_socket(conn.sock)
         self.svc.pool.release(conn.origin)
+
+
+# One step function per state, looked up once per step (no name building on the hot path).
+_STEPS: dict[TransferState, Callable[[Transfer], bool]] = {
+    TransferState.INIT: Transfer._step_init,
+    TransferState.CONNECT: Transfer._step_connect,
+    TransferState.PENDING: Transfer._step_pending,
+    TransferState.RESOLVING: Transfer._step_resolving,
+    TransferState.CONNECTING: Transfer._step_connecting,
+    TransferState.TUNNEL: Transfer._step_tunnel,
+    TransferState.TLS_HANDSHAKE: Transfer._step_tls_handshake,
+    TransferState.SENDING: Transfer._step_sending,
+    TransferState.RECEIVING: Transfer._step_receiving,
+}
