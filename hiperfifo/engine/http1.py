@@ -1,10 +1,21 @@
-"""One HTTP/1.1 connection's protocol state, on h11: bytes in, events out.
+"""One HTTP/1.1 connection's protocol state: bytes in, events out.
 
-The only module that imports h11. It maps every h11 failure to libcurl's
-code at this one boundary, and closes h11's gaps as a client
-(notes/reliability.md 2.2): a header block that arrives in one read is
-still bounded, bytes beyond the body make the connection unusable, and an
-absurd chunk size is refused. It does no I/O and keeps no clock.
+The only module that imports h11. Ordinary exchanges take a fast path of
+our own: a request written from its parts after the same checks h11 makes,
+and a response head found by its blank line, parsed with h11's own grammar
+(RFC 9112 via h11._abnf) and framed by Content-Length. h11 costs ~50 µs per
+cycle, more than everything else a small request needs (bench/README.md),
+so it does the rest: whatever the fast path does not recognise line for
+line (1xx, HTTP/1.0, chunked, read-until-close, bare LF, anything odd) is
+replayed into a fresh h11 connection from its first byte, and h11's answer
+is the answer, errors included. The fast path accepts only what h11 accepts
+and produces the same events.
+
+Every failure is mapped to libcurl's code at this one boundary, and h11's
+gaps as a client are closed (notes/reliability.md 2.2): a header block that
+arrives in one read is still bounded, bytes beyond the body make the
+connection unusable, and an absurd chunk size is refused. It does no I/O
+and keeps no clock.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import h11
+from h11 import _abnf
 
 from hiperfifo.engine.codes import Code, TransferError
 
@@ -21,6 +33,16 @@ MAX_HEADER_BYTES = 100 * 1024  # libcurl's CURL_MAX_HTTP_HEADER
 MAX_CHUNK_SIZE = 2**63 - 1  # libcurl refuses chunk sizes beyond curl_off_t
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d \d{3}(?: |\r?$)")
 _HTTP_PREFIX = b"HTTP/"
+_CONTENT_LENGTH_MAX_DIGITS = 20  # h11's bound
+
+# h11's grammar, compiled once for the fast path (the same patterns h11 uses).
+_TOKEN = re.compile(_abnf.token.encode("ascii"))
+_TARGET = re.compile(_abnf.request_target.encode("ascii"))
+_FIELD_VALUE = re.compile(_abnf.field_value.encode("ascii"))
+_HEADER_FIELD = re.compile(_abnf.header_field.encode("ascii"))
+_FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
+_DIGITS = re.compile(rb"[0-9]+")
+_NO_BODY_STATUS = (204, 304)
 
 
 class ResponseHead(NamedTuple):
@@ -52,25 +74,44 @@ class ResponseHead(NamedTuple):
 # Event kinds returned by Http1.receive(): ("head", ResponseHead), ("info", ResponseHead),
 # ("data", bytes), ("end", None)
 Event = tuple[str, object]
+_Request = tuple[str, str, list[tuple[str, str]], "bytes | None"]
 
 
 class Http1:
     """The client side of one HTTP/1.1 connection, one request/response cycle at a time."""
 
+    __slots__ = (
+        "_body_left",
+        "_closing",
+        "_conn",
+        "_done",
+        "_head",
+        "_in_head",
+        "_max_header_bytes",
+        "_method",
+        "_request",
+        "_reusable",
+        "cycles",
+        "received",
+    )
+
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self._max_header_bytes = max_header_bytes
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
-        self._head = bytearray()  # bytes of the response head(s) seen so far, bounded
+        # h11 for this cycle, or None while the fast path has it (made when first needed).
+        self._conn: h11.Connection | None = None
+        self._request: _Request | None = None  # what was sent, to replay into h11
+        self._head = bytearray()  # bytes of the response head(s) seen so far
         self._in_head = True
         self._method = b""
         self._closing = False  # we asked for Connection: close
-        # Body bytes of a Content-Length response bypass h11 (one copy less, no per-read
-        # bookkeeping): how many are still due, None when h11 frames the body.
+        # Body bytes framed by us (a Content-Length body): how many are still due, else None.
         self._body_left: int | None = None
-        self._fast = False  # this cycle's body went past h11: a new h11 for the next one
-        self._fast_reusable = False
+        self._done = False  # the fast path saw the end of the response
+        self._reusable = False  # ... and the connection may carry another request
         self.cycles = 0  # completed request/response cycles before this one
         self.received = 0  # bytes received in the current cycle
+
+    # --- the request ---------------------------------------------------------------
 
     def request(
         self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None
@@ -81,37 +122,46 @@ class Http1:
         self._closing = any(
             name.lower() == "connection" and "close" in value.lower() for name, value in headers
         )
+        self._request = (method, target, headers, body)
         try:
-            data = self._conn.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += self._conn.send(h11.Data(data=body))
-            data += self._conn.send(h11.EndOfMessage())
+            data = None
+            if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
+                data = _fast_request(method, target, headers, body)
+            if data is None:  # anything unusual: h11 writes it (and refuses what it must)
+                self._conn = self._new_h11()
+                data = self._send_h11(self._conn)
         except (h11.LocalProtocolError, UnicodeError) as exc:
             raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}") from exc
-        return data or b""
+        return data
+
+    def _send_h11(self, conn: h11.Connection) -> bytes:
+        assert self._request is not None
+        method, target, headers, body = self._request
+        data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        return data
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
+
+    # --- the response --------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes (b"" at end of stream) and return the events they complete."""
         self.received += len(data)
         if self._body_left is not None:
             return self._receive_body(data)
-        if self._in_head:
-            self._check_head(data)
-        self._conn.receive_data(data)
-        events: list[Event] = []
-        try:
-            self._next_events(events)
-        except h11.RemoteProtocolError as exc:
-            raise self._classify(exc, eof=not data) from exc
-        if not self._in_head:
-            self._check_chunk_size()
-        return events
+        if self._conn is None:
+            return self._receive_fast(data)
+        return self._receive_h11(data)
 
     def reusable(self) -> bool:
         """True when the cycle ended cleanly and nothing unexpected was left behind."""
-        if self._fast:
-            return self._fast_reusable
         conn = self._conn
+        if conn is None:
+            return self._done and self._reusable
         return (
             conn.our_state is h11.DONE
             and conn.their_state is h11.DONE
@@ -120,72 +170,63 @@ class Http1:
 
     def next_cycle(self) -> None:
         """Make the connection ready for the next request (only when reusable())."""
-        if self._fast:
-            self._conn = h11.Connection(
-                h11.CLIENT, max_incomplete_event_size=self._max_header_bytes
-            )
-            self._fast = False
-        else:
-            self._conn.start_next_cycle()
+        self._conn = None
+        self._request = None
         self._head.clear()
         self._in_head = True
+        self._done = False
+        self._reusable = False
+        self._body_left = None
         self.cycles += 1
         self.received = 0
 
-    def _next_events(self, events: list[Event]) -> None:
-        conn = self._conn
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Data):
-                events.append(("data", bytes(event.data)))
-            elif isinstance(event, h11.Response):
-                self._in_head = False
-                head = _head_of(event)
-                events.append(("head", head))
-                length = self._fast_body_length(head)
-                if length is not None:
-                    self._take_over_body(head, length, events)
-                    return
-            elif isinstance(event, h11.InformationalResponse):
-                self._head.clear()
-                events.append(("info", _head_of(event)))
-            elif isinstance(event, h11.EndOfMessage):
-                events.append(("end", None))
-                return
-            elif isinstance(event, h11.ConnectionClosed):
-                return
+    def _receive_fast(self, data: bytes) -> list[Event]:
+        """Wait for the whole head; parse it ourselves if it is ordinary, else hand to h11."""
+        if self._done:  # bytes after the end: h11 would keep them as trailing data
+            self._reusable = False
+            return []
+        self._check_head(data)
+        head = self._head
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if data and head.find(b"\n\n") < 0:
+                return []  # need more
+            return self._to_h11(eof=not data)  # the stream ended, or a bare-LF head
+        parsed = _parse_head(head, end, self._method)
+        if parsed is None:
+            return self._to_h11(eof=False)
+        response, length = parsed
+        self._in_head = False
+        keep_alive = _keep_alive(response) and not self._closing
+        events: list[Event] = [("head", response)]
+        body_start = end + 4
+        if length == 0:
+            self._finish(keep_alive and len(head) == body_start, events)
+            return events
+        body = bytes(head[body_start : body_start + length])
+        if body:
+            events.append(("data", body))
+        if len(body) == length:
+            self._finish(keep_alive and len(head) == body_start + length, events)
+        else:
+            self._body_left = length - len(body)
+            self._reusable = keep_alive
+        head.clear()
+        return events
 
-    def _fast_body_length(self, head: ResponseHead) -> int | None:
-        """The Content-Length of a body we can frame ourselves, else None (h11 frames it)."""
-        if self._method == b"HEAD" or head.status in (204, 304):
-            return None
-        length = None
-        for name, value in head.headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding":
-                return None
-            if lname == b"content-length":
-                length = int(value)  # h11 has validated it
-        return length
+    def _finish(self, reusable: bool, events: list[Event]) -> None:
+        self._done = True
+        self._reusable = reusable
+        events.append(("end", None))
 
-    def _take_over_body(self, head: ResponseHead, length: int, events: list[Event]) -> None:
-        """Take what h11 buffered of the body, then frame the rest in _receive_body."""
-        conn = self._conn
-        keep_alive = _keep_alive(head) and not self._closing
-        while length > 0:
-            event = conn.next_event()
-            if not isinstance(event, h11.Data):
-                break
-            events.append(("data", bytes(event.data)))
-            length -= len(event.data)
-        if length == 0:  # all of it was in the buffer: let h11 finish the cycle itself
-            self._next_events(events)
-            return
-        self._fast = True
-        self._fast_reusable = keep_alive
-        self._body_left = length
+    def _to_h11(self, eof: bool) -> list[Event]:
+        """Replay this cycle into a fresh h11 connection: the request, then every byte so far."""
+        conn = self._conn = self._new_h11()
+        self._send_h11(conn)
+        conn.receive_data(bytes(self._head))
+        if eof:
+            conn.receive_data(b"")
+        return self._h11_events(conn, eof)
 
     def _receive_body(self, data: bytes) -> list[Event]:
         left = self._body_left
@@ -196,16 +237,58 @@ class Http1:
             self._body_left = left - len(data)
             return [("data", data)]
         self._body_left = None
+        self._done = True
         if len(data) > left:  # bytes beyond the body: never parse them as the next response
-            self._fast_reusable = False
+            self._reusable = False
             data = data[:left]
         return [("data", data), ("end", None)]
+
+    def _receive_h11(self, data: bytes) -> list[Event]:
+        conn = self._conn
+        assert conn is not None
+        if self._in_head:
+            self._check_head(data)
+        conn.receive_data(data)
+        return self._h11_events(conn, eof=not data)
+
+    def _h11_events(self, conn: h11.Connection, eof: bool) -> list[Event]:
+        events: list[Event] = []
+        try:
+            self._next_events(conn, events)
+        except h11.RemoteProtocolError as exc:
+            raise self._classify(exc, eof) from exc
+        if not self._in_head:
+            self._check_chunk_size(conn)
+        return events
+
+    def _next_events(self, conn: h11.Connection, events: list[Event]) -> None:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Data):
+                events.append(("data", bytes(event.data)))
+            elif isinstance(event, h11.Response):
+                self._in_head = False
+                events.append(("head", _head_of(event)))
+            elif isinstance(event, h11.InformationalResponse):
+                # The next head starts with what h11 holds unparsed, not with the next read.
+                self._head[:] = conn.trailing_data[0]
+                events.append(("info", _head_of(event)))
+            elif isinstance(event, h11.EndOfMessage):
+                events.append(("end", None))
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    # --- h11's gaps and libcurl's codes ---------------------------------------------------
 
     def _check_head(self, data: bytes) -> None:
         """Refuse what is not HTTP/1.x at all, and bound the header block ourselves."""
         head = self._head
         room = self._max_header_bytes + 4 - len(head)
-        head += data[: max(room, 0)]
+        # The fast path keeps every byte (h11 may need them replayed); h11 keeps its own.
+        head += data if self._conn is None else data[: max(room, 0)]
         if not data and not head:
             raise TransferError(Code.GOT_NOTHING, "Empty reply from server")
         prefix = bytes(head[: len(_HTTP_PREFIX)])
@@ -240,14 +323,87 @@ class Http1:
             )
         return TransferError(Code.WEIRD_SERVER_REPLY, f"Invalid response header: {exc}")
 
-    def _check_chunk_size(self) -> None:
+    def _check_chunk_size(self, conn: h11.Connection) -> None:
         # h11 accepts any chunk size (2**80 included) and keeps reading; libcurl refuses
         # sizes beyond curl_off_t. h11 keeps the announced size on its private reader.
-        pending = getattr(getattr(self._conn, "_reader", None), "_bytes_in_chunk", 0)
+        pending = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
         if isinstance(pending, int) and pending > MAX_CHUNK_SIZE:
             raise TransferError(
                 Code.RECV_ERROR, "Illegal or too large chunk size in chunked-encoding"
             )
+
+
+def _fast_request(
+    method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+) -> bytes | None:
+    """The request h11 would write (Host first), or None when h11 must judge it.
+
+    None for anything h11 would refuse or frame itself: a bad token or value, not
+    exactly one Host, Transfer-Encoding, or a Content-Length other than the body's.
+    """
+    method_b = method.encode("ascii")
+    target_b = target.encode("ascii")
+    if not _TOKEN.fullmatch(method_b) or not _TARGET.fullmatch(target_b):
+        return None
+    host: list[bytes] = []
+    rest: list[bytes] = []
+    length = b"%d" % len(body) if body else b"0"
+    lengths = 0
+    for name, value in headers:
+        name_b = name.encode("ascii")
+        value_b = value.encode("ascii")
+        if not _TOKEN.fullmatch(name_b) or not _FIELD_VALUE.fullmatch(value_b):
+            return None
+        line = b"%s: %s\r\n" % (name_b, value_b)
+        lname = name_b.lower()
+        if lname == b"host":
+            host.append(line)
+            continue
+        if lname == b"transfer-encoding" or (lname == b"content-length" and value_b != length):
+            return None
+        lengths += lname == b"content-length"
+        rest.append(line)
+    if len(host) != 1 or lengths > 1 or (body and not lengths):
+        return None
+    request_line = b"%s %s HTTP/1.1\r\n" % (method_b, target_b)
+    return b"".join([request_line, *host, *rest, b"\r\n", body or b""])
+
+
+def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead, int] | None:
+    """An ordinary final response head and its body length, else None (h11 decides).
+
+    Ordinary: HTTP/1.1, status 200-599, every line in h11's grammar, and a body
+    framed by one Content-Length (or none at all, for HEAD, 204 and 304).
+    """
+    lines = bytes(head[:end]).split(b"\r\n")
+    status_line = _FAST_STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    length: bytes | None = None
+    for line in lines[1:]:
+        field = _HEADER_FIELD.fullmatch(line)
+        if field is None:
+            return None
+        name, value = field.group("field_name", "field_value")
+        lname = name.lower()
+        if lname == b"content-length":
+            if length is not None or len(value) > _CONTENT_LENGTH_MAX_DIGITS:
+                return None  # h11 judges repeats and refuses the too long
+            if not _DIGITS.fullmatch(value):
+                return None
+            length = value
+        elif lname == b"transfer-encoding":
+            return None
+        headers.append((name, value))
+    status = int(status_line.group(1))
+    reason = (status_line.group(2) or b"").decode("latin-1")
+    response = ResponseHead(status, "1.1", reason, headers)
+    if method == b"HEAD" or status in _NO_BODY_STATUS:
+        return response, 0
+    if length is None:
+        return None  # read until close: h11 frames it
+    return response, int(length)
 
 
 def _keep_alive(head: ResponseHead) -> bool:
