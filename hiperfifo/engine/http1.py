@@ -52,6 +52,8 @@ class ResponseHead(NamedTuple):
     http_version: str
     reason: str
     headers: list[tuple[bytes, bytes]]
+    # lower-case name -> first value, when the parser built it (not part of the head's value)
+    lookup: dict[bytes, bytes] | None = None
 
     def lines(self) -> list[bytes]:
         """The header block as CURLOPT_HEADERFUNCTION sees it, one line each, CRLF included."""
@@ -65,6 +67,8 @@ class ResponseHead(NamedTuple):
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (case-insensitive), or None."""
         lname = name.lower()
+        if self.lookup is not None:
+            return self.lookup.get(lname)
         for key, value in self.headers:
             if key.lower() == lname:
                 return value
@@ -195,9 +199,9 @@ class Http1:
         parsed = _parse_head(head, end, self._method)
         if parsed is None:
             return self._to_h11(eof=False)
-        response, length = parsed
+        response, length, closes = parsed
         self._in_head = False
-        keep_alive = _keep_alive(response) and not self._closing
+        keep_alive = not closes and not self._closing
         events: list[Event] = [("head", response)]
         body_start = end + 4
         if length == 0:
@@ -369,51 +373,50 @@ def _fast_request(
     return b"".join([request_line, *host, *rest, b"\r\n", body or b""])
 
 
-def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead, int] | None:
-    """An ordinary final response head and its body length, else None (h11 decides).
+def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead, int, bool] | None:
+    """An ordinary final response head, its body length and whether it closes, else None.
 
     Ordinary: HTTP/1.1, status 200-599, every line in h11's grammar, and a body
-    framed by one Content-Length (or none at all, for HEAD, 204 and 304).
+    framed by one Content-Length (or none at all, for HEAD, 204 and 304). None
+    leaves the decision to h11. "Closes" is h11's rule: a "close" token in a
+    Connection header.
     """
     lines = bytes(head[:end]).split(b"\r\n")
     status_line = _FAST_STATUS_LINE.fullmatch(lines[0])
     if status_line is None:
         return None
     headers: list[tuple[bytes, bytes]] = []
+    index: dict[bytes, bytes] = {}
     length: bytes | None = None
+    close = False
     for line in lines[1:]:
         field = _HEADER_FIELD.fullmatch(line)
         if field is None:
             return None
         name, value = field.group("field_name", "field_value")
+        headers.append((name, value))
         lname = name.lower()
+        if lname in index:
+            if lname == b"content-length":
+                return None  # h11 judges repeated lengths
+        else:
+            index[lname] = value
         if lname == b"content-length":
-            if length is not None or len(value) > _CONTENT_LENGTH_MAX_DIGITS:
-                return None  # h11 judges repeats and refuses the too long
-            if not _DIGITS.fullmatch(value):
-                return None
+            if len(value) > _CONTENT_LENGTH_MAX_DIGITS or not _DIGITS.fullmatch(value):
+                return None  # h11 refuses it, or reads it as a list
             length = value
         elif lname == b"transfer-encoding":
             return None
-        headers.append((name, value))
+        elif lname == b"connection":
+            close = close or b"close" in [token.strip() for token in value.lower().split(b",")]
     status = int(status_line.group(1))
     reason = (status_line.group(2) or b"").decode("latin-1")
-    response = ResponseHead(status, "1.1", reason, headers)
+    response = ResponseHead(status, "1.1", reason, headers, index)
     if method == b"HEAD" or status in _NO_BODY_STATUS:
-        return response, 0
+        return response, 0, close
     if length is None:
         return None  # read until close: h11 frames it
-    return response, int(length)
-
-
-def _keep_alive(head: ResponseHead) -> bool:
-    """h11's rule: HTTP/1.1 and no "close" among the Connection tokens."""
-    if head.http_version < "1.1":
-        return False
-    return not any(
-        name.lower() == b"connection" and b"close" in value.lower().replace(b" ", b"").split(b",")
-        for name, value in head.headers
-    )
+    return response, int(length), close
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:

@@ -182,7 +182,8 @@ class Multi:
         self._collect_lookups()
         for transfer in list(self._transfers.values()):
             if not transfer.done and transfer.state is not TransferState.PENDING:
-                self._drive(transfer, transfer.run)
+                transfer.run()
+                self._settle(transfer)
         self._run_expired()
         self._finish_call()
         return self._alive
@@ -244,22 +245,25 @@ class Multi:
         if owner is self._resolver:
             self._collect_lookups()
         elif isinstance(owner, Transfer):
-            self._drive(owner, owner.run)
+            owner.run()
+            self._settle(owner)
         # anything else: a late event for a socket already removed; ignore (rule 4)
 
     def _collect_lookups(self) -> None:
         for resolved in self._resolver.collect():
             transfer = resolved.token
             if isinstance(transfer, Transfer) and transfer.easy.multi is self:
-                self._drive(transfer, lambda t=transfer, r=resolved: t.on_resolved(r))
+                transfer.on_resolved(resolved)
+                self._settle(transfer)
 
     def _run_expired(self) -> None:
         for owner, name in self._deadlines.pop_expired(self._clock()):
             if isinstance(owner, Transfer) and not owner.done and owner.easy.multi is self:
-                self._drive(owner, lambda t=owner, n=name: t.on_deadline(n))
+                owner.on_deadline(name)
+                self._settle(owner)
 
-    def _drive(self, transfer: Transfer, action: Callable[[], None]) -> None:
-        action()
+    def _settle(self, transfer: Transfer) -> None:
+        """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
         if transfer.state is TransferState.PENDING and transfer not in self._queued:
             self._queued.add(transfer)
             self._pending.append(transfer)

@@ -186,6 +186,9 @@ class Transfer:
     # --- events from the multi -------------------------------------------------------
 
     def on_deadline(self, name: str) -> None:
+        if name == "run":
+            self.run()
+            return
         if name == "eyeballs" and self._dialer is not None:
             self._dialer.start_next()
         elif name in ("total", "connect"):

@@ -8,6 +8,7 @@ UNSUPPORTED_PROTOCOL. Also resolves a redirect's Location against its base.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -31,8 +32,13 @@ class Target(NamedTuple):
     authorization: str | None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(url: str) -> Target:
-    """Parse `url`; raises TransferError(URL_MALFORMAT | UNSUPPORTED_PROTOCOL)."""
+    """Parse `url`; raises TransferError(URL_MALFORMAT | UNSUPPORTED_PROTOCOL).
+
+    Cached: a Target is immutable, and a batch often repeats its URLs (or its
+    redirect targets); a refusal is not cached and is raised afresh each time.
+    """
     if _FORBIDDEN.search(url):
         raise TransferError(Code.URL_MALFORMAT, "URL rejected: Malformed input to a URL function")
     try:
