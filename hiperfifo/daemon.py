@@ -357,7 +357,7 @@ class Daemon:
         sink = self._output.sink(transfer_id, url)
         shown = redact(url)
         log = self._log.bind(id=transfer_id, url=shown)
-        transfer = Transfer(transfer_id, url, sink, log, accepted, accepted)
+        transfer = Transfer(transfer_id, url, sink, log, started=accepted)
         self._transfers[transfer_id] = transfer
         self._attempt(transfer)
 
@@ -598,7 +598,7 @@ class Daemon:
                 self._defer(transfer_id, url, why)
                 continue
             log = self._log.bind(id=transfer_id, url=redact(url))
-            transfer = Transfer(transfer_id, url, Sink(), log, accepted, accepted)
+            transfer = Transfer(transfer_id, url, Sink(), log, started=accepted)
             self._report(transfer, Code.ABORTED_BY_CALLBACK, why)
         self._remaining()
         self._driver.stop()

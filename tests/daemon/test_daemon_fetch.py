@@ -174,6 +174,21 @@ def test_progress_is_logged_at_most_once_a_second(
     assert stop(daemon) == 0
 
 
+def test_short_transfers_log_no_progress_however_long_they_waited(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """Time spent queued or waiting for the head does not count: one-chunk bodies log none."""
+    http_server.gate.clear()
+    daemon = run_daemon("--max-total-connections", "1")
+    daemon.write(f"{http_server.url('/gate')}\n{http_server.url('/size/16')}\n".encode())
+    daemon.wait_for("transfer.added", 2)
+    time.sleep(1.2)  # both now accepted more than a second ago; neither has a body byte
+    http_server.gate.set()
+    daemon.wait_for("transfer.done", 2)
+    assert daemon.events("transfer.progress") == []
+    assert stop(daemon) == 0
+
+
 def test_fail_flag_makes_http_errors_result_22(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:
