@@ -39,9 +39,17 @@ _CONTENT_LENGTH_MAX_DIGITS = 20  # h11's bound
 _TOKEN = re.compile(_abnf.token.encode("ascii"))
 _TARGET = re.compile(_abnf.request_target.encode("ascii"))
 _FIELD_VALUE = re.compile(_abnf.field_value.encode("ascii"))
-_HEADER_FIELD = re.compile(_abnf.header_field.encode("ascii"))
+
+
+def _header_line() -> bytes:
+    """One header line of h11's grammar with its CRLF, capturing name and value."""
+    name, ows, content = _abnf.field_name, _abnf.OWS, _abnf.field_content
+    return f"({name}):{ows}((?:{content})?){ows}\r\n".encode("ascii")
+
+
+# (name, value) of each line, the value without the whitespace around it, as h11 keeps it.
+_HEADER_LINE = re.compile(_header_line())
 _FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
-_DIGITS = re.compile(rb"[0-9]+")
 _NO_BODY_STATUS = (204, 304)
 
 
@@ -377,46 +385,45 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead,
     """An ordinary final response head, its body length and whether it closes, else None.
 
     Ordinary: HTTP/1.1, status 200-599, every line in h11's grammar, and a body
-    framed by one Content-Length (or none at all, for HEAD, 204 and 304). None
-    leaves the decision to h11. "Closes" is h11's rule: a "close" token in a
-    Connection header.
+    framed by one Content-Length (or none at all, for HEAD, 204 and 304), at
+    most one Connection header. None leaves the decision to h11. "Closes" is
+    h11's rule: a "close" token in the Connection header. The header block is
+    checked and split by two regular expressions, not line by line in Python.
     """
-    lines = bytes(head[:end]).split(b"\r\n")
-    status_line = _FAST_STATUS_LINE.fullmatch(lines[0])
+    first_end = head.find(b"\r\n", 0, end + 2)
+    status_line = _FAST_STATUS_LINE.fullmatch(head, 0, first_end)
     if status_line is None:
         return None
-    headers: list[tuple[bytes, bytes]] = []
-    index: dict[bytes, bytes] = {}
-    length: bytes | None = None
-    close = False
-    for line in lines[1:]:
-        field = _HEADER_FIELD.fullmatch(line)
-        if field is None:
-            return None
-        name, value = field.group("field_name", "field_value")
-        headers.append((name, value))
-        lname = name.lower()
-        if lname in index:
-            if lname == b"content-length":
-                return None  # h11 judges repeated lengths
-        else:
-            index[lname] = value
-        if lname == b"content-length":
-            if len(value) > _CONTENT_LENGTH_MAX_DIGITS or not _DIGITS.fullmatch(value):
-                return None  # h11 refuses it, or reads it as a list
-            length = value
-        elif lname == b"transfer-encoding":
-            return None
-        elif lname == b"connection":
-            close = close or b"close" in [token.strip() for token in value.lower().split(b",")]
+    block = bytes(head[first_end + 2 : end + 2])  # every header line, each with its CRLF
+    # One pass: [gap, name, value, gap, name, value, ..., gap]; in h11's grammar every gap is
+    # empty (a line that is not a header leaves a gap), and the pairs are the headers.
+    parts = _HEADER_LINE.split(block)
+    if any(parts[::3]):
+        return None
+    lowered = b"\n" + block.lower()
+    if (
+        lowered.count(b"\ncontent-length:") > 1
+        or lowered.count(b"\nconnection:") > 1
+        or b"\ntransfer-encoding:" in lowered
+    ):
+        return None  # repeated framing or a body h11 frames itself
+    headers = list(zip(parts[1::3], parts[2::3], strict=True))
+    lookup = {name.lower(): value for name, value in reversed(headers)}  # first one wins
+    connection = lookup.get(b"connection")
+    closes = connection is not None and b"close" in [
+        token.strip() for token in connection.lower().split(b",")
+    ]
     status = int(status_line.group(1))
     reason = (status_line.group(2) or b"").decode("latin-1")
-    response = ResponseHead(status, "1.1", reason, headers, index)
+    response = ResponseHead(status, "1.1", reason, headers, lookup)
+    length = lookup.get(b"content-length")
+    if length is not None and (len(length) > _CONTENT_LENGTH_MAX_DIGITS or not length.isdigit()):
+        return None  # a length h11 refuses, or reads as a list
     if method == b"HEAD" or status in _NO_BODY_STATUS:
-        return response, 0, close
+        return response, 0, closes
     if length is None:
         return None  # read until close: h11 frames it
-    return response, int(length), close
+    return response, int(length), closes
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:

@@ -102,13 +102,16 @@ class Response:
 
     def _deliver(self, function: Callable[[bytes], int | None], data: bytes) -> None:
         """Call a write or header callback; a short count or an exception is WRITE_ERROR."""
+        guard = self._guard
+        guard.depth += 1  # guard.calling(), inlined: this runs for every block of every body
         try:
-            with self._guard.calling():
-                taken = function(data)
+            taken = function(data)
         except Exception as exc:
             raise TransferError(
                 Code.WRITE_ERROR, f"Failure writing output to destination: {exc!r}"
             ) from exc
+        finally:
+            guard.depth -= 1
         if taken is not None and taken != len(data):
             raise TransferError(
                 Code.WRITE_ERROR,
