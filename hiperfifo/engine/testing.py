@@ -8,6 +8,7 @@ callback in `calls` so tests can assert the exact sequence.
 
 from __future__ import annotations
 
+import os
 import selectors
 import time
 from collections.abc import Callable
@@ -55,6 +56,11 @@ class SelectorDriver:
         self.calls: list[tuple[Any, ...]] = []
         self.messages: list[Message] = []
         self._selector = selectors.DefaultSelector()
+        # REMOVEd fds still registered, by the inode of the socket they were: a keep-alive
+        # connection taken by the next transfer is REMOVEd and announced again inside one
+        # socket_action; its registration is kept instead of torn down and rebuilt.
+        self._removed: dict[int, int] = {}
+        self._inodes: dict[int, int] = {}
         self._timer_at: float | None = None
         self._monotonic: Callable[[], float] = time.monotonic
 
@@ -64,6 +70,7 @@ class SelectorDriver:
     @property
     def watched(self) -> dict[int, int]:
         """fd -> selectors events currently registered (what the app watches)."""
+        self._unregister_removed()
         return {key.fd: key.events for key in self._selector.get_map().values()}
 
     def step(self, max_wait: float = 1.0) -> int:
@@ -74,6 +81,8 @@ class SelectorDriver:
         ready = self._selector.select(wait) if self._selector.get_map() else _sleep(wait)
         running = None
         for key, events in ready:
+            if key.fd not in self._inodes:
+                continue  # unregistered by an earlier socket_action of this round
             bits = (CSELECT_IN if events & selectors.EVENT_READ else 0) | (
                 CSELECT_OUT if events & selectors.EVENT_WRITE else 0
             )
@@ -113,6 +122,7 @@ class SelectorDriver:
 
     def close(self) -> None:
         self.multi.close()
+        self._unregister_removed()
         self._selector.close()
 
     def _kick(self) -> int:
@@ -122,6 +132,8 @@ class SelectorDriver:
         return running
 
     def _drain(self) -> None:
+        """After every socket_action: read the messages, drop what stayed REMOVEd."""
+        self._unregister_removed()
         while (message := self.multi.info_read()) is not None:
             self.messages.append(message)
 
@@ -129,13 +141,35 @@ class SelectorDriver:
         self.calls.append(("socket", easy, fd, what))
         if what == POLL_REMOVE:
             if socketp is not None:
-                self._selector.unregister(fd)
+                self._removed[fd] = self._inodes[fd]
             return
+        events = _EVENTS[what]
         if socketp is None:
-            self._selector.register(fd, _EVENTS[what])
+            self._register(fd, events)
             self.multi.assign(fd, fd)
         else:
-            self._selector.modify(fd, _EVENTS[what])
+            self._selector.modify(fd, events)
+
+    def _register(self, fd: int, events: int) -> None:
+        inode = os.fstat(fd).st_ino
+        if self._removed.pop(fd, None) == inode:  # the same socket, back within one call
+            self._selector.modify(fd, events)
+            return
+        if fd in self._inodes:  # the number was closed and reused meanwhile
+            self._forget(fd)
+        self._selector.register(fd, events)
+        self._inodes[fd] = inode
+
+    def _unregister_removed(self) -> None:
+        removed, self._removed = self._removed, {}
+        for fd in removed:
+            self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        # The socket may be closed already: epoll then dropped it itself, and selectors
+        # ignores the error of unregistering it.
+        self._selector.unregister(fd)
+        del self._inodes[fd]
 
     def _on_timer(self, timeout_ms: int) -> None:
         self.calls.append(("timer", timeout_ms))
