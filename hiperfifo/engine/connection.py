@@ -26,6 +26,7 @@ class Connection:
         "last_used",
         "origin",
         "outbuf",
+        "released_in",
         "requests",
         "sock",
         "tls",
@@ -44,6 +45,7 @@ class Connection:
         self.http = Http1()
         self.requests = 0
         self.last_used = now
+        self.released_in = -1  # the multi's API call that last put it back in the pool
         self.outbuf = memoryview(b"")
 
     def __repr__(self) -> str:

@@ -226,6 +226,7 @@ class Multi:
             raise MultiError(MCode.BAD_HANDLE, "the multi is closed")
         if self._guard.active:
             raise MultiError(MCode.RECURSIVE_API_CALL)
+        self._svc.call += 1
 
     def _check_dead(self) -> None:
         if self._dead is not None:

@@ -69,6 +69,7 @@ class Services:
         self.max_idle = max_idle
         self.buffer = bytearray(256 * 1024)
         self.view = memoryview(self.buffer)
+        self.call = 0  # which API call of the multi runs now (each one counts up)
 
     def close_socket(self, sock: socket.socket) -> None:
         """Announce POLL_REMOVE (if the fd was announced), then close: never the other way."""
@@ -293,7 +294,9 @@ class Transfer:
         for victim in pool.prune(self.svc.clock()):
             self.svc.close_socket(victim.sock)
         while (conn := pool.take_idle(self.origin)) is not None:
-            if conn.is_alive():
+            # Released within this very call, right after its response ended cleanly: no
+            # need to ask the socket again (a server that closed it anyway gets one retry).
+            if conn.released_in == self.svc.call or conn.is_alive():
                 self.conn = conn
                 self.easy.namelookup_time = self.easy.connect_time = self._elapsed()
                 self._ready()
@@ -630,6 +633,7 @@ class Transfer:
         self.conn = None
         conn.http.next_cycle()
         conn.last_used = self.svc.clock()
+        conn.released_in = self.svc.call
         self.svc.forget(conn.fd)  # idle connections are not watched (libcurl S5)
         for victim in self.svc.pool.put_idle(conn, self.svc.max_idle()):
             self.svc.close_socket(victim.sock)

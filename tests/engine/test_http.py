@@ -129,6 +129,21 @@ def test_stale_pooled_connection_retried_transparently(
     assert server.accepted == 2
 
 
+def test_connection_closed_silently_after_each_response_serves_a_queue(
+    drv: Any, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """Each response ends and the server closes without saying so; queued transfers take the
+    connection over in the same call (unchecked, being just released): each is retried once
+    on a fresh connection, and every one ends OK."""
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + HELLO
+    server = serve(HTTPServer({"/": raw(body, then="close")}))
+    drv.multi.max_total_connections = 1
+    easies = drv.perform(*[Easy(server.url("/")) for _ in range(5)])
+    assert [(e.result, e.response_code) for e in easies] == [(Code.OK, 200)] * 5
+    assert server.accepted == 5
+    assert sum(e.num_connects for e in easies) == 5
+
+
 def test_pooled_connection_closed_when_request_arrives_is_retried(
     fetch: Fetch, serve: Callable[[Server], Server]
 ) -> None:
