@@ -243,7 +243,7 @@ class Transfer:
         else:  # a tunnel is bound to its target
             via = f"{tls_profile}|via {proxy.host}:{proxy.port}"
             self.origin = (target.scheme, target.host, target.port, via)
-        self._response = Response(easy, self.svc.guard, self._elapsed)
+        self._response = Response(easy, self.svc.guard, self.svc.clock, self._start)
         easy.effective_url = url
         self._set_state(TransferState.CONNECT)
 
