@@ -56,7 +56,7 @@ def drv() -> Iterator[Any]:
     """A SelectorDriver over a fresh Multi, closed at the end."""
     from hiperfifo.engine.testing import SelectorDriver
 
-    driver = SelectorDriver()
+    driver = SelectorDriver(record=True)
     yield driver
     driver.close()
 
@@ -69,7 +69,7 @@ def make_driver() -> Iterator[Callable[..., Any]]:
     made: list[Any] = []
 
     def make(**multi_kwargs: Any) -> Any:
-        driver = SelectorDriver(**multi_kwargs)
+        driver = SelectorDriver(record=True, **multi_kwargs)
         made.append(driver)
         return driver
 
