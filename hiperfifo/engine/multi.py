@@ -234,8 +234,11 @@ class Multi:
 
     def _finish_call(self) -> None:
         """End of every API call: resolver socket, timer, and a callback that raised."""
-        want = {self._resolver.wake_fd: POLL_IN} if self._resolver.in_flight else {}
-        self._pollset.sync(self._resolver, None, want)
+        resolver = self._resolver
+        if resolver.in_flight:
+            self._pollset.sync(resolver, None, {resolver.wake_fd: POLL_IN})
+        else:
+            self._pollset.drop_owner(resolver)
         self._update_timer()
         died, self._died_now = self._died_now, None
         if died is not None:
@@ -295,12 +298,15 @@ class Multi:
         function = self.socket_function
         if function is None:
             return True
+        guard = self._guard
+        guard.depth += 1  # guard.calling(), inlined: twice per reused connection
         try:
-            with self._guard.calling():
-                function(easy, fd, what, socketp)
+            function(easy, fd, what, socketp)
         except Exception as exc:
             self._die(exc)
             return False
+        finally:
+            guard.depth -= 1
         return True
 
     def _update_timer(self) -> None:

@@ -61,12 +61,21 @@ class PollSet:
             for fd in [fd for fd in mine if fd not in wanted]:
                 self.forget(fd)
         for fd, what in wanted.items():
-            self._want(owner, easy, fd, what)
+            entry = self._entries.get(fd)
+            if (
+                entry is None
+                or entry.owner is not owner
+                or entry.what != what
+                or entry.easy is not easy
+            ):
+                self._want(owner, easy, fd, what)  # else the common case: nothing changed
 
     def drop_owner(self, owner: Hashable) -> None:
         """REMOVE every fd of `owner` (a transfer that finished or was removed)."""
-        for fd in list(self._by_owner.get(owner, ())):
-            self.forget(fd)
+        mine = self._by_owner.get(owner)
+        if mine:
+            for fd in list(mine):
+                self.forget(fd)
 
     def forget(self, fd: int) -> None:
         """Announce POLL_REMOVE for `fd` if it was announced; call before closing it."""
