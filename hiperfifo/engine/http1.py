@@ -388,33 +388,31 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead,
     framed by one Content-Length (or none at all, for HEAD, 204 and 304), at
     most one Connection header. None leaves the decision to h11. "Closes" is
     h11's rule: a "close" token in the Connection header. The header block is
-    checked and split by two regular expressions, not line by line in Python.
+    checked and split by one regular expression, not line by line in Python.
     """
     first_end = head.find(b"\r\n", 0, end + 2)
     status_line = _FAST_STATUS_LINE.fullmatch(head, 0, first_end)
     if status_line is None:
         return None
-    block = bytes(head[first_end + 2 : end + 2])  # every header line, each with its CRLF
-    # One pass: [gap, name, value, gap, name, value, ..., gap]; in h11's grammar every gap is
-    # empty (a line that is not a header leaves a gap), and the pairs are the headers.
-    parts = _HEADER_LINE.split(block)
+    # One pass over the header lines, each with its CRLF: [gap, name, value, gap, ..., gap].
+    # In h11's grammar every gap is empty (a line that is not a header leaves a gap).
+    parts = _HEADER_LINE.split(head[first_end + 2 : end + 2])
     if any(parts[::3]):
         return None
-    lowered = b"\n" + block.lower()
-    if (
-        lowered.count(b"\ncontent-length:") > 1
-        or lowered.count(b"\nconnection:") > 1
-        or b"\ntransfer-encoding:" in lowered
-    ):
-        return None  # repeated framing or a body h11 frames itself
     headers = list(zip(parts[1::3], parts[2::3], strict=True))
     lookup = {name.lower(): value for name, value in reversed(headers)}  # first one wins
+    if len(lookup) != len(headers):  # a name repeats: h11 judges repeated framing headers
+        names = [name.lower() for name, _value in headers]
+        if names.count(b"content-length") > 1 or names.count(b"connection") > 1:
+            return None
+    if b"transfer-encoding" in lookup:
+        return None  # h11 frames chunked bodies
     connection = lookup.get(b"connection")
     closes = connection is not None and b"close" in [
         token.strip() for token in connection.lower().split(b",")
     ]
-    status = int(status_line.group(1))
-    reason = (status_line.group(2) or b"").decode("latin-1")
+    status = int(status_line[1])
+    reason = (status_line[2] or b"").decode("latin-1")
     response = ResponseHead(status, "1.1", reason, headers, lookup)
     length = lookup.get(b"content-length")
     if length is not None and (len(length) > _CONTENT_LENGTH_MAX_DIGITS or not length.isdigit()):
