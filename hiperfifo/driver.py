@@ -1,12 +1,27 @@
 """The pyuv loop under the engine: the only module that imports pyuv.
 
-Owns the libuv handles: one Poll per socket the engine announces (created on
-the first announcement, kept with multi.assign, changed in place, stopped and
-closed on POLL_REMOVE), one Timer for the engine's timer callback (0 ms runs
-on the next loop iteration through an Idle handle, never re-entrantly), the
-FIFO watcher, signals and one-shot timers for the daemon. After every
-socket_action it drains info_read() and hands the finished transfers over.
+Owns the libuv handles: one Poll per descriptor number the engine announces
+(created on the first announcement, kept with multi.assign, changed in place,
+stopped on POLL_REMOVE and started again when that number is announced next,
+closed by close()), one Timer for the engine's timer callback (0 ms runs on the
+next loop iteration through an Idle handle, never re-entrantly), the FIFO
+watcher, signals and one-shot timers for the daemon. After every socket_action
+it drains info_read() and hands the finished transfers over.
 It holds no transfer state and does not log.
+
+Why a stopped Poll may be started again for whatever socket holds its number
+now (libuv 1.13, as bundled with pyuv 1.4.0; see shared/notes/pyuv.md): a
+uv_poll_t holds the number and nothing of the socket. uv_poll_stop() only takes
+it out of the loop's table (no epoll_ctl), and so does uv_close() of a Poll
+(uv__poll_close is uv__poll_stop: no stale-event invalidation either), so a
+new Poll on a reused number is no safer than the stopped one restarted.
+uv_poll_start() re-registers the number on the next poll with EPOLL_CTL_ADD
+(MOD on EEXIST), which is right whether it is the same socket or a new one.
+Creating a Poll instead costs a Python object, an epoll ADD+DEL probe, an
+FIONBIO ioctl and a close later: on every keep-alive reuse, which announces
+REMOVE then IN for the same fd. What must never happen is two Polls on one
+number with one of them active, so a kept Poll is closed before any other
+watcher takes its number (watch_readable).
 """
 
 from __future__ import annotations
@@ -120,23 +135,19 @@ class Driver:
             self._forget(fd, poll)
             return
         if poll is None:
-            stale = self._polls.pop(fd, None)  # never two Polls on one fd
-            if stale is not None:
-                _close(stale)
-            poll = pyuv.Poll(self.loop, fd)
-            self._polls[fd] = poll
+            poll = self._polls.get(fd)  # this number's Poll, stopped: one Poll per fd
+            if poll is None:
+                poll = self._polls[fd] = pyuv.Poll(self.loop, fd)
             self._multi.assign(fd, poll)
         poll.start(_UV_EVENTS[what], self._on_socket)
 
     def _forget(self, fd: int, poll: Any) -> None:
-        poll = poll if poll is not None else self._polls.get(fd)
-        if poll is None:
-            return
-        if self._polls.get(fd) is poll:
-            del self._polls[fd]
-        if not poll.closed:
-            poll.stop()
-            poll.close()
+        """Stop watching `fd` before the engine closes it; its Poll is kept for the number."""
+        kept = self._polls.get(fd)
+        if poll is not None and poll is not kept:  # not ours to keep: let it go
+            _close(poll)
+        if kept is not None and kept.active:
+            kept.stop()
 
     def _timer_function(self, timeout_ms: int) -> None:
         self._timer.stop()
@@ -184,6 +195,9 @@ class Driver:
 
     def watch_readable(self, fd: int, callback: Callable[[], None]) -> Watch:
         """Call `callback()` on every loop iteration where `fd` is readable (until paused)."""
+        kept = self._polls.pop(fd, None)  # a closed socket's number: never two Polls on one fd
+        if kept is not None:
+            _close(kept)
         watch = Watch(pyuv.Poll(self.loop, fd), callback)
         watch.resume()
         self._own.append(watch)
@@ -194,6 +208,16 @@ class Driver:
         check = pyuv.Check(self.loop)
         check.start(lambda _h: callback())
         return self._keep(check)
+
+    def before_waiting(self, callback: Callable[[], None]) -> Handle:
+        """Call `callback()` once per loop iteration, just before libuv polls for I/O (uv Prepare).
+
+        Every callback of the iteration has run by then (signals and I/O of the
+        previous poll, timers due now), and the loop may sleep right after.
+        """
+        prepare = pyuv.Prepare(self.loop)
+        prepare.start(lambda _h: callback())
+        return self._keep(prepare)
 
     def on_signal(self, signum: int, callback: Callable[[int], None]) -> Handle:
         """Call `callback(signum)` at once when the signal arrives (pyuv.Signal)."""

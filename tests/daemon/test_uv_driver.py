@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from hiperfifo.engine import Code, Easy, Message, Multi
 
 
 def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) -> None:
-    """50 transfers over 4 kept-alive connections all finish once; no Poll is left open."""
+    """50 transfers over 4 kept-alive connections all finish once; no Poll is left watching,
+    and none is left open after close()."""
     multi = Multi(max_total_connections=4)
     finished: list[Message] = []
 
@@ -37,9 +39,55 @@ def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) ->
     assert sorted(m.easy.size_download for m in finished) == list(range(50))
     assert {m.result for m in finished} == {Code.OK}
     assert http_server.peak <= 4
-    assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and not h.closed] == []
+    assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and h.active] == []
     multi.close()
     driver.close()
+    assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and not h.closed] == []
+
+
+def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Server) -> None:
+    """One connection slot, two servers in turn: every switch closes a socket and opens
+    one with the same number, watched by the same (restarted) Poll; all transfers finish."""
+    other = Server()
+    thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        assigned: list[tuple[int, object]] = []
+
+        class Recorder(Multi):
+            def assign(self, fd: int, socketp: object) -> None:
+                assigned.append((fd, socketp))
+                super().assign(fd, socketp)
+
+        multi = Recorder(max_total_connections=1)
+        finished: list[Message] = []
+
+        def on_done(messages: list[Message]) -> None:
+            for message in messages:
+                multi.remove_handle(message.easy)
+                finished.append(message)
+            if len(finished) == 10:
+                driver.stop()
+
+        driver = Driver(multi, on_done)
+        watchdog = driver.call_later(WAIT, driver.stop)
+        for i in range(10):
+            server = http_server if i % 2 == 0 else other
+            multi.add_handle(Easy(server.url(f"/size/{i}")))
+        driver.run()
+        watchdog.stop()
+        multi.close()
+        driver.close()
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+    assert sorted(m.easy.size_download for m in finished) == list(range(10))
+    assert {m.result for m in finished} == {Code.OK}
+    assert http_server.connections + other.connections == 10  # a new socket for each
+    assert len(assigned) > 1  # sockets the engine announced as new
+    assert len({fd for fd, _poll in assigned}) == 1  # ... with the number just freed
+    assert len({id(poll) for _fd, poll in assigned}) == 1  # ... and the same Poll again
 
 
 def test_zero_timeout_runs_on_the_next_iteration_not_reentrantly() -> None:
