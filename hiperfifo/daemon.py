@@ -176,8 +176,10 @@ class Daemon:
         if self._config.insecure:
             self._log.warning("daemon.insecure", reason="--insecure: TLS certificates unchecked")
         self._resume()
+        self._driver.before_waiting(logs.flush)  # lines reach the log before the loop sleeps
         try:
-            self._driver.run()
+            with logs.batched():
+                self._driver.run()
         finally:
             self._multi.close()
             self._driver.close()

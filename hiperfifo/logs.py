@@ -1,7 +1,9 @@
 """Logging: the one structlog.configure() of the program, one event per line.
 
 Owns the renderers (JSON lines, logfmt, console), the timestamp/level keys,
-escaping of attacker text for logfmt and console, and journald's level prefix.
+escaping of attacker text for logfmt and console, journald's level prefix, and
+when lines reach the stream: at once, or inside `batched()` at the next
+`flush()` (the daemon's loop calls it once per iteration, before it may sleep).
 It must not be configured twice, and nothing else in the program configures
 structlog; modules get loggers from `get()` and bind per-transfer keys
 explicitly (no contextvars: a callback loop has one context).
@@ -9,11 +11,14 @@ explicitly (no contextvars: a callback loop has one context).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO, cast
 
 import structlog
@@ -30,6 +35,9 @@ _LEVELS = {
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f]")
 _KEY_ORDER = ["timestamp", "level", "event"]
+# structlog's add_log_level: the method name is the level, but for these two
+_METHOD_LEVEL = {"warn": "warning", "exception": "error"}
+MAX_PENDING = 512  # lines held inside batched() before they are written anyway
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -61,26 +69,78 @@ class _JournalPrefix:
         self._renderer = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> Any:
-        priority = _PRIORITY.get(str(event_dict.get("level")), 6)
+        level = event_dict.get("level", _METHOD_LEVEL.get(name, name))  # json adds it later
+        priority = _PRIORITY.get(str(level), 6)
         line = self._renderer(logger, name, event_dict)
         if isinstance(line, bytes):
             return b"<%d>%s" % (priority, line)
         return f"<{priority}>{line}"
 
 
-def _keys_first(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """timestamp, level, event first: a line reads left to right under `tail -f`."""
-    first = {key: event_dict.pop(key) for key in _KEY_ORDER if key in event_dict}
-    return {**first, **event_dict}
+class _Clock:
+    """ISO 8601 UTC timestamps, exactly as structlog's TimeStamper(fmt="iso", utc=True)
+    writes them (`datetime.now(utc).isoformat()` with Z: microseconds unless 0), with
+    the date and time of day formatted once a second rather than once a line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        """The current time as structlog's TimeStamper writes it."""
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+
+
+def _json_default(obj: Any) -> Any:
+    """What JSON cannot hold: its __structlog__() or repr(), as structlog's JSONRenderer does."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """json.dumps(obj, default=_json_default) without building an encoder per line.
+
+    JSONEncoder.encode() builds a new C encoder on every call; its markers (the
+    check for circular containers) are what stops reusing one, and an event
+    dict of strings and numbers holds no cycle. Falls back where there is no C
+    encoder.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(default=_json_default).encode
+    iterencode = make(
+        None, _json_default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, True,
+    )  # fmt: skip
+    return lambda obj: "".join(iterencode(obj, 0))
+
+
+timestamp = _Clock().now
+_encode = _json_encoder()
+
+
+def _json_line(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+    """The whole JSON chain in one step: add_log_level, TimeStamper, dict_tracebacks,
+    timestamp/level/event first (a line reads left to right under `tail -f`), JSONRenderer.
+    """
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.dict_tracebacks(logger, name, event_dict)
+    event_dict.pop("timestamp", None)
+    event_dict.pop("level", None)
+    line = {"timestamp": timestamp(), "level": _METHOD_LEVEL.get(name, name)}
+    if "event" in event_dict:
+        line["event"] = event_dict.pop("event")
+    line.update(event_dict)
+    return _encode(line)
 
 
 def _renderer(fmt: str, colors: bool) -> list[Processor]:
-    if fmt == "json":
-        return [
-            structlog.processors.dict_tracebacks,
-            _keys_first,
-            structlog.processors.JSONRenderer(),
-        ]
     if fmt == "logfmt":
         return [
             structlog.processors.format_exc_info,
@@ -137,7 +197,39 @@ class LogFile:
         self._file.close()
 
 
+class LineWriter:
+    """structlog's logger: rendered lines to the stream, one event per line.
+
+    A line is written and flushed at once, except inside `batched()`: there lines
+    wait until `flush()` (or until MAX_PENDING wait), then go out in one write.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending: list[str] = []
+        self.batching = False
+
+    def msg(self, message: str) -> None:
+        pending = self._pending
+        pending.append(message)
+        if not self.batching or len(pending) >= MAX_PENDING:
+            self.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def flush(self) -> None:
+        """Write the waiting lines (if any) and flush the stream."""
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        lines.append("")  # the last line's newline
+        self._stream.write("\n".join(lines))
+        self._stream.flush()
+
+
 _log_file: LogFile | None = None
+_writer: LineWriter | None = None
 
 
 def open_stream(path: os.PathLike[str] | None) -> TextIO:
@@ -153,6 +245,7 @@ def reopen() -> str | None:
     """Reopen the log file after logrotate renamed it: its path, or None when on stdout."""
     if _log_file is None:
         return None
+    flush()  # what was logged before the rename belongs to the old file
     _log_file.reopen()
     return os.fspath(_log_file.path)
 
@@ -161,19 +254,44 @@ def configure(
     fmt: str, level: str, stream: TextIO, environ: Mapping[str, str] | None = None
 ) -> None:
     """Configure structlog once: `fmt` json|logfmt|console, `level` name, lines to `stream`."""
-    processors: list[Processor] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-        *_renderer(fmt, colors=stream.isatty()),
-    ]
+    global _writer
+    processors: list[Processor] = [_json_line]
+    if fmt != "json":
+        processors = [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            *_renderer(fmt, colors=stream.isatty()),
+        ]
     if environ is not None and writes_to_journal(stream, environ):
         processors[-1] = _JournalPrefix(processors[-1])
+    writer = _writer = LineWriter(stream)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
+
+
+def flush() -> None:
+    """Write the lines that wait inside batched(); call it before the loop may sleep."""
+    if _writer is not None:
+        _writer.flush()
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Lines wait for flush() instead of one write each; all are written on the way out."""
+    writer = _writer
+    if writer is None:
+        yield
+        return
+    writer.batching = True
+    try:
+        yield
+    finally:
+        writer.batching = False
+        writer.flush()
 
 
 def get(**bound: Any) -> FilteringBoundLogger:

@@ -1,0 +1,114 @@
+"""logs.py in-process: JSON lines as structlog's processor chain wrote them, timestamps,
+and lines held inside batched() until flush()."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog
+
+from hiperfifo import logs
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    """logs configured for JSON into a StringIO; structlog's defaults again afterwards."""
+    out = io.StringIO()
+    logs.configure("json", "debug", out)
+    yield out
+    structlog.reset_defaults()
+
+
+def _reference_line(method: str, event_dict: dict[str, Any]) -> str:
+    """What the chain add_log_level, TimeStamper, dict_tracebacks, keys first, JSONRenderer
+    made of one event (the timestamp fixed to "T")."""
+    event_dict = structlog.processors.add_log_level(None, method, event_dict)
+    event_dict["timestamp"] = "T"
+    event_dict = structlog.processors.dict_tracebacks(None, method, event_dict)
+    first = {key: event_dict.pop(key) for key in ("timestamp", "level", "event")}
+    return str(structlog.processors.JSONRenderer()(None, method, {**first, **event_dict}))
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+def test_json_lines_are_byte_for_byte_what_the_processor_chain_wrote(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound keys, then call keys; None, bools, floats, non-ASCII, objects by repr()."""
+    monkeypatch.setattr(logs, "timestamp", lambda: "T")
+    log = logs.get(id=7, url="http://h/é")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("info", {"status": None, "ok": True, "elapsed": 0.098615, "error": ""}),
+        ("warning", {"result": 7, "error": 'quote " and \\ and \x01', "thing": Opaque()}),
+        ("debug", {"level": "spoofed", "timestamp": "spoofed", "nested": {"a": [1, 2.5]}}),
+    ]
+    for method, fields in calls:
+        getattr(log, method)("transfer.done", **fields)
+    expected = [
+        _reference_line(method, {"id": 7, "url": "http://h/é", **fields, "event": "transfer.done"})
+        for method, fields in calls
+    ]
+    assert stream.getvalue().splitlines() == expected
+
+
+def test_exception_lines_carry_the_traceback_as_structured_data(stream: io.StringIO) -> None:
+    """log.exception() writes level error and an `exception` list, as dict_tracebacks did."""
+    try:
+        raise RuntimeError("injected")
+    except RuntimeError:
+        logs.get().exception("daemon.crashed")
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert list(event)[:3] == ["timestamp", "level", "event"]
+    assert (event["level"], event["event"]) == ("error", "daemon.crashed")
+    assert event["exception"][0]["exc_type"] == "RuntimeError"
+    assert event["exception"][0]["exc_value"] == "injected"
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [1_795_000_000_000_000_000, 1_795_000_000_123_456_789, 1_795_000_000_000_000_999],
+)
+def test_timestamps_are_written_as_datetime_isoformat_with_z(
+    monkeypatch: pytest.MonkeyPatch, nanoseconds: int
+) -> None:
+    """ISO 8601 UTC with Z; microseconds left out when they are 0, as isoformat() does."""
+    monkeypatch.setattr(logs.time, "time_ns", lambda: nanoseconds)
+    second, micro = divmod(nanoseconds // 1000, 1_000_000)
+    moment = datetime.fromtimestamp(second, tz=UTC).replace(microsecond=micro)
+    assert logs.timestamp() == moment.isoformat().replace("+00:00", "Z")
+
+
+def test_lines_wait_inside_batched_until_flush(stream: io.StringIO) -> None:
+    """Outside batched() a line is written at once; inside, at flush() or on the way out."""
+    log = logs.get()
+    log.info("one")
+    assert stream.getvalue().count("\n") == 1
+    with logs.batched():
+        log.info("two")
+        log.info("three")
+        assert stream.getvalue().count("\n") == 1
+        logs.flush()
+        assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == [
+            "one",
+            "two",
+            "three",
+        ]
+        log.info("four")
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()][-1] == "four"
+
+
+def test_a_long_batch_is_written_without_waiting_for_flush(stream: io.StringIO) -> None:
+    """MAX_PENDING lines in one loop iteration (an abort of a big queue) go out anyway."""
+    with logs.batched():
+        for n in range(logs.MAX_PENDING):
+            logs.get().info("transfer.done", id=n)
+        assert stream.getvalue().count("\n") == logs.MAX_PENDING
