@@ -16,44 +16,67 @@ from collections.abc import Hashable
 
 
 class Deadlines:
-    """One heap of (instant, seq, owner, name) with lazy deletion."""
+    """One heap of (instant, seq, owner, name) with lazy deletion; live ones by owner.
+
+    Live deadlines are kept per owner (owner -> name -> seq), so that a transfer
+    with none armed (the common case: no timeouts asked for) is cleared with one
+    lookup, not one per name.
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Hashable, str]] = []
-        self._live: dict[tuple[Hashable, str], int] = {}
+        self._live: dict[Hashable, dict[str, int]] = {}
+        self._count = 0  # live deadlines, over every owner
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._live)
+        return self._count
 
     def set(self, owner: Hashable, name: str, when: float) -> None:
         """Arm (or re-arm) `owner`'s deadline `name` at the absolute instant `when`."""
         seq = next(self._seq)
-        self._live[(owner, name)] = seq
+        mine = self._live.get(owner)
+        if mine is None:
+            mine = self._live[owner] = {}
+        if name not in mine:
+            self._count += 1
+        mine[name] = seq
         heapq.heappush(self._heap, (when, seq, owner, name))
         self._compact_if_stale()
 
     def clear(self, owner: Hashable, name: str) -> None:
         """Disarm one deadline; its heap entry is dropped when it surfaces or at compaction."""
-        if self._live.pop((owner, name), None) is not None:
-            self._compact_if_stale()
+        self._disarm(owner, (name,))
 
     def clear_owner(self, owner: Hashable, names: tuple[str, ...]) -> None:
         """Disarm every listed deadline of `owner`."""
-        for name in names:
-            self._live.pop((owner, name), None)
-        self._compact_if_stale()
+        self._disarm(owner, names)
 
     def is_set(self, owner: Hashable, name: str) -> bool:
-        return (owner, name) in self._live
+        mine = self._live.get(owner)
+        return mine is not None and name in mine
+
+    def _disarm(self, owner: Hashable, names: tuple[str, ...]) -> None:
+        mine = self._live.get(owner)
+        if not mine:
+            return
+        for name in names:
+            if mine.pop(name, None) is not None:
+                self._count -= 1
+        if not mine:
+            del self._live[owner]
+        self._compact_if_stale()
+
+    def _is_live(self, seq: int, owner: Hashable, name: str) -> bool:
+        mine = self._live.get(owner)
+        return mine is not None and mine.get(name) == seq
 
     def _compact_if_stale(self) -> None:
         """Drop stale entries once they outnumber live ones: amortised O(1) per change."""
         heap = self._heap
-        if len(heap) <= 2 * len(self._live) + 64:
+        if len(heap) <= 2 * self._count + 64:
             return
-        live = self._live
-        heap[:] = [entry for entry in heap if live.get((entry[2], entry[3])) == entry[1]]
+        heap[:] = [entry for entry in heap if self._is_live(entry[1], entry[2], entry[3])]
         heapq.heapify(heap)
 
     def earliest(self) -> float | None:
@@ -61,7 +84,7 @@ class Deadlines:
         heap = self._heap
         while heap:
             when, seq, owner, name = heap[0]
-            if self._live.get((owner, name)) == seq:
+            if self._is_live(seq, owner, name):
                 return when
             heapq.heappop(heap)
         return None
@@ -72,8 +95,11 @@ class Deadlines:
         expired: list[tuple[Hashable, str]] = []
         while heap and heap[0][0] <= now:
             _when, seq, owner, name = heapq.heappop(heap)
-            key = (owner, name)
-            if self._live.get(key) == seq:
-                del self._live[key]
-                expired.append(key)
+            mine = self._live.get(owner)
+            if mine is not None and mine.get(name) == seq:
+                del mine[name]
+                self._count -= 1
+                if not mine:
+                    del self._live[owner]
+                expired.append((owner, name))
         return expired

@@ -51,6 +51,9 @@ def _header_line() -> bytes:
 _HEADER_LINE = re.compile(_header_line())
 _FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
 _NO_BODY_STATUS = (204, 304)
+_LINES: dict[tuple[str, str], bytes] = {}  # checked request header lines, by (name, value)
+_LINES_KEPT = 1024
+_PRIVATE_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
 
 
 class ResponseHead(NamedTuple):
@@ -359,26 +362,44 @@ def _fast_request(
         return None
     host: list[bytes] = []
     rest: list[bytes] = []
-    length = b"%d" % len(body) if body else b"0"
+    length = str(len(body)) if body else "0"
     lengths = 0
     for name, value in headers:
-        name_b = name.encode("ascii")
-        value_b = value.encode("ascii")
-        if not _TOKEN.fullmatch(name_b) or not _FIELD_VALUE.fullmatch(value_b):
+        line = _header_line_bytes(name, value)
+        if line is None:
             return None
-        line = b"%s: %s\r\n" % (name_b, value_b)
-        lname = name_b.lower()
-        if lname == b"host":
+        lname = name.lower()
+        if lname == "host":
             host.append(line)
             continue
-        if lname == b"transfer-encoding" or (lname == b"content-length" and value_b != length):
+        if lname == "transfer-encoding" or (lname == "content-length" and value != length):
             return None
-        lengths += lname == b"content-length"
+        lengths += lname == "content-length"
         rest.append(line)
     if len(host) != 1 or lengths > 1 or (body and not lengths):
         return None
     request_line = b"%s %s HTTP/1.1\r\n" % (method_b, target_b)
     return b"".join([request_line, *host, *rest, b"\r\n", body or b""])
+
+
+def _header_line_bytes(name: str, value: str) -> bytes | None:
+    """`name: value` CRLF as h11 writes it, or None where h11 refuses it; UnicodeError
+    for what is not ASCII. Remembered (most requests repeat Host and Accept), except
+    for credentials, which stay no longer than their request."""
+    key = (name, value)
+    line = _LINES.get(key)
+    if line is not None:
+        return line
+    name_b = name.encode("ascii")
+    value_b = value.encode("ascii")
+    if not _TOKEN.fullmatch(name_b) or not _FIELD_VALUE.fullmatch(value_b):
+        return None
+    line = b"%s: %s\r\n" % (name_b, value_b)
+    if name.lower() not in _PRIVATE_HEADERS:
+        if len(_LINES) >= _LINES_KEPT:
+            _LINES.clear()
+        _LINES[key] = line
+    return line
 
 
 def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead, int, bool] | None:

@@ -34,17 +34,19 @@ READ_BUDGET = 1 << 20  # bytes read from one socket per run, so one fast peer ca
 DEADLINE_NAMES = ("run", "connect", "total", "speed", "eyeballs")
 
 
-class TransferState(enum.Enum):
-    INIT = "INIT"
-    CONNECT = "CONNECT"  # find a pooled connection or a slot for a new one
-    PENDING = "PENDING"  # waiting for a slot (connection limits)
-    RESOLVING = "RESOLVING"
-    CONNECTING = "CONNECTING"  # happy-eyeballs attempts running
-    TUNNEL = "TUNNEL"  # CONNECT through an HTTP proxy
-    TLS_HANDSHAKE = "TLS_HANDSHAKE"
-    SENDING = "SENDING"
-    RECEIVING = "RECEIVING"
-    DONE = "DONE"
+class TransferState(enum.IntEnum):
+    """An IntEnum so that the per-step table lookup hashes in C (Enum hashes in Python)."""
+
+    INIT = enum.auto()
+    CONNECT = enum.auto()  # find a pooled connection or a slot for a new one
+    PENDING = enum.auto()  # waiting for a slot (connection limits)
+    RESOLVING = enum.auto()
+    CONNECTING = enum.auto()  # happy-eyeballs attempts running
+    TUNNEL = enum.auto()  # CONNECT through an HTTP proxy
+    TLS_HANDSHAKE = enum.auto()
+    SENDING = enum.auto()
+    RECEIVING = enum.auto()
+    DONE = enum.auto()
 
 
 class Services:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import weakref
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hiperfifo.engine.deadlines import Deadlines
 
 
@@ -38,3 +41,45 @@ def test_cleared_deadlines_do_not_keep_their_owners_alive() -> None:
     alive = sum(ref() is not None for ref in refs)
     assert alive <= 64 + 1  # at most the compaction slack stays referenced
     assert len(deadlines) == 0
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "clear", "clear_owner", "pop", "earliest"]),
+        st.integers(0, 3),  # owner
+        st.sampled_from(["run", "connect", "total"]),
+        st.integers(0, 50),  # instant
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS)
+def test_heap_agrees_with_a_plain_dict(ops: list[tuple[str, int, str, int]]) -> None:
+    """Any sequence of set/clear/pop answers what a dict of (owner, name) -> instant says."""
+    deadlines = Deadlines()
+    owners = [Owner() for _ in range(4)]
+    model: dict[tuple[Owner, str], float] = {}
+    for op, index, name, instant in ops:
+        owner = owners[index]
+        if op == "set":
+            deadlines.set(owner, name, float(instant))
+            model[(owner, name)] = float(instant)
+        elif op == "clear":
+            deadlines.clear(owner, name)
+            model.pop((owner, name), None)
+        elif op == "clear_owner":
+            deadlines.clear_owner(owner, ("run", "connect"))
+            model.pop((owner, "run"), None)
+            model.pop((owner, "connect"), None)
+        elif op == "pop":
+            due = {key for key, when in model.items() if when <= instant}
+            expired = deadlines.pop_expired(float(instant))
+            assert sorted(expired, key=lambda key: model[key]) == expired  # earliest first
+            assert set(expired) == due
+            for key in expired:
+                del model[key]
+        assert deadlines.earliest() == min(model.values(), default=None)
+        assert len(deadlines) == len(model)
+        assert all(deadlines.is_set(*key) for key in model)
