@@ -76,6 +76,7 @@ class Multi:
         self._alive = 0
         self._messages: dict[Easy, None] = {}  # finished, unread, oldest first
         self._pending: deque[Transfer] = deque()
+        self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
         self._queued: set[Transfer] = set()
         self._timer_last: float | None = None  # the instant last announced; None: -1
         self._force_timer = False
@@ -261,10 +262,21 @@ class Multi:
                 self._settle(transfer)
 
     def _run_expired(self) -> None:
+        self._run_resumed()
         for owner, name in self._deadlines.pop_expired(self._clock()):
             if isinstance(owner, Transfer) and not owner.done and owner.easy.multi is self:
                 owner.on_deadline(name)
                 self._settle(owner)
+        self._run_resumed()
+
+    def _run_resumed(self) -> None:
+        """Run the transfers that left the queue during this call, before it returns."""
+        resumed = self._resumed
+        while resumed:
+            transfer = resumed.popleft()
+            if not transfer.done and transfer.easy.multi is self:
+                transfer.run()
+                self._settle(transfer)
 
     def _settle(self, transfer: Transfer) -> None:
         """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
@@ -275,10 +287,14 @@ class Multi:
         if transfer.done:
             self._alive -= 1
             self._messages[transfer.easy] = None
-            self._release_pending()
+            self._release_pending(in_action=True)
 
-    def _release_pending(self) -> None:
-        """Let one queued transfer that can get a connection now proceed (FCFS)."""
+    def _release_pending(self, in_action: bool = False) -> None:
+        """Let one queued transfer that can get a connection now proceed (FCFS).
+
+        Inside socket_action it runs before the call returns (a plain queue); from
+        remove_handle, at the next socket_action, through a "run" deadline at now.
+        """
         pending = self._pending
         while pending and pending[0] not in self._queued:
             pending.popleft()
@@ -286,7 +302,10 @@ class Multi:
             if transfer in self._queued and transfer.can_leave_pending():
                 self._queued.discard(transfer)
                 transfer.resume()
-                self._deadlines.set(transfer, "run", self._clock())
+                if in_action:
+                    self._resumed.append(transfer)
+                else:
+                    self._deadlines.set(transfer, "run", self._clock())
                 return
 
     def _max_idle(self) -> int:
