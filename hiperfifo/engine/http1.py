@@ -99,13 +99,16 @@ class Http1:
         "_body_left",
         "_closing",
         "_conn",
+        "_crlf_end",
         "_done",
         "_head",
         "_in_head",
+        "_lf_end",
         "_max_header_bytes",
         "_method",
         "_request",
         "_reusable",
+        "_scanned",
         "cycles",
         "received",
     )
@@ -116,6 +119,11 @@ class Http1:
         self._conn: h11.Connection | None = None
         self._request: _Request | None = None  # what was sent, to replay into h11
         self._head = bytearray()  # bytes of the response head(s) seen so far
+        # Where the head's blank line starts (CRLF CRLF, or a bare LF LF), -1 until seen, and
+        # how far _head was searched: each byte is searched once, however slowly it trickles.
+        self._crlf_end = -1
+        self._lf_end = -1
+        self._scanned = 0
         self._in_head = True
         self._method = b""
         self._closing = False  # we asked for Connection: close
@@ -187,7 +195,7 @@ class Http1:
         """Make the connection ready for the next request (only when reusable())."""
         self._conn = None
         self._request = None
-        self._head.clear()
+        self._reset_head()
         self._in_head = True
         self._done = False
         self._reusable = False
@@ -202,9 +210,9 @@ class Http1:
             return []
         self._check_head(data)
         head = self._head
-        end = head.find(b"\r\n\r\n")
+        end = self._crlf_end
         if end < 0:
-            if data and head.find(b"\n\n") < 0:
+            if data and self._lf_end < 0:
                 return []  # need more
             return self._to_h11(eof=not data)  # the stream ended, or a bare-LF head
         parsed = _parse_head(head, end, self._method)
@@ -226,7 +234,7 @@ class Http1:
         else:
             self._body_left = length - len(body)
             self._reusable = keep_alive
-        head.clear()
+        self._reset_head()
         return events
 
     def _finish(self, reusable: bool, events: list[Event]) -> None:
@@ -288,7 +296,7 @@ class Http1:
                 events.append(("head", _head_of(event)))
             elif isinstance(event, h11.InformationalResponse):
                 # The next head starts with what h11 holds unparsed, not with the next read.
-                self._head[:] = conn.trailing_data[0]
+                self._reset_head(conn.trailing_data[0])
                 events.append(("info", _head_of(event)))
             elif isinstance(event, h11.EndOfMessage):
                 events.append(("end", None))
@@ -309,12 +317,27 @@ class Http1:
         prefix = bytes(head[: len(_HTTP_PREFIX)])
         if not _HTTP_PREFIX.startswith(prefix) or (not data and len(prefix) < len(_HTTP_PREFIX)):
             raise self._bad_status_line("Received HTTP/0.9 when not allowed")
-        end = head.find(b"\r\n\r\n")
-        end = end if end >= 0 else head.find(b"\n\n")
+        self._find_end()
+        end = self._crlf_end if self._crlf_end >= 0 else self._lf_end
         if (end < 0 and len(head) > self._max_header_bytes) or end > self._max_header_bytes:
             raise TransferError(
                 Code.RECV_ERROR, f"Too large response headers: more than {self._max_header_bytes}"
             )
+
+    def _find_end(self) -> None:
+        """Search only what arrived since the last search (and the 3 bytes before it)."""
+        head = self._head
+        start = self._scanned
+        if self._crlf_end < 0:
+            self._crlf_end = head.find(b"\r\n\r\n", max(start - 3, 0))
+            if self._crlf_end < 0 and self._lf_end < 0:
+                self._lf_end = head.find(b"\n\n", max(start - 1, 0))
+        self._scanned = len(head)
+
+    def _reset_head(self, data: bytes = b"") -> None:
+        self._head[:] = data
+        self._crlf_end = self._lf_end = -1
+        self._scanned = 0
 
     def _bad_status_line(self, text: str) -> TransferError:
         if self.cycles:  # libcurl: an odd first line on a reused connection is "weird"
