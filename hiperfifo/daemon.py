@@ -9,6 +9,7 @@ engine from inside an engine callback.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import random
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -53,6 +55,10 @@ REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
 # transfers per allowed connection: an Easy and its Transfer cost several KiB,
 # and 100,000 of them in the engine's own queue cost 250 MB (measured).
 FEED_PER_CONNECTION = 16
+# ... and topped up only once a quarter of that bound has finished: each add_handle asks
+# for a 0 ms timer, and one batch of adds costs one timer and one loop iteration where one
+# add per finished transfer costs one each (33,000 timer callbacks for 20,000 URLs).
+FEED_BATCH_DIVISOR = 4
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
 FIFO_CHECK_EVERY = 1.0  # seconds between checks that the FIFO path still leads to our FIFO
 FD_RESERVE = 32  # descriptors kept for all but connections: FIFO, logs, journal, loop, resolver
@@ -122,6 +128,7 @@ class Daemon:
         self._policy = network_policy(config)
         self._queue: deque[tuple[int, str, float]] = deque()  # accepted, not yet in the engine
         self._feed_limit = self._max_connections * FEED_PER_CONNECTION
+        self._feed_low = self._feed_limit - max(1, self._feed_limit // FEED_BATCH_DIVISOR)
         self._transfers: dict[int, Transfer] = {}  # in the engine
         self._next_id = journal.next_id() if journal is not None else 1
         self._done = 0
@@ -147,6 +154,10 @@ class Daemon:
         self._last_status = ""
         self._notify_failed = False
         self._drain_until = math.inf  # on stop: no retry may start after this (monotonic)
+        self._easy_options = easy_options(config, self._proxy_env, self._policy)
+        # transfer.progress is an info line: below that level nobody needs the callback
+        self._progress = config.log_level in ("debug", "info")
+        self._debug = config.log_level == "debug"
 
     @property
     def unfinished(self) -> int:
@@ -350,7 +361,9 @@ class Daemon:
     # -- the engine's queue --
 
     def _feed(self) -> None:
-        """Hand queued URLs to the engine, oldest first, while it holds fewer than the bound."""
+        """Hand queued URLs to the engine, oldest first, up to the bound, in batches."""
+        if len(self._transfers) > self._feed_low:
+            return
         while self._queue and len(self._transfers) < self._feed_limit and not self._aborting:
             transfer_id, url, accepted = self._queue.popleft()
             self._start(transfer_id, url, accepted)
@@ -365,30 +378,15 @@ class Daemon:
 
     def _attempt(self, transfer: Transfer) -> None:
         """Hand one attempt of `transfer` to the engine: a new Easy each time."""
-        config = self._config
         transfer.retry_after = RetryAfter() if self._retry.retries else None
         transfer.easy = Easy(
             transfer.url,
             write_function=transfer.sink.write,
             header_function=transfer.retry_after,
-            progress_function=transfer.progress,
-            follow_location=True,
-            max_redirs=config.max_redirs,
-            fail_on_error=config.fail,
-            debug_function=transfer.debug if config.log_level == "debug" else None,
-            connect_timeout_ms=config.connect_timeout_ms,
-            timeout_ms=config.timeout_ms,
-            low_speed_limit=config.speed_limit,
-            low_speed_time=config.speed_time,
-            verify=not config.insecure,
-            ca_file=str(config.cacert) if config.cacert else None,
-            accept_encoding="" if config.compressed else None,
-            max_filesize=config.max_filesize,
-            proxy=config.proxy,  # None: the engine picks from proxy_env for every hop
-            noproxy=config.noproxy,
-            proxy_env=self._proxy_env,
-            network_policy=self._policy,
+            progress_function=transfer.progress if self._progress else None,
+            debug_function=transfer.debug if self._debug else None,
             private=transfer,
+            **self._easy_options,
         )
         self._multi.add_handle(transfer.easy)
 
@@ -704,6 +702,40 @@ def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:
         f"the descriptor limit (ulimit -n) is {soft}",
     )
     return budget
+
+
+def easy_options(
+    config: Config, proxy_env: dict[str, str], policy: NetworkPolicy | None
+) -> dict[str, Any]:
+    """The Easy options every attempt of every transfer gets, from the command line.
+
+    Only those that differ from Easy's defaults: twenty keyword arguments on every
+    attempt cost more than the Easy they build. An empty proxy environment is no
+    proxy environment (the engine then skips reading it for every hop).
+    """
+    options = {
+        "follow_location": True,
+        "max_redirs": config.max_redirs,
+        "fail_on_error": config.fail,
+        "connect_timeout_ms": config.connect_timeout_ms,
+        "timeout_ms": config.timeout_ms,
+        "low_speed_limit": config.speed_limit,
+        "low_speed_time": config.speed_time,
+        "verify": not config.insecure,
+        "ca_file": str(config.cacert) if config.cacert else None,
+        "accept_encoding": "" if config.compressed else None,
+        "max_filesize": config.max_filesize,
+        "proxy": config.proxy,  # None: the engine picks from proxy_env for every hop
+        "noproxy": config.noproxy,
+        "proxy_env": proxy_env or None,
+        "network_policy": policy,
+    }
+    defaults = {name: p.default for name, p in inspect.signature(Easy).parameters.items()}
+    return {
+        name: value
+        for name, value in options.items()
+        if name not in defaults or value != defaults[name]
+    }
 
 
 def network_policy(config: Config) -> NetworkPolicy | None:

@@ -91,6 +91,8 @@ def url_problem(text: str) -> str | None:
 
 def redact(url: str) -> str:
     """The URL with a password in it replaced by `***`, for logs."""
+    if "@" not in url:  # no userinfo, so no password: the common case, without parsing
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:

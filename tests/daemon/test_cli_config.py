@@ -14,6 +14,8 @@ from hf_support import WAIT, Daemon, Server, spawn
 from hiperfifo import __version__
 from hiperfifo.cli import resolve
 from hiperfifo.config import OPTIONS, Config, ConfigError
+from hiperfifo.daemon import easy_options
+from hiperfifo.engine import Easy
 
 
 def test_defaults_match_the_spec() -> None:
@@ -185,3 +187,37 @@ def test_journald_stream_gets_syslog_priority_prefixes(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert [line[:3] for line in lines] == ["<6>", "<4>", "<6>", "<6>"]
     assert json.loads(lines[1][3:])["event"] == "input.rejected"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--timeout", "2.5", "--fail", "--insecure", "--compressed", "--max-filesize", "9"],
+    ],
+)
+def test_easy_options_leave_out_only_what_equals_the_engine_defaults(argv: list[str]) -> None:
+    """Every attempt's Easy ends up with every option of the command line, defaults included."""
+    config = resolve(argv, {}, stdout_is_tty=False)
+    url = "http://127.0.0.1/"
+    given = Easy(url, **easy_options(config, {}, None))
+    full = Easy(
+        url,
+        follow_location=True,
+        max_redirs=config.max_redirs,
+        fail_on_error=config.fail,
+        connect_timeout_ms=config.connect_timeout_ms,
+        timeout_ms=config.timeout_ms,
+        low_speed_limit=config.speed_limit,
+        low_speed_time=config.speed_time,
+        verify=not config.insecure,
+        ca_file=None,
+        accept_encoding="" if config.compressed else None,
+        max_filesize=config.max_filesize,
+        proxy=config.proxy,
+        noproxy=config.noproxy,
+        proxy_env=None,  # an empty proxy environment is none
+        network_policy=None,
+    )
+    names = [n for n in dir(full) if not n.startswith("_") and not callable(getattr(full, n))]
+    assert {n: getattr(given, n) for n in names} == {n: getattr(full, n) for n in names}
