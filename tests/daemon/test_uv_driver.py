@@ -17,25 +17,31 @@ from hiperfifo.driver import Driver
 from hiperfifo.engine import Code, Easy, Message, Multi
 
 
-def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) -> None:
-    """50 transfers over 4 kept-alive connections all finish once; no Poll is left watching,
-    and none is left open after close()."""
-    multi = Multi(max_total_connections=4)
+def run_on_driver(multi: Multi, urls: list[str]) -> tuple[Driver, list[Message]]:
+    """Add every URL, run the pyuv Driver until each one finished; the driver is left open."""
     finished: list[Message] = []
 
     def on_done(messages: list[Message]) -> None:
         for message in messages:
             multi.remove_handle(message.easy)
             finished.append(message)
-        if len(finished) == 50:
+        if len(finished) == len(urls):
             driver.stop()
 
     driver = Driver(multi, on_done)
     watchdog = driver.call_later(WAIT, driver.stop)
-    for i in range(50):
-        multi.add_handle(Easy(http_server.url(f"/size/{i}")))
+    for url in urls:
+        multi.add_handle(Easy(url))
     driver.run()
     watchdog.stop()
+    return driver, finished
+
+
+def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) -> None:
+    """50 transfers over 4 kept-alive connections all finish once; no Poll is left watching,
+    and none is left open after close()."""
+    multi = Multi(max_total_connections=4)
+    driver, finished = run_on_driver(multi, [http_server.url(f"/size/{i}") for i in range(50)])
     assert sorted(m.easy.size_download for m in finished) == list(range(50))
     assert {m.result for m in finished} == {Code.OK}
     assert http_server.peak <= 4
@@ -60,22 +66,9 @@ def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Serv
                 super().assign(fd, socketp)
 
         multi = Recorder(max_total_connections=1)
-        finished: list[Message] = []
-
-        def on_done(messages: list[Message]) -> None:
-            for message in messages:
-                multi.remove_handle(message.easy)
-                finished.append(message)
-            if len(finished) == 10:
-                driver.stop()
-
-        driver = Driver(multi, on_done)
-        watchdog = driver.call_later(WAIT, driver.stop)
-        for i in range(10):
-            server = http_server if i % 2 == 0 else other
-            multi.add_handle(Easy(server.url(f"/size/{i}")))
-        driver.run()
-        watchdog.stop()
+        servers = (http_server, other)
+        urls = [servers[i % 2].url(f"/size/{i}") for i in range(10)]
+        driver, finished = run_on_driver(multi, urls)
         multi.close()
         driver.close()
     finally:
