@@ -11,9 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hiperfifo import __version__
 from hiperfifo.config import OPTIONS, Config, ConfigError, build
+from hiperfifo.send import PIPE_BUF, send
 
 EXIT_USAGE = 2
 
@@ -21,6 +23,7 @@ _EPILOG = """\
 Every option can also be set from the environment as HIPERFIFO_<NAME>
 (e.g. HIPERFIFO_MAX_TOTAL_CONNECTIONS=16); the command line wins.
 Write URLs (whitespace-separated) into the FIFO; the word `stop` drains and exits.
+Several writers at once: `hiperfifo send [--fifo PATH] [URL ...]` (see --help there).
 Exit status: 0 clean stop, 1 internal error, 2 bad usage or FIFO path, 130 aborted."""
 
 
@@ -92,10 +95,49 @@ def proxy_environ(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((name, environ[name]) for name in PROXY_VARIABLES if environ.get(name))
 
 
+def send_parser() -> argparse.ArgumentParser:
+    """`hiperfifo send [--fifo PATH] [URL ...]`."""
+    p = argparse.ArgumentParser(
+        prog="hiperfifo send",
+        description="Write URLs into the daemon's FIFO, whole lines only, each write at most "
+        f"PIPE_BUF ({PIPE_BUF}) bytes: any number of writers at once never cut each other's "
+        "URLs (two plain `cat`s can). Waits while the pipe is full.",
+        epilog="Exit status: 0 all written, 1 the FIFO is missing or not a FIFO, a URL was "
+        f"longer than {PIPE_BUF - 1} bytes (refused, the others are written), or the reader "
+        "went away.",
+    )
+    p.add_argument(
+        "--fifo",
+        metavar="PATH",
+        default=None,
+        help="the daemon's named pipe (default: $HIPERFIFO_FIFO, else hiper.fifo)",
+    )
+    p.add_argument(
+        "urls",
+        nargs="*",
+        metavar="URL",
+        help="URLs (or `stop`) to write; none: read them from stdin, one or more per line",
+    )
+    return p
+
+
+def main_send(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """`hiperfifo send`: the exit status."""
+    args = send_parser().parse_args(argv)
+    fifo = args.fifo or environ.get("HIPERFIFO_FIFO") or "hiper.fifo"
+    return send(Path(fifo), list(args.urls), sys.stdin.fileno(), sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `hiperfifo` and `python -m hiperfifo`; returns the exit status."""
+    """Entry point of `hiperfifo` and `python -m hiperfifo`; returns the exit status.
+
+    `hiperfifo send ...` writes URLs into the FIFO; anything else runs the daemon.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["send"]:
+        return main_send(args[1:], os.environ)
     try:
-        config = resolve(argv, os.environ, sys.stdout.isatty())
+        config = resolve(args, os.environ, sys.stdout.isatty())
     except ConfigError as exc:
         print(f"hiperfifo: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
