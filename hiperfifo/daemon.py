@@ -651,6 +651,12 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
     except JournalError as exc:
         output.close()
         return _usage_error(log, str(exc))
+    if journal is not None and (warning := journal.warning()) is not None:
+        if config.strict:
+            journal.close()
+            output.close()
+            return _usage_error(log, f"{warning} (refused: --strict)")
+        log.warning("state.insecure", state_dir=str(journal.directory), reason=warning)
     try:
         fifo = open_fifo(config.fifo, config.fifo_mode, passed[0].fd if passed else None)
     except FifoError as exc:

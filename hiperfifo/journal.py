@@ -5,9 +5,11 @@ that keeps a second daemon out), the schema, and batching: accepted URLs are
 written in one transaction per FIFO read, before the daemon logs
 transfer.added; finished ids are collected and deleted in one transaction per
 loop iteration, after transfer.done is logged, so a crash in between repeats
-a transfer rather than losing one. Imports no pyuv and does not log: every
-failure raises JournalError and the daemon decides (it refuses input while
-the disk is full).
+a transfer rather than losing one. The queue holds URLs with their
+passwords: every file here is 0600 and a directory it creates 0700, whatever
+the umask; `warning()` says when others may look into the directory. Imports
+no pyuv and does not log: every failure raises JournalError and the daemon
+decides (it refuses input while the disk is full).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 DATABASE = "queue.sqlite3"
 LOCK = "lock"
+FILE_MODE = 0o600  # the queue, its -wal and -shm, the lock: URLs may carry passwords
+DIR_MODE = 0o700  # a state directory the daemon creates
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the daemon's transfer id, kept across restarts
@@ -45,8 +50,9 @@ class Journal:
         self._lock_fd = _lock(directory)
         self._finished: list[tuple[int]] = []
         try:
+            _private_files(directory)
             self._db = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             os.close(self._lock_fd)
             raise JournalError(f"--state-dir {directory}: {DATABASE}: {exc}") from exc
         try:
@@ -64,6 +70,17 @@ class Journal:
         # last transactions. FULL would fsync once per loop iteration.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+
+    def warning(self) -> str | None:
+        """What is unsafe about who may look into the state directory, or None."""
+        mode = stat.S_IMODE(os.stat(self.directory).st_mode)
+        if not mode & stat.S_IRWXO:
+            return None
+        return (
+            f"--state-dir {self.directory}: other users may list or enter it (mode {mode:04o});"
+            f" its files are {FILE_MODE:04o}, but it holds the queued URLs with their"
+            f" passwords: chmod o-rwx it"
+        )
 
     def __repr__(self) -> str:
         return f"<Journal {self.path} finished-unflushed={len(self._finished)}>"
@@ -130,11 +147,41 @@ class Journal:
         os.close(self._lock_fd)
 
 
+def _private_files(directory: Path) -> None:
+    """The database, its -wal and -shm exist and are FILE_MODE before SQLite opens them.
+
+    SQLite creates the database with 0644 & ~umask and gives -wal/-shm the
+    database's mode, so creating it 0600 first covers all three; files left by
+    an earlier version are tightened.
+    """
+    path = directory / DATABASE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            os.chmod(f"{path}{suffix}", FILE_MODE, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+
+
+def _make_directory(directory: Path) -> None:
+    """Create `directory` DIR_MODE whatever the umask (its parents as mkdir -p does)."""
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True)
+    except FileExistsError:
+        return
+    os.chmod(directory, DIR_MODE)
+
+
 def _lock(directory: Path) -> int:
     """Create `directory` if needed and take its lock; JournalError if another daemon holds it."""
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _make_directory(directory)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
     except OSError as exc:
         raise JournalError(f"--state-dir {directory}: {exc.strerror or exc}") from exc
     try:

@@ -159,3 +159,28 @@ def test_fifo_owned_by_another_user_is_a_warning(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_state_dir_others_can_read_is_a_warning_and_with_strict_exit_2(tmp_path: Path) -> None:
+    """--state-dir of mode 0755: a state.insecure warning; with --strict exit 2 (nothing read)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    fifo = tmp_path / "in.fifo"
+    log = tmp_path / "log"
+    proc = spawn(["--fifo", str(fifo), "--state-dir", str(state), "--log-file", str(log)])
+    daemon = Daemon(proc, fifo, log)
+    try:
+        (warning,) = daemon.wait_for("state.insecure")
+        assert warning["level"] == "warning"
+        assert "mode 0755" in warning["reason"]
+        daemon.write(b"stop\n")
+        assert daemon.wait() == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+    proc = spawn(["--fifo", str(fifo), "--state-dir", str(state), "--strict"])
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert b"mode 0755" in err
+    assert b"--strict" in err

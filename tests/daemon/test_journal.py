@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,71 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(JournalError, match="--state-dir"):
         Journal(path)
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277], ids=oct)
+def test_files_are_0600_and_a_created_directory_0700_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    """queue.sqlite3, its -wal and -shm and the lock are 0600; the directory made is 0700
+    (queued URLs may carry passwords; the log redacts them, the state must not show them)."""
+    state = tmp_path / "parent" / "state"
+    old = os.umask(umask)
+    try:
+        journal = Journal(state)
+        journal.record([(1, "http://carol:s3cret@127.0.0.1/")])
+        modes = _modes(state)
+        journal.close()
+    finally:
+        os.umask(old)
+    assert {DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", "lock"} <= set(modes)
+    assert set(modes.values()) == {0o600}, modes
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_files_left_readable_by_an_earlier_run_are_made_0600(tmp_path: Path) -> None:
+    """A state directory from before this rule (files 0644) is tightened on open."""
+    state = tmp_path / "state"
+    old = os.umask(0o022)
+    try:
+        state.mkdir(mode=0o700)
+        db = sqlite3.connect(state / DATABASE)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+        wal = state / f"{DATABASE}-wal"
+        (state / "lock").touch(0o644)
+        journal = Journal(state)
+        db.close()
+        journal.record([(1, "http://127.0.0.1/")])
+        modes = _modes(state)
+        journal.close()
+    finally:
+        os.umask(old)
+    assert wal.name in modes
+    assert set(modes.values()) == {0o600}, modes
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o700, False), (0o750, False), (0o755, True), (0o701, True)],
+    ids=["0700", "0750", "0755", "0701"],
+)
+def test_a_directory_others_may_enter_is_warned_about(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """warning() names the mode when other users have any access; group access is the admin's."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    journal = Journal(state)
+    try:
+        warning = journal.warning()
+    finally:
+        journal.close()
+    assert (warning is not None) == warned
+    if warned:
+        assert f"mode {mode:04o}" in str(warning)
