@@ -10,9 +10,42 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
-from servers import HELLO, HTTPServer, chunked, echo, redirect, respond, until_close
+from servers import (
+    HELLO,
+    HTTPServer,
+    chunked,
+    echo,
+    redirect,
+    respond,
+    take_unexpected,
+    until_close,
+)
 
 S = TypeVar("S")
+
+
+def _server_failure(errors: list[str]) -> str:
+    return f"{len(errors)} unexpected exception(s) in test servers:\n\n" + "\n".join(errors)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test that passed while one of its servers raised fails (the test phase, not teardown)."""
+    result = yield
+    errors = take_unexpected()
+    if errors:
+        pytest.fail(_server_failure(errors), pytrace=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def servers_raise_nothing() -> Iterator[None]:
+    """Fail the test when a server it started raised unexpectedly (checked again after the
+    servers are closed, which is when a handler still running at the end has finished)."""
+    yield
+    errors = take_unexpected()
+    if errors:
+        pytest.fail(_server_failure(errors), pytrace=False)
 
 
 class Closable(Protocol):

@@ -18,6 +18,7 @@ import ssl
 import struct
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,29 @@ import h11
 HELLO = b"hello, world\n"  # the body of the standard test server's "/"
 POLL_INTERVAL = 0.05  # how often blocked server threads look at the stop flag
 Route = Callable[["Request", "Peer"], bool]  # returns True to keep the connection open
+
+
+_unexpected: list[str] = []  # every test server's unexpected exceptions, formatted
+_unexpected_lock = threading.Lock()
+
+
+def report_unexpected(server: object, exc: BaseException) -> None:
+    """Record that a test server raised what it did not expect; the test then fails.
+
+    Every server the tests start reports here (this core, hf_support's stdlib
+    servers); tests/conftest.py fails the running test with these tracebacks.
+    """
+    text = f"{server!r} raised in a handler:\n" + "".join(traceback.format_exception(exc))
+    with _unexpected_lock:
+        _unexpected.append(text)
+
+
+def take_unexpected() -> list[str]:
+    """The unexpected server exceptions reported since the last call (and forget them)."""
+    with _unexpected_lock:
+        taken = list(_unexpected)
+        _unexpected.clear()
+    return taken
 
 
 class _Stopped(Exception):
@@ -332,6 +356,7 @@ class Server:
             pass
         except Exception as exc:  # a broken test server must show, not hang or warn
             self.errors.append(exc)
+            report_unexpected(self, exc)
         finally:
             if peer is not None:
                 peer.close()

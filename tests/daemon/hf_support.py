@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from servers import report_unexpected
+
 WAIT = 20.0  # seconds: the bound on any single wait in these tests
 
 
@@ -93,10 +95,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def report_errors(server: object, expected: tuple[type[BaseException], ...]) -> None:
+    """For socketserver's handle_error: an exception not in `expected` fails the test
+    (tests/conftest.py reads what servers.report_unexpected recorded)."""
+    exc = sys.exc_info()[1]
+    if exc is not None and not isinstance(exc, expected):
+        report_unexpected(server, exc)
+
+
 class Server(ThreadingHTTPServer):
     """The test server: counts connections open at once (and the peak) and requests."""
 
     daemon_threads = True
+    # clients that hang up early (timeouts, aborts) are expected; anything else fails the test
+    expected_errors: tuple[type[BaseException], ...] = (ConnectionError,)
     request_queue_size = 1024
 
     def __init__(self) -> None:
@@ -129,9 +141,7 @@ class Server(ThreadingHTTPServer):
             self.requests.append(path)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up early (timeouts, aborts) are expected here."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+        report_errors(self, self.expected_errors)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from hf_support import Daemon
+from hf_support import Daemon, report_errors
 
 from hiperfifo.engine import Code
 from hiperfifo.retry import (
@@ -140,6 +140,9 @@ class FlakyHandler(BaseHTTPRequestHandler):
 
 class FlakyServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        report_errors(self, (ConnectionError,))
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), FlakyHandler)
