@@ -1,4 +1,4 @@
-"""Does one socket_action cost the same with 10 or 5,000 transfers in the multi? (spec rule 12)
+"""Does one socket_action cost the same with 10 or 5,000 transfers? (docs/engine.md, rule 12)
 
 Measures the mean wall time of one `socket_action` call on one active
 keep-alive connection (a local server answering a tiny response, transfer

@@ -1,6 +1,6 @@
 /* Forced-include header that lets pyuv 1.4.0 (2017, the last release) build
  * and import on CPython >= 3.10.  Passed as CPPFLAGS="-include <abs path>"
- * by the Makefile; see ../shared/notes/pyuv.md for the facts behind each line.
+ * by the Makefile; see docs/pyuv.md for the facts behind each line.
  * - PY_SSIZE_T_CLEAN: pyuv's "s#" formats need it, and this header pulls
  *   Python.h in before pyuv's own define.
  * - Py_REFCNT is no longer an lvalue on 3.10+ (src/handle.c assigns to it).

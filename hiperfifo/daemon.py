@@ -1,7 +1,7 @@
 """The daemon: wiring and lifecycle, from FIFO tokens to transfer.done lines.
 
 Owns transfer ids, the table of accepted transfers, the log events of
-spec/daemon.md, draining and aborting on stop/SIGTERM/SIGINT, and exit
+docs/daemon.md, draining and aborting on stop/SIGTERM/SIGINT, and exit
 statuses. It holds no protocol logic and no parsing (fifo.py splits, the
 engine fetches), never imports pyuv (driver.py does) and never calls the
 engine from inside an engine callback.

@@ -10,7 +10,7 @@ it drains info_read() and hands the finished transfers over.
 It holds no transfer state and does not log.
 
 Why a stopped Poll may be started again for whatever socket holds its number
-now (libuv 1.13, as bundled with pyuv 1.4.0; see shared/notes/pyuv.md): a
+now (libuv 1.13, as bundled with pyuv 1.4.0; see docs/pyuv.md): a
 uv_poll_t holds the number and nothing of the socket. uv_poll_stop() only takes
 it out of the loop's table (no epoll_ctl), and so does uv_close() of a Poll
 (uv__poll_close is uv__poll_stop: no stale-event invalidation either), so a

@@ -1,4 +1,4 @@
-"""The multi engine: libcurl's multi-socket interface on h11 (see spec/engine.md).
+"""The multi engine: libcurl's multi-socket interface on h11 (the contract: docs/engine.md).
 
 Imports only the stdlib and h11; it never blocks and never imports an event library.
 """

@@ -12,7 +12,7 @@ is the answer, errors included. The fast path accepts only what h11 accepts
 and produces the same events.
 
 Every failure is mapped to libcurl's code at this one boundary, and h11's
-gaps as a client are closed (notes/reliability.md 2.2): a header block that
+gaps as a client are closed (docs/engine.md, where we differ from libcurl): a header block that
 arrives in one read is still bounded, bytes beyond the body make the
 connection unusable, and an absurd chunk size is refused. It does no I/O
 and keeps no clock.

@@ -19,7 +19,7 @@ from hiperfifo.engine import Easy
 
 
 def test_defaults_match_the_spec() -> None:
-    """No flags, no environment: the spec's defaults (json off a terminal)."""
+    """No flags, no environment: docs/daemon.md's defaults (json off a terminal)."""
     config = resolve([], {}, stdout_is_tty=False)
     assert config == Config()
     assert (config.max_total_connections, config.max_host_connections) == (64, 8)

@@ -1,4 +1,4 @@
-"""Which failure gets which code (spec/engine.md's table), each against a server failing so.
+"""Which failure gets which code (docs/engine.md's table), each against a server failing so.
 
 Every failing transfer is followed by one to a good server on the same multi:
 a failure must leave nothing behind that hurts the next transfer.

@@ -1,4 +1,4 @@
-"""The numbered rules of spec/engine.md's Multi section, one or more tests each (test_rule_N_...).
+"""The numbered rules of docs/engine.md's Multi section, one or more tests each (test_rule_N_...).
 
 These tests drive the Multi with their own small `selectors` loop (`Loop`) so
 that every socket and timer callback is recorded with what the rules talk
