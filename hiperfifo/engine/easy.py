@@ -17,6 +17,7 @@ WriteFunction = Callable[[bytes], "int | None"]
 HeaderFunction = Callable[[bytes], "int | None"]
 ProgressFunction = Callable[[int, int, int, int], Any]
 DebugFunction = Callable[[str, str], None]
+DEFAULT_CONNECT_TIMEOUT_MS = 300_000  # libcurl's DEFAULT_CONNECT_TIMEOUT; what 0 means
 
 
 class Easy:
@@ -79,7 +80,7 @@ class Easy:
         debug_function: DebugFunction | None = None,
         follow_location: bool = False,
         max_redirs: int = 30,
-        connect_timeout_ms: int = 300_000,
+        connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
         timeout_ms: int = 0,
         low_speed_limit: int = 0,
         low_speed_time: int = 0,
@@ -104,7 +105,7 @@ class Easy:
         self.debug_function = debug_function
         self.follow_location = follow_location
         self.max_redirs = max_redirs
-        self.connect_timeout_ms = connect_timeout_ms
+        self.connect_timeout_ms = connect_timeout_ms or DEFAULT_CONNECT_TIMEOUT_MS  # 0: default
         self.timeout_ms = timeout_ms
         self.low_speed_limit = low_speed_limit
         self.low_speed_time = low_speed_time

@@ -27,6 +27,15 @@ def test_connect_timeout_ms_gives_28(
     assert (after.result, body) == (Code.OK, HELLO)
 
 
+def test_connect_timeout_ms_0_means_the_default_300_s(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """connect_timeout_ms=0 is libcurl's default (300 s), not a deadline at once."""
+    assert Easy("http://127.0.0.1/", connect_timeout_ms=0).connect_timeout_ms == 300_000
+    easy, body = fetch(http_server.url(), connect_timeout_ms=0)
+    assert (easy.result, body) == (Code.OK, HELLO)
+
+
 def test_connect_timeout_does_not_limit_a_slow_answer(
     fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
 ) -> None:
