@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-runtime
 BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
@@ -13,17 +14,23 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml build-support/pyuv-compat.h
+# The runtime only (pyuv, h11, structlog): all `make run` needs.
+$(RUN_STAMP): pyproject.toml build-support/pyuv-compat.h
 	$(PYTHON) -m venv $(VENV)
 	CPPFLAGS="-include $(COMPAT)" $(BIN)/pip install --no-binary pyuv "pyuv==1.4.0"
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e .
 	$(BIN)/python -c "import pyuv, h11, structlog; print('pyuv', pyuv.__version__, 'libuv', pyuv.LIBUV_VERSION)"
+	touch $(RUN_STAMP)
+
+# ... and the tools of test, lint and typecheck (pytest, ruff, mypy...).
+$(STAMP): $(RUN_STAMP) pyproject.toml
+	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/hiperfifo $(ARGS)
 
 lint: $(STAMP)

@@ -107,11 +107,13 @@ def redact(url: str) -> str:
 def _authority_problem(parts: SplitResult) -> str | None:
     try:
         host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
         return f"unparseable URL: {exc}"
     if not host:
         return "unparseable URL: no host"
+    if port == 0:  # libcurl: "Port number was not a decimal number between 0 and 65535"
+        return "bad port number 0 (a port is 1-65535)"
     return None
 
 

@@ -33,19 +33,27 @@ _LEVELS = {
 }
 # syslog priorities for journald's SyslogLevelPrefix= (sd-daemon(3))
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f]")
+# C0, DEL, C1, and the invisible characters that reorder or break the text around them:
+# the bidi marks, embeddings, overrides and isolates (U+202E shows "gpj.exe" as "exe.jpg")
+# and the Unicode line and paragraph separators.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
 _KEY_ORDER = ["timestamp", "level", "event"]
+_LEAD_KEYS = ("url", "result", "status", "bytes", "elapsed")  # then the rest, as logged
 # structlog's add_log_level: the method name is the level, but for these two
 _METHOD_LEVEL = {"warn": "warning", "exception": "error"}
 MAX_PENDING = 512  # lines held inside batched() before they are written anyway
 
 
 def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Control characters in string values become \\xNN (logfmt and console pass them raw)."""
+    """Control characters in string values become \\xNN, bidi controls \\uNNNN (logfmt and
+    console would pass them raw to the terminal; JSON escapes them itself)."""
     for key, value in event_dict.items():
         if isinstance(value, str) and _CONTROL.search(value):
             event_dict[key] = _CONTROL.sub(_escape, value)
@@ -140,15 +148,36 @@ def _json_line(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
     return _encode(line)
 
 
+def lead_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """What a reader looks for first (url, result, status, bytes, elapsed), then the other
+    keys in the order the event gave them, not alphabetically (logfmt and console)."""
+    lead = {key: event_dict.pop(key) for key in _LEAD_KEYS if key in event_dict}
+    if not lead:
+        return event_dict
+    rest = dict(event_dict)
+    event_dict.clear()
+    for key in _KEY_ORDER:
+        if key in rest:
+            event_dict[key] = rest.pop(key)
+    event_dict.update(lead)
+    event_dict.update(rest)
+    return event_dict
+
+
 def _renderer(fmt: str, colors: bool) -> list[Processor]:
     if fmt == "logfmt":
         return [
             structlog.processors.format_exc_info,
             escape_controls,
             _logfmt_values,
+            lead_keys,
             structlog.processors.LogfmtRenderer(key_order=_KEY_ORDER),
         ]
-    return [escape_controls, structlog.dev.ConsoleRenderer(colors=colors)]
+    return [
+        escape_controls,
+        lead_keys,
+        structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False),
+    ]
 
 
 def writes_to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:

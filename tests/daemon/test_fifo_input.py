@@ -66,6 +66,8 @@ def test_stop_word_is_an_item_in_order() -> None:
         (b"http://[::1/", "unparseable"),
         (b"http://h:99999/", "unparseable"),
         (b"http://h:port/", "unparseable"),
+        (b"http://h:0/", "bad port number 0"),
+        (b"https://h:000/x", "bad port number 0"),
         (b"http:///path", "no host"),
         (b"http://h/\x1b[2J", "control character"),
     ],
@@ -75,6 +77,12 @@ def test_junk_is_rejected_with_a_reason(raw: bytes, reason: str) -> None:
     item = classify(raw)
     assert isinstance(item, Rejected)
     assert reason in item.reason
+
+
+def test_ports_1_and_65535_are_accepted() -> None:
+    """Only port 0 is refused: the ends of the range are fine, as is no port at all."""
+    for raw in (b"http://h:1/", b"http://h:65535/", b"http://h/", b"http://h:/"):
+        assert isinstance(classify(raw), Url), raw
 
 
 def test_non_utf8_bytes_are_shown_escaped() -> None:

@@ -112,3 +112,51 @@ def test_a_long_batch_is_written_without_waiting_for_flush(stream: io.StringIO) 
         for n in range(logs.MAX_PENDING):
             logs.get().info("transfer.done", id=n)
         assert stream.getvalue().count("\n") == logs.MAX_PENDING
+
+
+BIDI = "\u202e\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u2028\u2029"
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "console"])
+def test_bidi_controls_are_escaped_like_c0_controls(fmt: str) -> None:
+    """U+202E and the other reordering controls reach the terminal as \\uNNNN, ESC as \\x1b;
+    other non-ASCII text is left alone."""
+    out = io.StringIO()
+    logs.configure(fmt, "debug", out)
+    try:
+        logs.get().warning("input.rejected", reason="r", token=f"http://h/{BIDI}gpj.exe\x1bé")
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert not any(char in text for char in BIDI + "\x1b")
+    for char in BIDI:
+        assert f"\\u{ord(char):04x}" in text
+    assert "\\x1b" in text
+    assert "é" in text
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "console"])
+def test_transfer_done_leads_with_url_result_status_bytes_elapsed(fmt: str) -> None:
+    """On a terminal the keys a reader wants come first, the rest in the order logged."""
+    out = io.StringIO()
+    logs.configure(fmt, "debug", out)
+    try:
+        logs.get(id=7, url="http://h/a").info(
+            "transfer.done",
+            effective_url="http://h/a",
+            result=0,
+            result_name="OK",
+            error="",
+            status=200,
+            bytes=16,
+            elapsed=0.01,
+            redirects=0,
+            attempts=1,
+        )
+    finally:
+        structlog.reset_defaults()
+    line = out.getvalue()
+    keys = [word.split("=")[0] for word in line.split() if "=" in word]
+    keys = [key for key in keys if key not in ("timestamp", "level", "event")]
+    assert keys[:5] == ["url", "result", "status", "bytes", "elapsed"]
+    assert keys[5:] == ["id", "effective_url", "result_name", "error", "redirects", "attempts"]
