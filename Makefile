@@ -14,12 +14,12 @@ ARGS ?=
 
 install: $(STAMP)
 
-# The runtime only (pyuv, h11, structlog): all `make run` needs.
+# The runtime only (pyuv, h11, h2, structlog): all `make run` needs.
 $(RUN_STAMP): pyproject.toml build-support/pyuv-compat.h
 	$(PYTHON) -m venv $(VENV)
 	CPPFLAGS="-include $(COMPAT)" $(BIN)/pip install --no-binary pyuv "pyuv==1.4.0"
 	$(BIN)/pip install -e .
-	$(BIN)/python -c "import pyuv, h11, structlog; print('pyuv', pyuv.__version__, 'libuv', pyuv.LIBUV_VERSION)"
+	$(BIN)/python -c "import pyuv, h11, h2, structlog; print('pyuv', pyuv.__version__, 'libuv', pyuv.LIBUV_VERSION)"
 	touch $(RUN_STAMP)
 
 # ... and the tools of test, lint and typecheck (pytest, ruff, mypy...).

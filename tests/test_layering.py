@@ -1,7 +1,8 @@
 """The dependency direction of ARCHITECTURE.md, checked by reading the source (ast, no import).
 
-engine/ imports only the stdlib and h11; only driver.py imports pyuv; only logs.py
-configures structlog; only cli.py and config.py read the environment or argv.
+engine/ imports only the stdlib, h11 and h2 (h2 in engine/http2.py alone); only driver.py
+imports pyuv; only logs.py configures structlog; only cli.py and config.py read the
+environment or argv.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def test_sources_found() -> None:
 
 
 def engine_import_violations(root: Path) -> list[str]:
-    """Imports under `root` that are not the stdlib, h11 or hiperfifo.engine."""
-    allowed = set(sys.stdlib_module_names) | {"h11", "__future__"}
+    """Imports under `root` that are not the stdlib, h11, h2 or hiperfifo.engine."""
+    allowed = set(sys.stdlib_module_names) | {"h11", "h2", "__future__"}
     bad = []
     for path in sources(root):
         for line, name in imported_modules(path):
@@ -75,9 +76,20 @@ def engine_import_violations(root: Path) -> list[str]:
     return bad
 
 
-def test_engine_imports_only_stdlib_and_h11() -> None:
-    """Every import in hiperfifo/engine is the stdlib, h11, or the engine itself."""
+def test_engine_imports_only_stdlib_h11_and_h2() -> None:
+    """Every import in hiperfifo/engine is the stdlib, h11, h2, or the engine itself."""
     assert engine_import_violations(ENGINE) == []
+
+
+def test_only_http2_imports_h2() -> None:
+    """h2 (and its hpack/hyperframe) is imported by engine/http2.py alone, as h11 by http1.py."""
+    importers = {
+        rel(path)
+        for path in sources()
+        for _line, name in imported_modules(path)
+        if top(name) in ("h2", "hpack", "hyperframe")
+    }
+    assert importers == {"hiperfifo/engine/http2.py"}
 
 
 def test_engine_import_check_catches_a_violation(tmp_path: Path) -> None:

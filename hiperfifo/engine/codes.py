@@ -51,6 +51,7 @@ class Code(IntEnum):
     COULDNT_RESOLVE_HOST = 6
     COULDNT_CONNECT = 7
     WEIRD_SERVER_REPLY = 8
+    HTTP2 = 16
     HTTP_RETURNED_ERROR = 22
     PARTIAL_FILE = 18
     WRITE_ERROR = 23
@@ -68,6 +69,7 @@ class Code(IntEnum):
     BAD_CONTENT_ENCODING = 61
     FILESIZE_EXCEEDED = 63
     SSL_CACERT_BADFILE = 77
+    HTTP2_STREAM = 92
 
 
 _MCODE_TEXT = {
@@ -96,6 +98,7 @@ _CODE_TEXT = {
     Code.COULDNT_RESOLVE_HOST: "Could not resolve hostname",
     Code.COULDNT_CONNECT: "Could not connect to server",
     Code.WEIRD_SERVER_REPLY: "Weird server reply",
+    Code.HTTP2: "Error in the HTTP2 framing layer",
     Code.HTTP_RETURNED_ERROR: "HTTP response code said error",
     Code.PARTIAL_FILE: "Transferred a partial file",
     Code.WRITE_ERROR: "Failed writing received data to disk/application",
@@ -113,6 +116,7 @@ _CODE_TEXT = {
     Code.BAD_CONTENT_ENCODING: "Unrecognized or bad HTTP Content or Transfer-Encoding",
     Code.FILESIZE_EXCEEDED: "Maximum file size exceeded",
     Code.SSL_CACERT_BADFILE: "Problem with the SSL CA cert (path? access rights?)",
+    Code.HTTP2_STREAM: "Stream error in the HTTP/2 framing layer",
 }
 
 

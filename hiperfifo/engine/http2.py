@@ -1,0 +1,447 @@
+"""One HTTP/2 connection on h2: requests in, per-stream events out; no I/O, no clock.
+
+The only module that imports h2. It owns the h2 state machine of one
+connection, the streams we opened on it, their request bodies waiting for
+flow-control window, and the limits that keep a misbehaving server from
+costing memory or CPU without bound (a header list over 100 KiB, an HPACK
+bomb, an endless CONTINUATION sequence, a flood of PING/SETTINGS/RST_STREAM
+frames). Bytes come in through `receive()`, go out through `data_to_send()`;
+the caller owns the socket and the clock (`now` is passed in).
+
+Every h2 exception is mapped here, at this one boundary, to libcurl's codes
+and turned into per-stream events: a stream the server reset is
+HTTP2_STREAM (92), a connection-level error is HTTP2 (16) for every stream
+on the connection, a stream the server never processed (above a GOAWAY's
+last_stream_id, or REFUSED_STREAM) comes back with `retry=True`, as
+libcurl's `refused_stream` does. Window space is handed back only when the
+caller says the data was consumed (`consumed()`), so a stream whose reader
+stalls holds at most its own window and stalls nobody else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from hiperfifo.engine.codes import Code
+from hiperfifo.engine.http1 import ResponseHead
+
+MAX_HEADER_LIST = 100 * 1024  # as HTTP/1.1's head (libcurl's CURL_MAX_HTTP_HEADER)
+STREAM_WINDOW = 1 << 20  # what one stream may have in flight before we consume it
+CONNECTION_WINDOW = 16 << 20  # what all streams together may have in flight
+MAX_CONCURRENT_STREAMS = 100  # libcurl's default CURLMOPT_MAX_CONCURRENT_STREAMS
+# Control frames (PING, SETTINGS, RST_STREAM, PRIORITY, ALTSVC, unknown types, empty DATA)
+# the server may send: a burst, then a steady rate. An honest server sends a handful.
+CONTROL_BURST = 1000
+CONTROL_RATE = 100.0  # per second, refilling the burst
+_LAST_STREAM_ID = 2**31 - 1
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host")
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class StreamHead(NamedTuple):
+    """A response head on `stream_id`: final, or an informational (1xx) one."""
+
+    stream_id: int
+    head: ResponseHead
+    final: bool
+
+
+class StreamData(NamedTuple):
+    """Body bytes on `stream_id`; pass `flow` to consumed() once they are taken."""
+
+    stream_id: int
+    data: bytes
+    flow: int
+
+
+class StreamEnd(NamedTuple):
+    """The response on `stream_id` is complete."""
+
+    stream_id: int
+
+
+class StreamReset(NamedTuple):
+    """`stream_id` ended without its response: `retry` when the server never processed it."""
+
+    stream_id: int
+    code: Code
+    text: str
+    retry: bool
+
+
+Event = StreamHead | StreamData | StreamEnd | StreamReset
+
+
+class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
+    """h2's connection states, except that a received GOAWAY still lets streams finish.
+
+    h2 goes CLOSED on GOAWAY and then refuses every frame (python-hyper/h2#1181),
+    but RFC 9113 6.8 says streams up to last_stream_id may still complete, and
+    nginx sends its GOAWAY (keepalive_requests) before the responses it still
+    owes. New streams (SEND_HEADERS) stay refused.
+    """
+
+    _transitions = {
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        **{
+            (h2.connection.ConnectionState.CLOSED, kind): (
+                None,
+                h2.connection.ConnectionState.CLOSED,
+            )
+            for kind in h2.connection.ConnectionInputs
+            if kind.name.startswith("RECV_")
+            or kind.name in ("SEND_DATA", "SEND_WINDOW_UPDATE", "SEND_RST_STREAM", "SEND_SETTINGS")
+        },
+    }
+    _transitions.pop(
+        (h2.connection.ConnectionState.CLOSED, h2.connection.ConnectionInputs.RECV_PUSH_PROMISE)
+    )
+
+
+# Frame types (RFC 9113 6, RFC 7838): PRIORITY, RST_STREAM, SETTINGS, PING, ALTSVC, and any
+# type h2 does not know (an extension); DATA (0) counts when it is empty and does not end.
+_CONTROL_FRAMES = frozenset((0x2, 0x3, 0x4, 0x6, 0xA))
+_KNOWN_FRAMES = frozenset(range(0xB))
+
+
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, counting the frames that cost us work and carry no response."""
+
+    control = 0
+
+    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
+        kind = frame.type
+        if kind in _CONTROL_FRAMES or kind not in _KNOWN_FRAMES:
+            self.control += 1
+        elif kind == 0 and not frame.data and "END_STREAM" not in frame.flags:
+            self.control += 1  # empty DATA frames: nghttp2 counts them as a flood too
+        return super()._receive_frame(frame)
+
+
+_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
+
+
+class Http2:
+    """The client side of one HTTP/2 connection: many streams, one byte stream."""
+
+    __slots__ = (
+        "_bodies",
+        "_budget",
+        "_budget_at",
+        "_h2",
+        "_max_streams",
+        "_streams",
+        "completed",
+        "error",
+        "goaway",
+    )
+
+    def __init__(self, max_concurrent_streams: int = MAX_CONCURRENT_STREAMS) -> None:
+        conn = _Connection(config=_CONFIG)
+        conn.state_machine = _DrainingStateMachine()
+        conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            },
+        )
+        # The limit holds from the first byte, not only once the server acknowledged it.
+        conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._h2 = conn
+        self._max_streams = max_concurrent_streams
+        self._streams: set[int] = set()  # ours, not ended yet
+        self._bodies: dict[int, memoryview] = {}  # request bodies still to send
+        self._budget = float(CONTROL_BURST)
+        self._budget_at: float | None = None
+        self.goaway: int | None = None  # last_stream_id of the server's GOAWAY
+        self.error: str = ""  # why the connection failed; "" while it is healthy
+        self.completed = 0  # streams that got their whole response
+
+    def __repr__(self) -> str:
+        state = "FAILED" if self.error else "GOAWAY" if self.goaway is not None else "OPEN"
+        return f"<Http2 {state} streams={len(self._streams)} completed={self.completed}>"
+
+    # --- questions ---------------------------------------------------------------------
+
+    @property
+    def streams(self) -> int:
+        """Streams of ours still running."""
+        return len(self._streams)
+
+    @property
+    def accepting(self) -> bool:
+        """May new streams be opened (no GOAWAY, no error, stream ids left)?"""
+        return (
+            not self.error
+            and self.goaway is None
+            and self._h2.highest_outbound_stream_id < _LAST_STREAM_ID - 2
+        )
+
+    @property
+    def free_slots(self) -> int:
+        """How many more streams may be opened now (ours and the server's limit)."""
+        if not self.accepting:
+            return 0
+        limit = min(self._max_streams, self._h2.remote_settings.max_concurrent_streams)
+        return max(limit - len(self._streams), 0)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen on this connection: close it."""
+        return not self._streams and not self.accepting
+
+    # --- requests ----------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        method: str,
+        scheme: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+    ) -> int:
+        """Send a request's HEADERS (and its body as the window allows); its stream id.
+
+        `headers` are HTTP/1.1-shaped: Host becomes :authority, hop-by-hop
+        headers are dropped, names are lower-cased. Call only when free_slots > 0.
+        """
+        authority = b""
+        fields: Headers = []
+        for name, value in headers:
+            lname = name.lower().encode("ascii")
+            if lname == b"host":
+                authority = authority or value.encode("ascii")
+            elif lname == b"te":
+                if value.strip().lower() == "trailers":
+                    fields.append((lname, b"trailers"))
+            elif lname not in _HOP_BY_HOP:
+                fields.append((lname, value.encode("latin-1")))
+        block: Headers = [
+            (b":method", method.encode("ascii")),
+            (b":scheme", scheme.encode("ascii")),
+            (b":authority", authority),
+            (b":path", target.encode("ascii")),
+            *fields,
+        ]
+        conn = self._h2
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, block, end_stream=not body)
+        self._streams.add(stream_id)
+        if body:
+            self._bodies[stream_id] = memoryview(body)
+            self._pump_bodies()
+        return stream_id
+
+    def reset(self, stream_id: int) -> None:
+        """Cancel one stream (the transfer went away); the others go on."""
+        if stream_id not in self._streams:
+            return
+        self._streams.discard(stream_id)
+        self._bodies.pop(stream_id, None)
+        if self.error:
+            return
+        try:
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        except h2.exceptions.H2Error:
+            pass  # already closed on h2's side: nothing to cancel
+
+    def consumed(self, stream_id: int, flow: int) -> None:
+        """The application took `flow` bytes of `stream_id`: reopen that much window."""
+        if flow and not self.error:
+            self._h2.acknowledge_received_data(flow, stream_id)
+
+    def data_to_send(self) -> bytes:
+        return self._h2.data_to_send()
+
+    def close(self) -> None:
+        """Say GOAWAY (a polite close of an idle connection); nothing more is opened."""
+        if not self.error and self._h2.state_machine.state is not (
+            h2.connection.ConnectionState.CLOSED
+        ):
+            self._h2.close_connection()
+        self.error = self.error or "closed"
+
+    # --- what the server said ----------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """Feed bytes from the socket; the events for our streams, in order."""
+        if self.error:
+            return []
+        try:
+            raw = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            return self._fail(f"HTTP/2 protocol error: {exc}")
+        out: list[Event] = []
+        pump = False
+        for event in raw:
+            kind = type(event)
+            handler = _HANDLERS.get(kind)
+            if handler is not None:
+                handler(self, event, out)
+            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+                pump = True
+        control, self._h2.control = self._h2.control, 0
+        if control and not self._charge(control, now):
+            return out + self._fail(
+                "HTTP/2 flood: too many control frames (PING, SETTINGS, RST_STREAM)",
+                ErrorCodes.ENHANCE_YOUR_CALM,
+            )
+        if pump and self._bodies:
+            self._pump_bodies()
+        return out
+
+    def connection_lost(self, reason: str) -> list[Event]:
+        """The socket closed or failed: every stream still running ends, as libcurl says."""
+        if not self.error:
+            self.error = reason
+        out: list[Event] = [
+            StreamReset(
+                sid,
+                Code.HTTP2_STREAM,
+                f"HTTP/2 stream {sid} was not closed cleanly before end of the underlying "
+                f"connection ({reason})",
+                False,
+            )
+            for sid in sorted(self._streams)
+        ]
+        self._streams.clear()
+        self._bodies.clear()
+        return out
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _on_response(self, event: h2.events.ResponseReceived, out: list[Event]) -> None:
+        sid = event.stream_id
+        if sid in self._streams:
+            out.append(StreamHead(sid, _head(event.headers), True))
+
+    def _on_info(self, event: h2.events.InformationalResponseReceived, out: list[Event]) -> None:
+        sid = event.stream_id
+        self._h2.control += 1  # an endless run of 1xx heads is a flood like any other
+        if sid in self._streams:
+            out.append(StreamHead(sid, _head(event.headers), False))
+
+    def _on_data(self, event: h2.events.DataReceived, out: list[Event]) -> None:
+        sid = event.stream_id
+        if sid in self._streams:
+            out.append(StreamData(sid, event.data, event.flow_controlled_length))
+        else:  # a stream we cancelled: its bytes still count against the connection
+            self._h2.acknowledge_received_data(event.flow_controlled_length, sid)
+
+    def _on_end(self, event: h2.events.StreamEnded, out: list[Event]) -> None:
+        sid = event.stream_id
+        if sid in self._streams:
+            self._streams.discard(sid)
+            self._bodies.pop(sid, None)
+            self.completed += 1
+            out.append(StreamEnd(sid))
+
+    def _on_reset(self, event: h2.events.StreamReset, out: list[Event]) -> None:
+        sid = event.stream_id
+        if sid not in self._streams or not event.remote_reset:
+            return
+        self._streams.discard(sid)
+        self._bodies.pop(sid, None)
+        code = event.error_code
+        name = code.name if isinstance(code, ErrorCodes) else str(code)
+        if code == ErrorCodes.REFUSED_STREAM:
+            out.append(StreamReset(sid, Code.HTTP2_STREAM, f"HTTP/2 stream {sid} refused", True))
+            return
+        text = f"HTTP/2 stream {sid} was not closed cleanly: {name} (err {int(code)})"
+        out.append(StreamReset(sid, Code.HTTP2_STREAM, text, False))
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated, out: list[Event]) -> None:
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        self.goaway = last if self.goaway is None else min(self.goaway, last)
+        for sid in sorted(s for s in self._streams if s > last):
+            self._streams.discard(sid)
+            self._bodies.pop(sid, None)
+            out.append(
+                StreamReset(
+                    sid,
+                    Code.HTTP2_STREAM,
+                    f"HTTP/2 stream {sid} was not processed by the server "
+                    f"(GOAWAY, last stream {last})",
+                    True,
+                )
+            )
+
+    def _fail(self, reason: str, code: ErrorCodes | None = None) -> list[Event]:
+        """A connection-level error: every stream of ours ends with HTTP2 (16)."""
+        if code is not None:
+            try:
+                self._h2.close_connection(code)
+            except h2.exceptions.H2Error:
+                pass
+        self.error = reason
+        out: list[Event] = [
+            StreamReset(sid, Code.HTTP2, reason, False) for sid in sorted(self._streams)
+        ]
+        self._streams.clear()
+        self._bodies.clear()
+        return out
+
+    def _charge(self, frames: int, now: float) -> bool:
+        """Take `frames` from the control-frame budget; False when it ran out."""
+        if self._budget_at is not None:
+            self._budget = min(
+                CONTROL_BURST, self._budget + (now - self._budget_at) * CONTROL_RATE
+            )
+        self._budget_at = now
+        self._budget -= frames
+        return self._budget >= 0
+
+    def _pump_bodies(self) -> None:
+        """Send request bodies as far as the flow-control windows allow."""
+        conn = self._h2
+        for sid, body in list(self._bodies.items()):
+            while body:
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                conn.send_data(sid, body[:room].tobytes())
+                body = body[room:]
+            if body:
+                self._bodies[sid] = body
+            else:
+                del self._bodies[sid]
+                conn.end_stream(sid)
+
+
+def _head(headers: Headers) -> ResponseHead:
+    status = 0
+    fields: Headers = []
+    lookup: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name == b":status":
+            status = int(value)
+        elif not name.startswith(b":"):
+            fields.append((name, value))
+            lookup.setdefault(name, value)
+    return ResponseHead(status, "2", "", fields, lookup)
+
+
+_HANDLERS: dict[type, Callable[[Http2, Any, list[Event]], None]] = {
+    h2.events.ResponseReceived: Http2._on_response,
+    h2.events.DataReceived: Http2._on_data,
+    h2.events.StreamEnded: Http2._on_end,
+    h2.events.StreamReset: Http2._on_reset,
+    h2.events.InformationalResponseReceived: Http2._on_info,
+    h2.events.ConnectionTerminated: Http2._on_goaway,
+}

@@ -1,0 +1,363 @@
+"""engine/http2.py against h2's own SERVER side, in memory: every frame parsed and asserted."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import hpack
+import pytest
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame
+
+from hiperfifo.engine.codes import Code
+from hiperfifo.engine.http2 import (
+    CONTROL_BURST,
+    MAX_HEADER_LIST,
+    STREAM_WINDOW,
+    Http2,
+    StreamData,
+    StreamEnd,
+    StreamHead,
+    StreamReset,
+)
+
+GET = [("Host", "example.org"), ("Accept", "*/*")]
+
+
+class Pair:
+    """Our client and h2's server, wired back to back (h11's ConnectionPair, for h2)."""
+
+    def __init__(self, **client: int) -> None:
+        self.client = Http2(**client)
+        self.server = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self.server.initiate_connection()
+        self.now = 0.0
+        self.to_client()
+        self.to_server()
+
+    def to_server(self) -> list[h2.events.Event]:
+        events = self.server.receive_data(self.client.data_to_send())
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                self.server.acknowledge_received_data(
+                    event.flow_controlled_length or 0, event.stream_id or 0
+                )
+        return events
+
+    def to_client(self, raw: bytes = b"") -> list[object]:
+        return list(self.client.receive(raw + self.server.data_to_send(), self.now))
+
+    def get(self, path: str = "/", headers: list[tuple[str, str]] | None = None) -> int:
+        return self.client.open_stream("GET", "https", path, headers or GET, None)
+
+    def respond(self, stream_id: int, body: bytes = b"hello", status: int = 200) -> None:
+        fields = [(":status", str(status)), ("content-length", str(len(body)))]
+        self.server.send_headers(stream_id, fields, end_stream=not body)
+        for start in range(0, len(body), 16384):
+            piece = body[start : start + 16384]
+            self.server.send_data(stream_id, piece, end_stream=start + 16384 >= len(body))
+
+
+def consume_all(pair: Pair, events: list[object]) -> bytes:
+    body = b""
+    for event in events:
+        if isinstance(event, StreamData):
+            body += event.data
+            pair.client.consumed(event.stream_id, event.flow)
+    return body
+
+
+def test_request_headers_become_pseudo_headers() -> None:
+    """Host becomes :authority, names are lower-cased, hop-by-hop headers are dropped."""
+    pair = Pair()
+    headers = [("Host", "example.org:8443"), ("Connection", "close"), ("X-Thing", "1")]
+    headers += [("TE", "trailers"), ("Keep-Alive", "5"), ("Transfer-Encoding", "chunked")]
+    pair.client.open_stream("GET", "https", "/a?b=c", headers, None)
+    (request, ended) = [e for e in pair.to_server() if not isinstance(e, h2.events.WindowUpdated)][
+        -2:
+    ]
+    assert isinstance(request, h2.events.RequestReceived)
+    assert isinstance(ended, h2.events.StreamEnded)
+    assert request.headers == [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"example.org:8443"),
+        (b":path", b"/a?b=c"),
+        (b"x-thing", b"1"),
+        (b"te", b"trailers"),
+    ]
+
+
+def test_response_events_and_head() -> None:
+    """A response is a head (HTTP/2 status line for the header callback), its data, its end."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    pair.server.send_headers(sid, [(":status", "200"), ("Content-Type", "text/plain")])
+    pair.server.send_data(sid, b"hello", end_stream=True)
+    events = pair.to_client()
+    head, data, end = events
+    assert isinstance(head, StreamHead)
+    assert head.final
+    assert head.head.status == 200
+    assert head.head.http_version == "2"
+    assert head.head.header(b"Content-Type") == b"text/plain"
+    assert head.head.lines() == [b"HTTP/2 200 \r\n", b"content-type: text/plain\r\n", b"\r\n"]
+    assert data == StreamData(sid, b"hello", 5)
+    assert end == StreamEnd(sid)
+    assert pair.client.streams == 0
+    assert pair.client.completed == 1
+
+
+def test_many_streams_interleave_on_one_connection() -> None:
+    """Fifty streams at once, answered in reverse order, each body to its own stream."""
+    pair = Pair()
+    sids = [pair.get(f"/{i}") for i in range(50)]
+    pair.to_server()
+    for i, sid in reversed(list(enumerate(sids))):
+        pair.respond(sid, f"body {i}".encode())
+    events = pair.to_client()
+    bodies = {e.stream_id: e.data for e in events if isinstance(e, StreamData)}
+    assert bodies == {sid: f"body {i}".encode() for i, sid in enumerate(sids)}
+    assert sum(isinstance(e, StreamEnd) for e in events) == 50
+
+
+def test_informational_head_before_the_final_one() -> None:
+    """A 103 comes as a non-final head, then the real response."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    pair.server.send_headers(sid, [(":status", "103"), ("link", "</s.css>")])
+    pair.respond(sid, b"x")
+    events = pair.to_client()
+    assert [(e.head.status, e.final) for e in events if isinstance(e, StreamHead)] == [
+        (103, False),
+        (200, True),
+    ]
+
+
+def test_request_body_larger_than_the_window_is_sent_as_it_opens() -> None:
+    """A 200 KB body goes out in pieces as the server's WINDOW_UPDATEs come back."""
+    pair = Pair()
+    body = bytes(range(256)) * 800
+    sid = pair.client.open_stream("POST", "https", "/up", GET, body)
+    received = b""
+    for _ in range(20):
+        for event in pair.to_server():
+            if isinstance(event, h2.events.DataReceived):
+                received += event.data or b""
+        pair.to_client()
+        if len(received) == len(body):
+            break
+    assert received == body
+    pair.respond(sid, b"ok")
+    assert StreamEnd(sid) in pair.to_client()
+
+
+def test_a_stalled_stream_holds_only_its_own_window() -> None:
+    """Data not consumed stops its stream at STREAM_WINDOW; another stream still flows."""
+    pair = Pair()
+    slow_sid, fast_sid = pair.get("/slow"), pair.get("/fast")
+    pair.to_server()
+    big = b"s" * (3 * STREAM_WINDOW)
+    pair.server.send_headers(slow_sid, [(":status", "200")])
+    sent = 0
+    while pair.server.local_flow_control_window(slow_sid) > 0:
+        room = min(pair.server.local_flow_control_window(slow_sid), 16384)
+        pair.server.send_data(slow_sid, big[sent : sent + room])
+        sent += room
+    events = pair.to_client()  # the slow stream's data is not consumed
+    assert sent == STREAM_WINDOW
+    assert sum(len(e.data) for e in events if isinstance(e, StreamData)) == STREAM_WINDOW
+    pair.to_server()
+    assert pair.server.local_flow_control_window(slow_sid) == 0  # no window handed back
+    pair.respond(fast_sid, b"f" * 100_000)  # the connection window still has room
+    fast = pair.to_client()
+    assert consume_all(pair, fast) == b"f" * 100_000
+    assert StreamEnd(fast_sid) in fast
+    for event in events:  # now the application takes the slow stream's bytes
+        if isinstance(event, StreamData):
+            pair.client.consumed(event.stream_id, event.flow)
+    pair.to_server()
+    assert pair.server.local_flow_control_window(slow_sid) > 0
+
+
+def test_server_reset_fails_only_that_stream() -> None:
+    """RST_STREAM on one stream is HTTP2_STREAM (92) for it; the other stream completes."""
+    pair = Pair()
+    a, b = pair.get("/a"), pair.get("/b")
+    pair.to_server()
+    pair.server.reset_stream(a, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    pair.respond(b)
+    events = pair.to_client()
+    reset = events[0]
+    assert isinstance(reset, StreamReset)
+    assert (reset.stream_id, reset.code, reset.retry) == (a, Code.HTTP2_STREAM, False)
+    assert "INTERNAL_ERROR" in reset.text
+    assert StreamEnd(b) in events
+    assert pair.client.accepting
+
+
+def test_refused_stream_is_retried() -> None:
+    """REFUSED_STREAM: the server did nothing with it, so retry=True (libcurl's refused_stream)."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    pair.server.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+    (reset,) = pair.to_client()
+    assert isinstance(reset, StreamReset)
+    assert reset.retry
+
+
+def test_goaway_retries_streams_above_last_id_and_lets_the_rest_finish() -> None:
+    """GOAWAY(last=3): 5 and 7 come back for a retry, 1 and 3 still get their responses."""
+    pair = Pair()
+    sids = [pair.get(f"/{i}") for i in range(4)]
+    assert sids == [1, 3, 5, 7]
+    pair.to_server()
+    pair.server.close_connection(last_stream_id=3)
+    events = pair.to_client()
+    assert [(e.stream_id, e.retry) for e in events if isinstance(e, StreamReset)] == [
+        (5, True),
+        (7, True),
+    ]
+    assert not pair.client.accepting
+    assert pair.client.free_slots == 0
+    assert pair.client.streams == 2
+    # The server goes on answering what it accepted, as nginx does (h2's own server side
+    # would refuse to, so it is told it is still open); h2 alone, as a client, would
+    # refuse every frame after a GOAWAY.
+    pair.server.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+    for sid in (1, 3):
+        pair.respond(sid, b"ok")
+    events = pair.to_client()
+    assert [e for e in events if isinstance(e, StreamEnd)] == [StreamEnd(1), StreamEnd(3)]
+    assert consume_all(pair, events) == b"okok"
+    assert pair.client.finished
+
+
+def test_cancel_resets_only_that_stream() -> None:
+    """reset() sends RST_STREAM(CANCEL) for one stream; its late data is ignored, others go on."""
+    pair = Pair()
+    a, b = pair.get("/a"), pair.get("/b")
+    pair.to_server()
+    pair.client.reset(a)
+    resets = [e for e in pair.to_server() if isinstance(e, h2.events.StreamReset)]
+    assert [(r.stream_id, r.error_code) for r in resets] == [(a, h2.errors.ErrorCodes.CANCEL)]
+    pair.respond(b, b"still here")
+    events = pair.to_client()
+    assert consume_all(pair, events) == b"still here"
+    assert pair.client.streams == 0
+
+
+def test_free_slots_follow_the_server_setting_and_ours() -> None:
+    """SETTINGS_MAX_CONCURRENT_STREAMS from the server caps the slots, as does ours."""
+    pair = Pair(max_concurrent_streams=10)
+    assert pair.client.free_slots == 10
+    pair.server.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 3})
+    pair.to_client()
+    pair.get()
+    assert pair.client.free_slots == 2
+
+
+def test_connection_lost_ends_running_streams_with_92() -> None:
+    """EOF with streams running: each ends with HTTP2_STREAM, as libcurl reports it."""
+    pair = Pair()
+    sid = pair.get()
+    (reset,) = pair.client.connection_lost("Connection closed")
+    assert isinstance(reset, StreamReset)
+    assert (reset.stream_id, reset.code) == (sid, Code.HTTP2_STREAM)
+    assert "not closed cleanly before end of the underlying connection" in reset.text
+    assert pair.client.finished
+
+
+def assert_connection_error(events: list[object], sids: list[int], needle: str) -> None:
+    resets = [e for e in events if isinstance(e, StreamReset)]
+    assert [r.stream_id for r in resets] == sids
+    assert all(r.code is Code.HTTP2 and not r.retry for r in resets)
+    assert needle in resets[0].text
+
+
+def test_header_list_over_the_limit_is_a_connection_error() -> None:
+    """150 KB of headers (in CONTINUATION frames): HTTP2 (16) for every stream, GOAWAY sent."""
+    pair = Pair()
+    sids = [pair.get("/a"), pair.get("/b")]
+    pair.to_server()
+    fields = [(":status", "200")] + [(f"x-h{i}", "v" * 1000) for i in range(150)]
+    pair.server.send_headers(sids[0], fields, end_stream=True)
+    events = pair.to_client()
+    assert_connection_error(events, sids, "Oversized header block")
+    assert not pair.client.accepting
+    goaway = [e for e in pair.to_server() if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway
+    assert pair.client.receive(b"more", 1.0) == []  # a failed connection takes nothing more
+
+
+def test_hpack_bomb_is_refused_without_building_it() -> None:
+    """One 4 KB header indexed again 200 times (~800 KB decoded): refused at 100 KiB."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    block = hpack.Encoder().encode([(b":status", b"200")] + [(b"x-bomb", b"b" * 4000)] * 200)
+    assert len(block) < 5000  # tiny on the wire...
+    frame = HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+    events = pair.client.receive(frame, 0.0)
+    assert_connection_error(events, [sid], "Oversized header block")
+    assert MAX_HEADER_LIST == 100 * 1024
+
+
+def test_endless_continuation_is_a_connection_error() -> None:
+    """HEADERS without END_HEADERS and CONTINUATION frames forever: cut off, HTTP2 (16)."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    first = HeadersFrame(sid, hpack.Encoder().encode([(b":status", b"200")])).serialize()
+    events = pair.client.receive(first + ContinuationFrame(sid, b"").serialize() * 10_000, 0.0)
+    assert_connection_error(events, [sid], "continuation")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        PingFrame(0, opaque_data=b"12345678"),
+        RstStreamFrame(1, error_code=0),
+        HeadersFrame(1, b"", flags=[]),  # placeholder, replaced below by a SETTINGS frame
+    ],
+    ids=["PING", "RST_STREAM", "SETTINGS"],
+)
+def test_control_frame_flood_closes_the_connection(frame: object) -> None:
+    """More than the burst of PING/RST_STREAM/SETTINGS frames at once: ENHANCE_YOUR_CALM, 16."""
+    from hyperframe.frame import SettingsFrame
+
+    if isinstance(frame, HeadersFrame):
+        frame = SettingsFrame(0, settings={h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    pair = Pair()
+    sids = [pair.get("/a"), pair.get("/b")]
+    pair.to_server()
+    flood = frame.serialize() * (CONTROL_BURST + 10)  # type: ignore[attr-defined]
+    events = pair.client.receive(flood, 0.0)
+    if isinstance(frame, RstStreamFrame):  # the first one is a plain reset of stream 1
+        assert events[0] == StreamReset(
+            1, Code.HTTP2_STREAM, "HTTP/2 stream 1 was not closed cleanly: NO_ERROR (err 0)", False
+        )
+        events, sids = events[1:], sids[1:]
+    assert_connection_error(events, sids, "flood")
+    terminated = [e for e in pair.to_server() if isinstance(e, h2.events.ConnectionTerminated)]
+    assert terminated[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_pings_at_an_honest_rate_are_answered() -> None:
+    """A PING every 20 ms for 3,000 pings (over a minute of clock) is no flood: all answered."""
+    pair = Pair()
+    sid = pair.get()
+    pair.to_server()
+    ping = PingFrame(0, opaque_data=b"abcdefgh").serialize()
+    for i in range(3000):
+        assert pair.client.receive(ping, i * 0.02) == []
+    acks = [e for e in pair.to_server() if isinstance(e, h2.events.PingAckReceived)]
+    assert len(acks) == 3000
+    pair.respond(sid)
+    assert StreamEnd(sid) in pair.to_client()
