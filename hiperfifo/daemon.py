@@ -27,7 +27,7 @@ from structlog.typing import FilteringBoundLogger
 from hiperfifo import __version__, logs, systemd
 from hiperfifo.config import Config
 from hiperfifo.driver import Driver, Handle, Watch
-from hiperfifo.engine import Code, Easy, Message, Multi, NetworkPolicy
+from hiperfifo.engine import Code, Easy, InfoType, Message, Multi, NetworkPolicy
 from hiperfifo.fifo import (
     SHOWN_TOKEN_CHARS,
     Fifo,
@@ -96,9 +96,13 @@ class Transfer:
             self.log.info("transfer.progress", bytes=dlnow, total=dltotal or None)
         return False
 
-    def debug(self, kind: str, text: str) -> None:
-        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug."""
-        self.log.debug("transfer.debug", kind=kind, text=text)
+    def debug(self, kind: InfoType, text: str) -> None:
+        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
+        state changes as text, request and response heads as lines, credentials hidden."""
+        if kind is InfoType.STATE:
+            self.log.debug("transfer.debug", kind=str(kind), text=text)
+        else:
+            self.log.debug("transfer.debug", kind=str(kind), head=logs.redact_head(text))
 
 
 class Daemon:

@@ -52,12 +52,48 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Control characters in string values become \\xNN, bidi controls \\uNNNN (logfmt and
-    console would pass them raw to the terminal; JSON escapes them itself)."""
+    """Control characters in string values (and lists of strings) become \\xNN, bidi
+    controls \\uNNNN (logfmt and console would pass them raw to the terminal; JSON escapes
+    them itself)."""
     for key, value in event_dict.items():
-        if isinstance(value, str) and _CONTROL.search(value):
-            event_dict[key] = _CONTROL.sub(_escape, value)
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                event_dict[key] = _CONTROL.sub(_escape, value)
+        elif isinstance(value, list):
+            event_dict[key] = [
+                _CONTROL.sub(_escape, item) if isinstance(item, str) else item for item in value
+            ]
     return event_dict
+
+
+# Header values that are credentials: shown as their scheme or cookie names only.
+_SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
+
+
+def redact_head(text: str) -> list[str]:
+    """An HTTP head (as the engine's debug function gives it) as lines for a log, with the
+    values of Authorization, Proxy-Authorization (scheme kept), Cookie and Set-Cookie
+    (names kept) replaced by ***."""
+    lines = []
+    for line in text.split("\r\n"):
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        lname = name.strip().lower()
+        if colon and lname in _SECRET_HEADERS:
+            line = f"{name}: {_redact_value(lname, value.strip())}"
+        lines.append(line)
+    return lines
+
+
+def _redact_value(name: str, value: str) -> str:
+    if name.endswith("authorization"):
+        scheme, space, _ = value.partition(" ")
+        return f"{scheme} ***" if space else "***"
+    if name == "set-cookie":
+        value = value.split(";", 1)[0]
+    pairs = (pair.strip().partition("=") for pair in value.split(";"))
+    return "; ".join(f"{key}={'***' if eq else ''}" if eq else "***" for key, eq, _ in pairs)
 
 
 def _logfmt_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

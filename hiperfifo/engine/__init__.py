@@ -18,7 +18,7 @@ from hiperfifo.engine.codes import (
     MultiError,
     strerror,
 )
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.multi import Message, Multi
 from hiperfifo.engine.policy import NetworkPolicy
 
@@ -34,6 +34,7 @@ __all__ = [
     "SOCKET_TIMEOUT",
     "Code",
     "Easy",
+    "InfoType",
     "MCode",
     "Message",
     "Multi",

@@ -8,6 +8,7 @@ URL_MALFORMAT, never as an exception here, so a daemon never dies of one).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import Any
 
 from hiperfifo.engine.codes import Code
@@ -16,7 +17,18 @@ from hiperfifo.engine.policy import NetworkPolicy
 WriteFunction = Callable[[bytes], "int | None"]
 HeaderFunction = Callable[[bytes], "int | None"]
 ProgressFunction = Callable[[int, int, int, int], Any]
-DebugFunction = Callable[[str, str], None]
+
+
+class InfoType(StrEnum):
+    """What a debug_function call carries, as libcurl's curl_infotype (strings, so that a
+    log can print them as they are)."""
+
+    STATE = "state"  # "CONNECTING -> SENDING": the transfer's state machine moved
+    HEADER_OUT = "header_out"  # a request head as sent, CRLFs included (CURLINFO_HEADER_OUT)
+    HEADER_IN = "header_in"  # a response head as received, 1xx ones too (CURLINFO_HEADER_IN)
+
+
+DebugFunction = Callable[[InfoType, str], None]
 DEFAULT_CONNECT_TIMEOUT_MS = 300_000  # libcurl's DEFAULT_CONNECT_TIMEOUT; what 0 means
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.decoding import Decoder
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.http1 import ResponseHead
 
@@ -45,6 +45,9 @@ class Response:
             easy.starttransfer_time = self._clock() - self._start
         easy.response_code = head.status
         easy.http_version = head.http_version
+        if easy.debug_function is not None:  # curl's CURLINFO_HEADER_IN
+            with self._guard.calling():
+                easy.debug_function(InfoType.HEADER_IN, b"".join(head.lines()).decode("latin-1"))
         if easy.header_function is not None:
             for line in head.lines():
                 self._deliver(easy.header_function, line)

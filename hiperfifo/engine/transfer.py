@@ -20,7 +20,7 @@ from hiperfifo.engine.connection import Connection, Origin
 from hiperfifo.engine.deadlines import Deadlines
 from hiperfifo.engine.decoding import accept_header
 from hiperfifo.engine.dialer import EYEBALLS_DELAY, Dialer
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.http1 import Http1, ResponseHead
 from hiperfifo.engine.pool import Pool
@@ -148,11 +148,24 @@ class Transfer:
         return _STEPS[self.state](self)
 
     def _set_state(self, state: TransferState) -> None:
+        if self.easy.debug_function is not None:
+            self._debug(InfoType.STATE, f"{self.state.name} -> {state.name}")
+        self.state = state
+
+    def _debug(self, kind: InfoType, text: str) -> None:
         debug = self.easy.debug_function
         if debug is not None:
             with self.svc.guard.calling():
-                debug("state", f"{self.state.name} -> {state.name}")
-        self.state = state
+                debug(kind, text)
+
+    def _send(self, conn: Connection, data: bytes) -> None:
+        """Queue a request's bytes; its head goes to the debug function (curl's HEADER_OUT)."""
+        conn.queue(data)
+        if self.easy.debug_function is not None:
+            end = data.find(b"\r\n\r\n")
+            self._debug(
+                InfoType.HEADER_OUT, data[: end + 4 if end >= 0 else None].decode("latin-1")
+            )
 
     def wanted(self) -> dict[int, int]:
         """fd -> POLL_* this transfer waits for now."""
@@ -370,7 +383,7 @@ class Transfer:
             host = f"[{target.host}]" if ":" in target.host else target.host
             authority = f"{host}:{target.port}"
             headers = [("Host", authority), *self._proxy_auth()]
-            conn.queue(self._tunnel.request("CONNECT", authority, headers, None))
+            self._send(conn, self._tunnel.request("CONNECT", authority, headers, None))
         try:
             data = conn.read(self.svc.view) if conn.flush() else None
         except OSError as exc:
@@ -385,6 +398,8 @@ class Transfer:
         for kind, head in events:
             if kind == "head":
                 assert isinstance(head, ResponseHead)
+                if self.easy.debug_function is not None:
+                    self._debug(InfoType.HEADER_IN, b"".join(head.lines()).decode("latin-1"))
                 if not 200 <= head.status < 300:
                     raise TransferError(
                         Code.RECV_ERROR, f"CONNECT tunnel failed, response {head.status}"
@@ -442,7 +457,7 @@ class Transfer:
         easy.http_version = "1.1"
         if easy.low_speed_limit > 0 and easy.low_speed_time > 0:
             self._mark_speed(self.svc.clock())
-        conn.queue(conn.http.request(self.method, *self._request_parts()))
+        self._send(conn, conn.http.request(self.method, *self._request_parts()))
         easy.pretransfer_time = self._elapsed()
         self._set_state(TransferState.SENDING)
 

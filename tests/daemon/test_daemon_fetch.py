@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import threading
@@ -220,3 +221,26 @@ def test_json_lines_start_with_timestamp_level_event(run_daemon: Callable[..., D
     daemon.write(b"stop\n")
     assert daemon.wait() == 0
     assert all(list(e)[:3] == ["timestamp", "level", "event"] for e in daemon.events())
+
+
+def test_debug_level_logs_request_and_response_heads_with_credentials_hidden(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """--log-level debug shows each head like curl -v; the Authorization the engine built from
+    user:password shows its scheme only, and neither the password nor its base64 is logged."""
+    daemon = run_daemon("--log-level", "debug")
+    port = http_server.server_address[1]
+    daemon.write(f"http://alice:s3cr3tpw@127.0.0.1:{port}/redirect/1\nstop\n".encode())
+    assert daemon.wait() == 0
+    heads = [e for e in daemon.events("transfer.debug") if "head" in e]
+    assert [e["kind"] for e in heads] == ["header_out", "header_in"] * 2
+    request, response = heads[0]["head"], heads[1]["head"]
+    assert request[0] == "GET /redirect/1 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{port}" in request
+    assert "Authorization: Basic ***" in request
+    assert response[0].startswith("HTTP/1.1 302")
+    assert "Location: /redirect/0" in response
+    assert all(e["url"] == f"http://alice:***@127.0.0.1:{port}/redirect/1" for e in heads)
+    text = daemon.log.read_text()
+    assert "s3cr3tpw" not in text
+    assert base64.b64encode(b"alice:s3cr3tpw").decode() not in text

@@ -160,3 +160,21 @@ def test_transfer_done_leads_with_url_result_status_bytes_elapsed(fmt: str) -> N
     keys = [key for key in keys if key not in ("timestamp", "level", "event")]
     assert keys[:5] == ["url", "result", "status", "bytes", "elapsed"]
     assert keys[5:] == ["id", "effective_url", "result_name", "error", "redirects", "attempts"]
+
+
+def test_redact_head_hides_credentials_and_keeps_the_rest() -> None:
+    """Authorization/Proxy-Authorization keep their scheme, cookies their names; other lines
+    and the order stay; the blank line ending the head is dropped."""
+    head = (
+        "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic YWxpY2U6czNjcmV0\r\n"
+        "proxy-authorization: Bearer tok\r\nCookie: sid=abc; theme=dark\r\n\r\n"
+    )
+    assert logs.redact_head(head) == [
+        "GET / HTTP/1.1",
+        "Host: h",
+        "Authorization: Basic ***",
+        "proxy-authorization: Bearer ***",
+        "Cookie: sid=***; theme=***",
+    ]
+    response = "HTTP/1.1 200 OK\r\nSet-Cookie: sid=abc; Path=/; HttpOnly\r\nX-A: b\r\n\r\n"
+    assert logs.redact_head(response) == ["HTTP/1.1 200 OK", "Set-Cookie: sid=***", "X-A: b"]

@@ -19,7 +19,7 @@ from servers import (
     stale_after_first,
 )
 
-from hiperfifo.engine import Code, Easy
+from hiperfifo.engine import Code, Easy, InfoType
 
 Fetch = Callable[..., tuple[Any, bytes]]
 
@@ -477,3 +477,30 @@ def echo_and_hang_up(request: Request, peer: Peer) -> bool:
     """Answer with the request body, then close without saying Connection: close."""
     respond(request.body, then="hangup")(request, peer)
     return False
+
+
+def test_debug_function_gets_request_and_response_heads_of_every_hop(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """As curl -v: each request head as sent (HEADER_OUT) and each response head as received
+    (HEADER_IN), redirects included, between the state changes (STATE)."""
+    calls: list[tuple[InfoType, str]] = []
+    easy, _ = fetch(
+        http_server.url("/redirect"),
+        follow_location=True,
+        headers=[("Authorization", "Basic c2VjcmV0")],
+        debug_function=lambda kind, text: calls.append((kind, text)),
+    )
+    assert easy.result == Code.OK
+    heads = [(kind, text) for kind, text in calls if kind is not InfoType.STATE]
+    assert [kind for kind, _ in heads] == [InfoType.HEADER_OUT, InfoType.HEADER_IN] * 2
+    out, into = heads[0][1], heads[1][1]
+    assert out.startswith("GET /redirect HTTP/1.1\r\n")
+    assert f"\r\nHost: {http_server.netloc}\r\n" in out
+    assert "Authorization: Basic c2VjcmV0" in out  # the engine hides nothing: the log does
+    assert out.endswith("\r\n\r\n")
+    assert into.startswith("HTTP/1.1 302 ")
+    assert "\r\nLocation: /\r\n" in into
+    assert heads[2][1].startswith("GET / HTTP/1.1\r\n")
+    assert heads[3][1].startswith("HTTP/1.1 200 ")
+    assert any(kind is InfoType.STATE and " -> " in text for kind, text in calls)
