@@ -143,10 +143,21 @@ class Tokenizer:
         self._extend(parts[-1], items)
         return items
 
+    def flush(self) -> list[Item]:
+        """End the open token as whitespace would (the writer went quiet without a newline)."""
+        items: list[Item] = []
+        self._finish(items)
+        return items
+
     @property
     def pending(self) -> int:
         """Bytes of an unfinished token held back (0 when skipping)."""
         return len(self._pending)
+
+    @property
+    def open(self) -> bool:
+        """A token has begun and no whitespace has ended it yet (held, or being skipped)."""
+        return bool(self._pending) or self._skipping
 
     def _extend(self, chunk: bytes, items: list[Item]) -> None:
         if self._skipping or not chunk:

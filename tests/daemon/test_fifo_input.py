@@ -304,3 +304,20 @@ def test_refuses_anything_but_a_fifo(tmp_path: Path, kind: str) -> None:
 def test_redact_hides_only_the_password(url: str, shown: str) -> None:
     """redact() replaces the password of the userinfo and nothing else."""
     assert redact(url) == shown
+
+
+def test_flush_ends_the_open_token_as_whitespace_would() -> None:
+    """A write without a newline: flush() completes it, and the next bytes start a new token
+    (`http://h/a.txt` then `stop`, not `http://h/a.txtstop`)."""
+    tokenizer = Tokenizer(max_length=64)
+    assert tokenizer.feed(b"http://h/a.txt") == []
+    assert tokenizer.open
+    assert tokenizer.flush() == [Url("http://h/a.txt")]
+    assert not tokenizer.open
+    assert tokenizer.flush() == []
+    assert tokenizer.feed(b"stop") == []
+    assert tokenizer.flush() == [Stop()]
+    tokenizer.feed(b"x" * 100)  # too long: rejected at once, the rest skipped...
+    assert tokenizer.open
+    assert tokenizer.flush() == []  # ... and the skipping ends with the token
+    assert feed_all(tokenizer, b"http://h/b\n") == [Url("http://h/b")]
