@@ -55,7 +55,9 @@ def test_every_logged_key_is_in_its_events_row(
     """A run with a fetch, junk, a drain, an abort and debug lines, and a failed start: each
     event is documented and each of its keys named in its row."""
     daemon = run_daemon("--log-level", "debug", "--max-host-connections", "1")
-    daemon.write(f"{http_server.url('/size/10')} gopher://x\n{http_server.url('/hang')}\n".encode())
+    daemon.write(
+        f"{http_server.url('/size/10')} gopher://x\n{http_server.url('/hang')}\n".encode()
+    )
     daemon.wait_for("transfer.done")
     daemon.wait_for("transfer.added", 2)
     daemon.signal(signal.SIGINT)
@@ -78,9 +80,10 @@ def test_every_logged_key_is_in_its_events_row(
         assert not missing, f"{event['event']}: {missing} not in its row"
 
 
-def test_every_option_has_its_row_with_its_environment_variable() -> None:
-    """Each option of config.OPTIONS appears in docs/daemon.md with its HIPERFIFO_ name."""
+def test_every_option_has_its_row() -> None:
+    """Each option of config.OPTIONS appears in docs/daemon.md (whose tables say that each
+    also reads HIPERFIFO_<NAME>)."""
     text = DOC.read_text(encoding="utf-8")
+    assert "HIPERFIFO_<NAME>" in text
     for option in OPTIONS:
         assert f"`{option.flag}" in text, option.flag
-        assert option.env in text or option.is_switch, option.env
