@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import pytest
+from names import Names
 from servers import (
     HELLO,
     HTTPServer,
@@ -85,23 +86,33 @@ def http_server(serve: Callable[[HTTPServer], HTTPServer]) -> HTTPServer:
 
 
 @pytest.fixture
-def drv() -> Iterator[Any]:
-    """A SelectorDriver over a fresh Multi, closed at the end."""
+def names() -> Names:
+    """The test's name service: `names["x.test"] = ["127.0.0.1"]`, or
+    `names.add("slow.test", "127.0.0.1", delay=0.5)`; other names resolve as usual.
+    The drivers below hand it to their Multi as `getaddrinfo`."""
+    return Names()
+
+
+@pytest.fixture
+def drv(names: Names) -> Iterator[Any]:
+    """A SelectorDriver over a fresh Multi (names resolved through `names`), closed at the end."""
     from hiperfifo.engine.testing import SelectorDriver
 
-    driver = SelectorDriver(record=True)
+    driver = SelectorDriver(record=True, getaddrinfo=names)
     yield driver
     driver.close()
 
 
 @pytest.fixture
-def make_driver() -> Iterator[Callable[..., Any]]:
-    """Build SelectorDrivers with Multi options (limits, clock); all closed at the end."""
+def make_driver(names: Names) -> Iterator[Callable[..., Any]]:
+    """Build SelectorDrivers with Multi options (limits, clock; `getaddrinfo` defaults to
+    `names`); all closed at the end."""
     from hiperfifo.engine.testing import SelectorDriver
 
     made: list[Any] = []
 
     def make(**multi_kwargs: Any) -> Any:
+        multi_kwargs.setdefault("getaddrinfo", names)
         driver = SelectorDriver(record=True, **multi_kwargs)
         made.append(driver)
         return driver

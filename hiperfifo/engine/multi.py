@@ -23,7 +23,7 @@ from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.pollset import PollSet
 from hiperfifo.engine.pool import Pool
-from hiperfifo.engine.resolver import Resolver
+from hiperfifo.engine.resolver import GetAddrInfo, Resolver
 from hiperfifo.engine.transfer import Services, Transfer, TransferState
 
 SocketFunction = Callable[[Easy | None, int, int, Any], Any]
@@ -54,6 +54,7 @@ class Multi:
         max_idle_age: float = 118.0,
         clock: Callable[[], float] = time.monotonic,
         resolver_threads: int = 4,
+        getaddrinfo: GetAddrInfo | None = None,
     ) -> None:
         _check_limit("max_total_connections", max_total_connections)
         _check_limit("max_host_connections", max_host_connections)
@@ -66,7 +67,7 @@ class Multi:
         self._guard = CallbackGuard()
         self._deadlines = Deadlines()
         self._pool = Pool(max_total_connections, max_host_connections, max_idle_age)
-        self._resolver = Resolver(resolver_threads)
+        self._resolver = Resolver(resolver_threads, getaddrinfo)
         self._pollset = PollSet(self._announce)
         self._svc = Services(
             clock, self._deadlines, self._pool, self._resolver, self._guard,

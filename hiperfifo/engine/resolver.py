@@ -5,6 +5,9 @@ to a socketpair whose read end the multi announces through the socket
 callback (owner: the resolver, easy: None), so the application's loop wakes
 and calls `socket_action` on it. Numeric addresses and `localhost` never
 reach a thread. Nothing here touches transfers: results go back by token.
+The lookup function is injectable (`Multi(getaddrinfo=...)`, as `clock=`), so
+tests and applications decide what a name resolves to without patching
+`socket`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import queue
 import socket
 import threading
 from collections import deque
-from collections.abc import Hashable
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, NamedTuple
 
 Address = tuple[int, tuple[object, ...]]  # (family, sockaddr)
+# socket.getaddrinfo's shape: called as getaddrinfo(host, port, type=socket.SOCK_STREAM) on a
+# resolver thread, returns (family, type, proto, canonname, sockaddr) tuples or raises OSError.
+GetAddrInfo = Callable[..., Iterable[tuple[Any, Any, Any, Any, tuple[Any, ...]]]]
 
 
 class Resolved(NamedTuple):
@@ -55,9 +61,13 @@ def interleave_families(addresses: list[Address]) -> list[Address]:
     return ordered
 
 
-def _lookup(host: str, port: int) -> tuple[list[Address], str]:
+def _system_getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+    return socket.getaddrinfo(*args, **kwargs)
+
+
+def _lookup(getaddrinfo: GetAddrInfo, host: str, port: int) -> tuple[list[Address], str]:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = list(getaddrinfo(host, port, type=socket.SOCK_STREAM))
     except (OSError, UnicodeError) as exc:
         return [], f"Could not resolve host: {host} ({exc})"
     seen: set[tuple[int, tuple[object, ...]]] = set()
@@ -73,8 +83,10 @@ def _lookup(host: str, port: int) -> tuple[list[Address], str]:
 class Resolver:
     """A small pool of lookup threads that wake the loop through a socketpair."""
 
-    def __init__(self, max_threads: int = 4) -> None:
+    def __init__(self, max_threads: int = 4, getaddrinfo: GetAddrInfo | None = None) -> None:
         self._max_threads = max_threads
+        # looked up at call time when not given, so the process's socket.getaddrinfo is used
+        self._getaddrinfo: GetAddrInfo = getaddrinfo or _system_getaddrinfo
         self._threads: list[threading.Thread] = []
         self._jobs: queue.SimpleQueue[tuple[Hashable, str, int] | None] = queue.SimpleQueue()
         self._done: deque[Resolved] = deque()
@@ -143,7 +155,7 @@ class Resolver:
             if job is None:
                 return
             token, host, port = job
-            addresses, error = _lookup(host, port)
+            addresses, error = _lookup(self._getaddrinfo, host, port)
             self._done.append(Resolved(token, addresses, error))
             wsock = self._wsock
             if wsock is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import selectors
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from names import Names
 from servers import (
     HELLO,
     HoldServer,
@@ -164,17 +164,18 @@ def _sleep(seconds: float) -> list[Any]:
 
 
 @pytest.fixture
-def loop() -> Iterator[Loop]:
-    lp = Loop()
+def loop(names: Names) -> Iterator[Loop]:
+    lp = Loop(getaddrinfo=names)
     yield lp
     lp.close()
 
 
 @pytest.fixture
-def make_loop() -> Iterator[Callable[..., Loop]]:
+def make_loop(names: Names) -> Iterator[Callable[..., Loop]]:
     made: list[Loop] = []
 
     def make(**multi_kwargs: Any) -> Loop:
+        multi_kwargs.setdefault("getaddrinfo", names)
         lp = Loop(**multi_kwargs)
         made.append(lp)
         return lp
@@ -1018,29 +1019,12 @@ def test_rule_10_limit_counts_connections_while_transfers_wait(
 # --- rule 11 ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def slow_names(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, float]]:
-    """Host names resolved by the test (name -> (address, seconds the lookup takes))."""
-    names: dict[str, tuple[str, float]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host in names:
-            address, delay = names[host]
-            time.sleep(delay)
-            return real(address, port, *args, **kwargs)
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return names
-
-
 def test_rule_11_lookup_runs_off_the_loop_and_wakes_it_through_an_announced_socket(
-    loop: Loop, http_server: HTTPServer, slow_names: dict[str, tuple[str, float]]
+    loop: Loop, http_server: HTTPServer, names: Names
 ) -> None:
     """A 0.5 s lookup never blocks a Multi call; its wake-up socket is announced with easy
     None (IN), and REMOVEd when no lookup is left."""
-    slow_names["slow.test"] = ("127.0.0.1", 0.5)
+    names.add("slow.test", "127.0.0.1", delay=0.5)
     durations: list[float] = []
     original = loop.multi.socket_action
 
@@ -1067,11 +1051,11 @@ def test_rule_11_lookup_runs_off_the_loop_and_wakes_it_through_an_announced_sock
 
 
 def test_rule_11_lookups_run_concurrently(
-    loop: Loop, http_server: HTTPServer, slow_names: dict[str, tuple[str, float]]
+    loop: Loop, http_server: HTTPServer, names: Names
 ) -> None:
     """Four 0.4 s lookups of different names finish in about 0.4 s, not 1.6 s."""
     for i in range(4):
-        slow_names[f"slow{i}.test"] = ("127.0.0.1", 0.4)
+        names.add(f"slow{i}.test", "127.0.0.1", delay=0.4)
     start = time.monotonic()
     add(
         loop.multi,

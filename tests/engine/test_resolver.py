@@ -1,4 +1,6 @@
-"""Name resolution that never blocks, IPv6, and happy eyeballs, against real loopback servers."""
+"""Name resolution that never blocks, IPv6, and happy eyeballs, against real loopback servers.
+
+Test names resolve through the `names` fixture, handed to the Multi as `getaddrinfo`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from names import Names
 from servers import HELLO, Blackhole, HTTPServer, closed_port, respond
 
 from hiperfifo.engine import POLL_IN, POLL_REMOVE, Code, Easy
@@ -27,25 +30,6 @@ def has_ipv6_loopback() -> bool:
 needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this machine")
 
 
-@pytest.fixture
-def names(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Host names the test defines (name -> addresses in getaddrinfo order); others resolve
-    as usual. Only the name service is replaced: connections are real."""
-    table: dict[str, list[str]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host in table:
-            results = []
-            for address in table[host]:
-                results += real(address, port, *args, **kwargs)
-            return results
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return table
-
-
 def engine_socket_calls(drv: Any) -> list[tuple[Any, ...]]:
     """Socket callback calls for the engine's own sockets (easy None)."""
     return [c for c in drv.calls if c[0] == "socket" and c[1] is None]
@@ -63,7 +47,7 @@ def loopback_system_name() -> str | None:
 
 
 def test_name_resolves_on_a_thread_that_wakes_the_loop_through_an_announced_socket(
-    drv: Any, fetch: Fetch, http_server: HTTPServer, names: dict[str, list[str]]
+    drv: Any, fetch: Fetch, http_server: HTTPServer, names: Names
 ) -> None:
     """A looked-up name: the resolver's wake-up socket is announced (easy None, IN), then
     REMOVEd; the transfer succeeds on the resolved address."""
@@ -108,7 +92,7 @@ def test_numeric_addresses_announce_no_resolver_socket(
 
 
 def test_many_names_share_the_wake_up_socket(
-    drv: Any, http_server: HTTPServer, names: dict[str, list[str]]
+    drv: Any, http_server: HTTPServer, names: Names
 ) -> None:
     """Ten concurrent lookups share one wake-up socket, REMOVEd when the last one is done."""
     for i in range(10):
@@ -143,7 +127,7 @@ def test_localhost_served_on_ipv4_only_succeeds(fetch: Fetch, http_server: HTTPS
 
 @needs_ipv6
 def test_dual_stack_name_falls_back_to_ipv4_when_ipv6_refuses(
-    fetch: Fetch, http_server: HTTPServer, names: dict[str, list[str]]
+    fetch: Fetch, http_server: HTTPServer, names: Names
 ) -> None:
     """A name with ::1 first and 127.0.0.1 second: ::1 refuses, 127.0.0.1 serves."""
     names["dual.test"] = ["::1", "127.0.0.1"]
@@ -161,7 +145,7 @@ def ipv6_blackhole_on(port: int) -> Blackhole | None:
 
 @needs_ipv6
 def test_happy_eyeballs_starts_ipv4_after_200_ms_when_ipv6_hangs(
-    fetch: Fetch, serve: Callable[[Any], Any], names: dict[str, list[str]]
+    fetch: Fetch, serve: Callable[[Any], Any], names: Names
 ) -> None:
     """::1 never completes its connect; 127.0.0.1 is tried about 200 ms later and wins."""
     for _ in range(20):
@@ -182,9 +166,7 @@ def test_happy_eyeballs_starts_ipv4_after_200_ms_when_ipv6_hangs(
 
 
 @needs_ipv6
-def test_all_addresses_refused_is_couldnt_connect_7(
-    fetch: Fetch, names: dict[str, list[str]]
-) -> None:
+def test_all_addresses_refused_is_couldnt_connect_7(fetch: Fetch, names: Names) -> None:
     """When every address of a name refuses, the result is COULDNT_CONNECT (7)."""
     port = closed_port()
     names["nowhere.test"] = ["::1", "127.0.0.1"]
