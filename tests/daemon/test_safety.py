@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,3 +172,50 @@ def test_nothing_is_smuggled_into_the_request_from_a_url(
     assert "/a%0D%0AX-Injected:%201%0D%0A" in targets
     assert "/b%E2%80%A8X-Injected:1%C2%85c" in targets  # Unicode breaks: percent-encoded
     assert stop(daemon) == 0
+
+
+PUBLIC_ADDRESS = "100.128.0.1"  # public: one past the end of CGNAT's 100.64.0.0/10
+
+
+def private_network_namespace() -> list[str] | None:
+    """The command prefix that runs a program in a fresh network namespace whose lo also has
+    PUBLIC_ADDRESS, or None if this machine cannot (no user namespaces, no unshare or ip)."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip") or "/usr/sbin/ip"
+    if unshare is None or not Path(ip).exists():
+        return None
+    setup = f"{ip} link set lo up && {ip} addr add {PUBLIC_ADDRESS}/32 dev lo"
+    prefix = [unshare, "--map-root-user", "--net", "sh", "-c", f'{setup} && exec "$0" "$@"']
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=20, check=False)
+    return prefix if probe.returncode == 0 else None
+
+
+def test_public_only_refuses_a_redirect_hop_into_loopback_private_or_metadata(
+    tmp_path: Path,
+) -> None:
+    """--public-only: a server on a public address (in a private network namespace) is
+    fetched; its 302s to 127.0.0.1 in five spellings, 169.254.169.254 and 10.1.2.3 all end
+    with 7 on the second hop, and the loopback server there accepts nothing."""
+    prefix = private_network_namespace()
+    if prefix is None:
+        pytest.skip("needs unshare (util-linux) with user namespaces and ip (iproute2)")
+    script = Path(__file__).with_name("public_hop.py")
+    proc = subprocess.run(
+        [*prefix, sys.executable, str(script), str(tmp_path), PUBLIC_ADDRESS],
+        capture_output=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert report["server_errors"] == []
+    done = {e["url"].rsplit("/", 1)[1]: e for e in report["done"]}
+    assert (done["ok"]["result"], done["ok"]["status"]) == (0, 200)
+    hops = [name for name in done if name != "ok"]
+    assert len(hops) == 7
+    for name in hops:
+        event = done[name]
+        assert (event["result"], event["redirects"]) == (7, 1), (name, event)
+        assert "denied network" in event["error"], (name, event)
+    assert sorted(report["public_paths"]) == sorted(f"/{name}" for name in done)
+    assert report["inside_accepted"] == 0
+    assert report["exit"] == 0
