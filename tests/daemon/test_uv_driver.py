@@ -84,23 +84,48 @@ def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Serv
 
 
 def test_zero_timeout_runs_on_the_next_iteration_not_reentrantly() -> None:
-    """A 0 ms timer callback is not called inside the engine call that asked for it."""
-    calls: list[str] = []
+    """A 0 ms timer callback is not called inside the engine call that asked for it: every
+    socket_action starts with no other engine call on the stack."""
+    calls: list[tuple[str, int]] = []  # (what, engine calls on the stack when it happened)
+    depth = 0
 
     class Recorder(Multi):
+        def add_handle(self, easy: Easy) -> None:
+            nonlocal depth
+            calls.append(("add_handle", depth))
+            depth += 1
+            try:
+                super().add_handle(easy)
+            finally:
+                depth -= 1
+
         def socket_action(self, fd: int, ev_bitmask: int = 0) -> int:
-            calls.append("socket_action")
-            return super().socket_action(fd, ev_bitmask)
+            nonlocal depth
+            calls.append(("socket_action", depth))
+            depth += 1
+            try:
+                return super().socket_action(fd, ev_bitmask)
+            finally:
+                depth -= 1
 
     multi = Recorder()
     driver = Driver(multi, lambda messages: driver.stop())
+    timer_function = multi.timer_function
+    assert timer_function is not None
+
+    def recorded_timer(ms: int) -> None:
+        calls.append((f"timer {ms}", depth))
+        timer_function(ms)
+
+    multi.timer_function = recorded_timer
     multi.add_handle(Easy("gopher://nowhere/"))
-    assert calls == []  # add_handle asked for 0 ms; nothing ran yet
+    assert calls == [("add_handle", 0), ("timer 0", 1)]  # asked for 0 ms; nothing ran yet
     watchdog = driver.call_later(WAIT, driver.stop)
     driver.run()
     watchdog.stop()
-    assert calls
-    assert calls[0] == "socket_action"
+    actions = [d for what, d in calls if what == "socket_action"]
+    assert actions, "the 0 ms timer never fired"
+    assert set(actions) == {0}, f"socket_action called re-entrantly: {calls}"
     multi.close()
     driver.close()
 
