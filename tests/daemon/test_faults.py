@@ -255,7 +255,8 @@ def test_a_low_soft_fd_limit_is_raised_to_fit_the_connections(
         elapsed = fetch_1000(daemon, http_server)
         assert http_server.peak > 64, f"at most {http_server.peak} connections at once"
         print(
-            f"soft limit raised to {soft_now}: 1,000 OK in {elapsed:.1f} s, {http_server.peak} open"
+            f"soft limit raised to {soft_now}: 1,000 OK in {elapsed:.1f} s, "
+            f"{http_server.peak} open at once"
         )
     finally:
         if daemon.proc.poll() is None:
