@@ -37,18 +37,22 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_100000_queued_urls_cost_less_than_100_mb(
+def test_100000_queued_urls_cost_about_48_mib(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:
-    """100,000 URLs to a server that never answers: all accepted, peak RSS under 100 MB."""
+    """100,000 URLs to a server that never answers: all accepted, peak RSS about 48 MiB as
+    docs/daemon.md says. Measured (3 runs): VmHWM 48.7 MiB, 27.9 MiB of it the idle daemon,
+    so ~21 MiB (~210 bytes a URL) for the queue; bounds: 60 MiB peak, 30 MiB growth."""
     daemon = run_daemon("--shutdown-timeout", "0")
+    idle = peak_rss_mib(daemon.proc.pid)
     writer = threading.Thread(target=daemon.write, args=(urls(http_server, "/hang", 100_000),))
     writer.start()
     writer.join(60)
     wait_count(daemon, "transfer.added", 100_000, timeout=60)
     peak = peak_rss_mib(daemon.proc.pid)
-    print(f"100,000 queued URLs: VmHWM {peak:.1f} MiB")
-    assert peak < 100
+    print(f"100,000 queued URLs: VmHWM {peak:.1f} MiB, idle {idle:.1f} MiB")
+    assert peak < 60
+    assert peak - idle < 30
     assert daemon.proc.poll() is None
 
 
@@ -71,7 +75,15 @@ def test_past_max_queued_the_fifo_waits_and_nothing_is_lost(
     writer.join(WAIT)
     done = daemon.wait_for("transfer.done", 5_000, timeout=60)
     assert Counter(e["url"] for e in done) == Counter(data.decode().split())
-    assert daemon.events("input.resumed")
+    # every pause lasts until half the backlog has gone, and nothing is read meanwhile
+    cycle = [e for e in daemon.events() if e["event"] in ("input.paused", "input.resumed")]
+    assert [e["event"] for e in cycle] == ["input.paused", "input.resumed"] * (len(cycle) // 2)
+    assert all(e["queued"] >= 500 for e in cycle[0::2])
+    assert all(e["reason"] == "backlog halved" and e["queued"] <= 250 for e in cycle[1::2])
+    paused = False
+    for event in daemon.events():
+        paused = {"input.paused": True, "input.resumed": False}.get(event["event"], paused)
+        assert not (paused and event["event"] == "transfer.added"), "read while paused"
     daemon.write(b"stop\n")
     assert daemon.wait() == 0
 
