@@ -499,6 +499,23 @@ def raw(data: bytes, *, then: str = "keep", delay: float = 0.0) -> Route:
     return route
 
 
+def in_pieces(data: bytes, *, size: int = 7, then: str = "hold", pause: float = 0.002) -> Route:
+    """Exact bytes in pieces of `size` bytes (TCP_NODELAY, a short pause after each, so the
+    client usually reads them apart; it must cope with any split), then `then` as in `raw`:
+    by default the connection stays open, as a server that keeps it alive does."""
+
+    def route(request: Request, peer: Peer) -> bool:
+        with contextlib.suppress(OSError):
+            peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(data), size):
+            if not peer.send(data[start : start + size]):
+                return False
+            peer.sleep(pause)
+        return raw(b"", then=then)(request, peer)
+
+    return route
+
+
 def trickle(body: bytes, *, interval: float) -> Route:
     """Headers at once, then the body one byte every `interval` seconds (slow loris)."""
 

@@ -70,6 +70,7 @@ class Code(IntEnum):
     FILESIZE_EXCEEDED = 63
     SSL_CACERT_BADFILE = 77
     HTTP2_STREAM = 92
+    TOO_LARGE = 100
 
 
 _MCODE_TEXT = {
@@ -117,6 +118,7 @@ _CODE_TEXT = {
     Code.FILESIZE_EXCEEDED: "Maximum file size exceeded",
     Code.SSL_CACERT_BADFILE: "Problem with the SSL CA cert (path? access rights?)",
     Code.HTTP2_STREAM: "Stream error in the HTTP/2 framing layer",
+    Code.TOO_LARGE: "A value or data field grew larger than allowed",
 }
 
 

@@ -1,21 +1,26 @@
 """One HTTP/1.1 connection's protocol state: bytes in, events out.
 
-The only module that imports h11. Ordinary exchanges take a fast path of
-our own: a request written from its parts after the same checks h11 makes,
-and a response head found by its blank line, parsed with h11's own grammar
-(RFC 9112 via h11._abnf) and framed by Content-Length. h11 costs ~50 µs per
-cycle, more than everything else a small request needs (bench/README.md),
-so it does the rest: whatever the fast path does not recognise line for
-line (1xx, HTTP/1.0, chunked, read-until-close, bare LF, anything odd) is
-replayed into a fresh h11 connection from its first byte, and h11's answer
-is the answer, errors included. The fast path accepts only what h11 accepts
-and produces the same events.
+The only module that imports h11. A response head is collected here until
+its blank line, bounded on the way by libcurl's limits, then parsed: an
+ordinary head (HTTP/1.1, status 200-599, every line in h11's own grammar,
+RFC 9112 via h11._abnf) by one regular expression of ours, anything else by
+h11, which stays the parser of record for what it accepts and decides its
+errors. Before h11 sees an odd head, libcurl's verdicts that h11's grammar
+cannot give are applied to it (_normalise): the HTTP version, a folded
+first header line, Content-Length lists, repeats and overflow, and the
+Transfer-Encoding list. h11 costs ~50 µs per cycle, more than everything
+else a small request needs (bench/README.md), which is why ordinary
+exchanges never build an h11 connection: the request is written from its
+parts after the same checks h11 makes, the head parsed by the fast path.
 
-Every failure is mapped to libcurl's code at this one boundary, and h11's
-gaps as a client are closed (docs/engine.md, where we differ from libcurl): a header block that
-arrives in one read is still bounded, bytes beyond the body make the
-connection unusable, and an absurd chunk size is refused. It does no I/O
-and keeps no clock.
+Bodies are framed here for both paths, as h11 frames them (HEAD, 1xx, 204,
+304 and a 2xx to CONNECT have none; chunked beats Content-Length; else read
+until close): a Content-Length is counted down, a chunked body is decoded by
+libcurl's state machine (bare LF line ends accepted, trailers checked), so
+that a server libcurl copes with never leaves a transfer waiting. Property
+tests hold both paths to h11's answers where h11 accepts the bytes, and to
+each other everywhere. Every failure is mapped to libcurl's code at this one
+boundary. It does no I/O and keeps no clock.
 """
 
 from __future__ import annotations
@@ -29,11 +34,20 @@ from h11 import _abnf
 
 from hiperfifo.engine.codes import Code, TransferError
 
-MAX_HEADER_BYTES = 100 * 1024  # libcurl's CURL_MAX_HTTP_HEADER
-MAX_CHUNK_SIZE = 2**63 - 1  # libcurl refuses chunk sizes beyond curl_off_t
+# libcurl's limits on response heads (lib/http.h, lib/headers.h, lib/http_chunks.h)
+MAX_HEADER_BYTES = 300 * 1024  # MAX_HTTP_RESP_HEADER_SIZE: every head of a response -> 56
+MAX_HEADER_LINE = 100 * 1024  # CURL_MAX_HTTP_HEADER: one head line -> TOO_LARGE (100)
+MAX_HEADER_LINES = 5000  # MAX_HTTP_RESP_HEADER_COUNT: header lines of a response -> 100
+MAX_TRAILER_LINE = 4093  # DYN_H1_TRAILER (4096) less CRLF and NUL: one trailer line -> 100
+MAX_CHUNK_DIGITS = 16  # CHUNK_MAXNUM_LEN: hex digits of a chunk size
+MAX_OFF_T = 2**63 - 1  # curl_off_t: larger sizes and lengths overflow
+
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d \d{3}(?: |\r?$)")
+_VERSION = re.compile(rb"HTTP/(\d\.\d) ")
 _HTTP_PREFIX = b"HTTP/"
-_CONTENT_LENGTH_MAX_DIGITS = 20  # h11's bound
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
+_LONG_LINE = re.compile(rb"[^\n]{%d}" % MAX_HEADER_LINE)
+_FAST_LENGTH_DIGITS = 18  # below 2**63 whatever the digits; longer lengths go to _normalise
 
 # h11's grammar, compiled once for the fast path (the same patterns h11 uses).
 _TOKEN = re.compile(_abnf.token.encode("ascii"))
@@ -54,6 +68,10 @@ _NO_BODY_STATUS = (204, 304)
 _LINES: dict[tuple[str, str], bytes] = {}  # checked request header lines, by (name, value)
 _LINES_KEPT = 1024
 _PRIVATE_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
+
+# Body framing: a length >= 0, or one of these.
+CHUNKED = -1
+UNTIL_CLOSE = -2
 
 
 class ResponseHead(NamedTuple):
@@ -89,7 +107,8 @@ class ResponseHead(NamedTuple):
 # Event kinds returned by Http1.receive(): ("head", ResponseHead), ("info", ResponseHead),
 # ("data", bytes), ("end", None)
 Event = tuple[str, object]
-_Request = tuple[str, str, list[tuple[str, str]], "bytes | None"]
+# A parsed head: its kind ("head" or "info"), the head, its body framing, whether it closes.
+_Parsed = tuple[str, ResponseHead, int, bool]
 
 
 class Http1:
@@ -97,39 +116,49 @@ class Http1:
 
     __slots__ = (
         "_body_left",
+        "_chunks",
         "_closing",
         "_conn",
-        "_crlf_end",
         "_done",
+        "_end",
+        "_fast_path",
         "_head",
         "_in_head",
-        "_lf_end",
-        "_max_header_bytes",
+        "_line_start",
+        "_lines",
         "_method",
-        "_request",
+        "_prior_bytes",
+        "_prior_lines",
         "_reusable",
         "_scanned",
+        "_until_close",
         "cycles",
         "received",
     )
 
-    def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
-        self._max_header_bytes = max_header_bytes
-        # h11 for this cycle, or None while the fast path has it (made when first needed).
+    def __init__(self, *, fast_path: bool = True) -> None:
+        self._fast_path = fast_path  # False: every head goes to h11 (the tests compare both)
+        # h11 for this cycle, or None while no head needed it (made when first needed).
         self._conn: h11.Connection | None = None
-        self._request: _Request | None = None  # what was sent, to replay into h11
-        self._head = bytearray()  # bytes of the response head(s) seen so far
-        # Where the head's blank line starts (CRLF CRLF, or a bare LF LF), -1 until seen, and
-        # how far _head was searched: each byte is searched once, however slowly it trickles.
-        self._crlf_end = -1
-        self._lf_end = -1
+        self._head = bytearray()  # bytes of the response head being collected
+        # Where the head ends (after its blank line), -1 until seen, and how far _head was
+        # searched: each byte is searched once, however slowly it trickles.
+        self._end = -1
         self._scanned = 0
+        # Earlier heads of this response (1xx) count towards libcurl's limits.
+        self._prior_bytes = 0
+        self._prior_lines = 0
+        self._line_start = 0  # first byte of the first line not yet counted (large heads)
+        self._lines = 0  # complete lines of this head counted so far (large heads)
         self._in_head = True
         self._method = b""
         self._closing = False  # we asked for Connection: close
-        # Body bytes framed by us (a Content-Length body): how many are still due, else None.
+        # The body's framing once the final head is out: bytes still due (Content-Length),
+        # a chunk decoder, or read until close.
         self._body_left: int | None = None
-        self._done = False  # the fast path saw the end of the response
+        self._chunks: _Chunks | None = None
+        self._until_close = False
+        self._done = False  # the response ended
         self._reusable = False  # ... and the connection may carry another request
         self.cycles = 0  # completed request/response cycles before this one
         self.received = 0  # bytes received in the current cycle
@@ -145,29 +174,34 @@ class Http1:
         self._closing = any(
             name.lower() == "connection" and "close" in value.lower() for name, value in headers
         )
-        self._request = (method, target, headers, body)
         try:
             data = None
             if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
                 data = _fast_request(method, target, headers, body)
             if data is None:  # anything unusual: h11 writes it (and refuses what it must)
-                self._conn = self._new_h11()
-                data = self._send_h11(self._conn)
+                conn = self._conn = self._new_h11()
+                data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+                if body:
+                    data += conn.send(h11.Data(data=body)) or b""
+                data += conn.send(h11.EndOfMessage()) or b""
         except (h11.LocalProtocolError, UnicodeError) as exc:
             raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}") from exc
         return data
 
-    def _send_h11(self, conn: h11.Connection) -> bytes:
-        assert self._request is not None
-        method, target, headers, body = self._request
-        data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
-        if body:
-            data += conn.send(h11.Data(data=body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        return data
-
     def _new_h11(self) -> h11.Connection:
-        return h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)
+        return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES + 4)
+
+    def _h11_for_heads(self) -> h11.Connection:
+        """An h11 connection waiting for a response: the one that wrote the request, or one
+        that was told a request with our method (all h11 needs to judge a head by)."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._new_h11()
+            method = self._method.decode("ascii")
+            target = "example.com:80" if method == "CONNECT" else "/"
+            conn.send(h11.Request(method=method, target=target, headers=[("Host", "x")]))
+            conn.send(h11.EndOfMessage())
+        return conn
 
     # --- the response --------------------------------------------------------------
 
@@ -176,80 +210,85 @@ class Http1:
         self.received += len(data)
         if self._body_left is not None:
             return self._receive_body(data)
-        if self._conn is None:
-            return self._receive_fast(data)
-        return self._receive_h11(data)
+        if self._chunks is not None:
+            return self._receive_chunked(data)
+        if self._until_close:
+            return self._receive_until_close(data)
+        return self._receive_head(data)
 
     def reusable(self) -> bool:
         """True when the cycle ended cleanly and nothing unexpected was left behind."""
-        conn = self._conn
-        if conn is None:
-            return self._done and self._reusable
-        return (
-            conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-            and not conn.trailing_data[0]
-        )
+        return self._done and self._reusable
 
     def next_cycle(self) -> None:
         """Make the connection ready for the next request (only when reusable())."""
         self._conn = None
-        self._request = None
         self._reset_head()
+        self._prior_bytes = self._prior_lines = 0
         self._in_head = True
         self._done = False
         self._reusable = False
         self._body_left = None
+        self._chunks = None
+        self._until_close = False
         self.cycles += 1
         self.received = 0
 
-    def _receive_fast(self, data: bytes) -> list[Event]:
-        """Wait for the whole head; parse it ourselves if it is ordinary, else hand to h11."""
-        if self._done:  # bytes after the end: h11 would keep them as trailing data
+    def _receive_head(self, data: bytes) -> list[Event]:
+        """Collect a head to its blank line, parse it, and start its body."""
+        if self._done:  # bytes after the end: never parse them as the next response
             self._reusable = False
             return []
-        self._check_head(data)
-        head = self._head
-        end = self._crlf_end
-        if end < 0:
-            if data and self._lf_end < 0:
-                return []  # need more
-            return self._to_h11(eof=not data)  # the stream ended, or a bare-LF head
-        parsed = _parse_head(head, end, self._method)
-        if parsed is None:
-            return self._to_h11(eof=False)
-        response, length, closes = parsed
-        self._in_head = False
-        keep_alive = not closes and not self._closing
-        events: list[Event] = [("head", response)]
-        body_start = end + 4
-        if length == 0:
-            self._finish(keep_alive and len(head) == body_start, events)
-            return events
-        body = bytes(head[body_start : body_start + length])
-        if body:
-            events.append(("data", body))
-        if len(body) == length:
-            self._finish(keep_alive and len(head) == body_start + length, events)
-        else:
-            self._body_left = length - len(body)
-            self._reusable = keep_alive
-        self._reset_head()
+        self._head += data
+        self._scan_head(eof=not data)
+        events: list[Event] = []
+        while self._end >= 0:
+            kind, response, length, closes = self._parse(self._end)
+            events.append((kind, response))
+            if kind == "head":
+                self._start_body(length, closes, events)
+                break
+            # A 1xx: the next head starts with what followed it, judged at once.
+            end = self._end
+            self._prior_bytes += end
+            self._prior_lines += len(response.headers)
+            self._reset_head(bytes(self._head[end:]))
+            self._scan_head(eof=False)
         return events
+
+    def _start_body(self, length: int, closes: bool, events: list[Event]) -> None:
+        head = self._head
+        start = self._end
+        keep_alive = not closes and not self._closing
+        self._in_head = False
+        if length == 0:
+            self._finish(keep_alive and len(head) == start, events)
+        elif length > 0:
+            body = bytes(head[start : start + length])
+            if body:
+                events.append(("data", body))
+            if len(body) == length:
+                self._finish(keep_alive and len(head) == start + length, events)
+            else:
+                self._body_left = length - len(body)
+                self._reusable = keep_alive
+        else:
+            rest = bytes(head[start:])
+            if length == CHUNKED:
+                self._chunks = _Chunks()
+                self._reusable = keep_alive
+                if rest:
+                    events.extend(self._receive_chunked(rest))
+            else:
+                self._until_close = True
+                if rest:
+                    events.append(("data", rest))
+        self._reset_head()
 
     def _finish(self, reusable: bool, events: list[Event]) -> None:
         self._done = True
         self._reusable = reusable
         events.append(("end", None))
-
-    def _to_h11(self, eof: bool) -> list[Event]:
-        """Replay this cycle into a fresh h11 connection: the request, then every byte so far."""
-        conn = self._conn = self._new_h11()
-        self._send_h11(conn)
-        conn.receive_data(bytes(self._head))
-        if eof:
-            conn.receive_data(b"")
-        return self._h11_events(conn, eof)
 
     def _receive_body(self, data: bytes) -> list[Event]:
         left = self._body_left
@@ -266,109 +305,166 @@ class Http1:
             data = data[:left]
         return [("data", data), ("end", None)]
 
-    def _receive_h11(self, data: bytes) -> list[Event]:
-        conn = self._conn
-        assert conn is not None
-        if self._in_head:
-            self._check_head(data)
-        conn.receive_data(data)
-        return self._h11_events(conn, eof=not data)
-
-    def _h11_events(self, conn: h11.Connection, eof: bool) -> list[Event]:
-        events: list[Event] = []
-        try:
-            self._next_events(conn, events)
-        except h11.RemoteProtocolError as exc:
-            raise self._classify(exc, eof) from exc
-        if not self._in_head:
-            self._check_chunk_size(conn)
+    def _receive_chunked(self, data: bytes) -> list[Event]:
+        chunks = self._chunks
+        assert chunks is not None
+        if not data:
+            raise TransferError(
+                Code.PARTIAL_FILE, "transfer closed with outstanding read data remaining"
+            )
+        pieces, left = chunks.feed(data)
+        events: list[Event] = [("data", piece) for piece in pieces]
+        if left is not None:  # the last chunk and its trailers are in
+            self._chunks = None
+            self._finish(self._reusable and not left, events)
         return events
 
-    def _next_events(self, conn: h11.Connection, events: list[Event]) -> None:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Data):
-                events.append(("data", bytes(event.data)))
-            elif isinstance(event, h11.Response):
-                self._in_head = False
-                events.append(("head", _head_of(event)))
-            elif isinstance(event, h11.InformationalResponse):
-                # The next head starts with what h11 holds unparsed, not with the next read.
-                self._reset_head(conn.trailing_data[0])
-                events.append(("info", _head_of(event)))
-            elif isinstance(event, h11.EndOfMessage):
-                events.append(("end", None))
-                return
-            elif isinstance(event, h11.ConnectionClosed):
-                return
+    def _receive_until_close(self, data: bytes) -> list[Event]:
+        if data:
+            return [("data", data)]
+        self._until_close = False
+        events: list[Event] = []
+        self._finish(False, events)
+        return events
 
-    # --- h11's gaps and libcurl's codes ---------------------------------------------------
+    # --- the head: limits, then the fast path or h11 ---------------------------------
 
-    def _check_head(self, data: bytes) -> None:
-        """Refuse what is not HTTP/1.x at all, and bound the header block ourselves."""
+    def _scan_head(self, eof: bool) -> None:
+        """Refuse what is not HTTP/1.x at all, find the head's end, hold libcurl's limits."""
         head = self._head
-        room = self._max_header_bytes + 4 - len(head)
-        # The fast path keeps every byte (h11 may need them replayed); h11 keeps its own.
-        head += data if self._conn is None else data[: max(room, 0)]
-        if not data and not head:
-            raise TransferError(Code.GOT_NOTHING, "Empty reply from server")
+        size = len(head)
+        if not size:
+            if eof:
+                if self._prior_bytes:  # a 1xx came, then the close
+                    raise TransferError(
+                        Code.PARTIAL_FILE, "Connection closed in the response headers"
+                    )
+                raise TransferError(Code.GOT_NOTHING, "Empty reply from server")
+            return
         prefix = bytes(head[: len(_HTTP_PREFIX)])
-        if not _HTTP_PREFIX.startswith(prefix) or (not data and len(prefix) < len(_HTTP_PREFIX)):
+        if not _HTTP_PREFIX.startswith(prefix) or (eof and len(prefix) < len(_HTTP_PREFIX)):
             raise self._bad_status_line("Received HTTP/0.9 when not allowed")
-        self._find_end()
-        end = self._crlf_end if self._crlf_end >= 0 else self._lf_end
-        if (end < 0 and len(head) > self._max_header_bytes) or end > self._max_header_bytes:
+        if self._end < 0:
+            found = _BLANK_LINE.search(head, max(self._scanned - 2, 0))
+            if found is not None:
+                self._end = found.end()
+            self._scanned = size
+        upto = self._end if self._end >= 0 else size
+        total = self._prior_bytes + upto
+        if total > MAX_HEADER_BYTES:
             raise TransferError(
-                Code.RECV_ERROR, f"Too large response headers: more than {self._max_header_bytes}"
+                Code.RECV_ERROR, f"Too large response headers: {total} > {MAX_HEADER_BYTES}"
             )
+        if upto >= MAX_HEADER_LINE or self._prior_lines + upto // 2 > MAX_HEADER_LINES:
+            self._count_lines(upto)  # only a large head can break these two limits
+        if eof and self._end < 0:
+            raise TransferError(Code.PARTIAL_FILE, "Connection closed in the response headers")
 
-    def _find_end(self) -> None:
-        """Search only what arrived since the last search (and the 3 bytes before it)."""
+    def _count_lines(self, upto: int) -> None:
+        """libcurl's bounds on one line and on the number of header lines, judged as the
+        bytes come (each byte is looked at once): both are TOO_LARGE (100)."""
         head = self._head
-        start = self._scanned
-        if self._crlf_end < 0:
-            self._crlf_end = head.find(b"\r\n\r\n", max(start - 3, 0))
-            if self._crlf_end < 0 and self._lf_end < 0:
-                self._lf_end = head.find(b"\n\n", max(start - 1, 0))
-        self._scanned = len(head)
+        start = self._line_start
+        last = head.rfind(b"\n", start, upto)
+        if last >= 0:
+            if _LONG_LINE.search(head, start, last + 1):
+                raise _too_large_line()
+            self._lines += head.count(b"\n", start, last + 1)
+            self._line_start = start = last + 1
+        if upto - start >= MAX_HEADER_LINE:
+            raise _too_large_line()
+        # Complete lines less the status line, and less the blank line once it is in.
+        header_lines = self._lines - 1 - (self._end >= 0)
+        if self._prior_lines + header_lines > MAX_HEADER_LINES:
+            raise TransferError(
+                Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
+            )
 
     def _reset_head(self, data: bytes = b"") -> None:
         self._head[:] = data
-        self._crlf_end = self._lf_end = -1
+        self._end = -1
         self._scanned = 0
+        self._line_start = 0
+        self._lines = 0
+
+    def _parse(self, end: int) -> _Parsed:
+        parsed = _parse_head(self._head, end, self._method) if self._fast_path else None
+        if parsed is None:
+            parsed = self._parse_h11(bytes(self._head[:end]))
+        if len(parsed[1].headers) + self._prior_lines > MAX_HEADER_LINES:
+            raise TransferError(
+                Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
+            )
+        return parsed
+
+    def _parse_h11(self, raw: bytes) -> _Parsed:
+        """A head the fast path declined: libcurl's verdicts first, then h11's."""
+        version = _VERSION.match(raw)
+        if version is not None and version[1] not in (b"1.0", b"1.1"):
+            raise self._bad_status_line(
+                f"Unsupported HTTP version ({version[1].decode()}) in response"
+            )
+        status = version is not None and raw[9:12].isdigit() and int(raw[9:12])
+        data, overflow = _normalise(raw, self._method, status or 0)
+        conn = self._h11_for_heads()
+        conn.receive_data(data)
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise self._classify(exc, raw) from exc
+        if isinstance(event, h11.InformationalResponse):
+            return "info", _head_of(event), 0, False
+        assert isinstance(event, h11.Response), event  # a whole head was given
+        connection = [
+            token.strip() for value in _values(event.headers, b"connection") for token in value
+        ]
+        closes = b"close" in connection or event.http_version < b"1.1" or overflow
+        te = _values(event.headers, b"transfer-encoding")
+        length = _values(event.headers, b"content-length")
+        framing = _framing(
+            self._method,
+            event.status_code,
+            bool(te),
+            int(length[0][0]) if length else None,
+        )
+        return "head", _head_of(event), framing, closes or framing == UNTIL_CLOSE
+
+    # --- libcurl's codes ---------------------------------------------------------------
 
     def _bad_status_line(self, text: str) -> TransferError:
-        if self.cycles:  # libcurl: an odd first line on a reused connection is "weird"
+        # libcurl: an odd first line on a reused connection, or after a 1xx, is "weird"
+        if self.cycles or self._prior_bytes:
             return TransferError(Code.WEIRD_SERVER_REPLY, text)
         return TransferError(Code.UNSUPPORTED_PROTOCOL, text)
 
-    def _classify(self, exc: h11.RemoteProtocolError, eof: bool) -> TransferError:
-        if not self._in_head:
-            if eof:
-                return TransferError(
-                    Code.PARTIAL_FILE, f"end of response with bytes missing: {exc}"
-                )
-            return TransferError(Code.RECV_ERROR, f"Invalid response body: {exc}")
-        first_line, newline, _rest = bytes(self._head).partition(b"\n")
-        if newline and not _STATUS_LINE.match(first_line):
+    def _classify(self, exc: h11.RemoteProtocolError, raw: bytes) -> TransferError:
+        first_line = raw.partition(b"\n")[0]
+        if not _STATUS_LINE.match(first_line):
             shown = first_line.rstrip(b"\r")[:80].decode("ascii", "backslashreplace")
             return self._bad_status_line(f"Unsupported HTTP/1 subversion in response: {shown}")
-        if eof:
-            return TransferError(
-                Code.RECV_ERROR, f"Connection closed in the response headers: {exc}"
-            )
         return TransferError(Code.WEIRD_SERVER_REPLY, f"Invalid response header: {exc}")
 
-    def _check_chunk_size(self, conn: h11.Connection) -> None:
-        # h11 accepts any chunk size (2**80 included) and keeps reading; libcurl refuses
-        # sizes beyond curl_off_t. h11 keeps the announced size on its private reader.
-        pending = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
-        if isinstance(pending, int) and pending > MAX_CHUNK_SIZE:
-            raise TransferError(
-                Code.RECV_ERROR, "Illegal or too large chunk size in chunked-encoding"
-            )
+
+def _too_large_line() -> TransferError:
+    return TransferError(
+        Code.TOO_LARGE, f"A response header line is longer than {MAX_HEADER_LINE} bytes"
+    )
+
+
+def _values(headers: h11._headers.Headers, name: bytes) -> list[list[bytes]]:
+    """The comma-separated items of every `name` header (h11 lower-cases names)."""
+    return [value.lower().split(b",") for key, value in headers if key == name]
+
+
+def _framing(method: bytes, status: int, chunked: bool, length: int | None) -> int:
+    """h11's body framing (RFC 9112 6.3): a length, CHUNKED or UNTIL_CLOSE."""
+    if method == b"HEAD" or status in _NO_BODY_STATUS or (method == b"CONNECT" and status < 300):
+        return 0
+    if chunked:
+        return CHUNKED
+    if length is None:
+        return UNTIL_CLOSE
+    return length
 
 
 def _fast_request(
@@ -425,32 +521,40 @@ def _header_line_bytes(name: str, value: str) -> bytes | None:
     return line
 
 
-def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead, int, bool] | None:
-    """An ordinary final response head, its body length and whether it closes, else None.
+def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
+    """An ordinary final response head, else None (h11 decides).
 
-    Ordinary: HTTP/1.1, status 200-599, every line in h11's grammar, and a body
-    framed by one Content-Length (or none at all, for HEAD, 204 and 304), at
-    most one Connection header. None leaves the decision to h11. "Closes" is
-    h11's rule: a "close" token in the Connection header. The header block is
-    checked and split by one regular expression, not line by line in Python.
+    Ordinary: HTTP/1.1, status 200-599, CRLF line ends, every line in h11's
+    grammar, at most one Connection, Content-Length and Transfer-Encoding
+    header, a length of plain digits (short enough not to overflow), a
+    Transfer-Encoding of exactly `chunked`. "Closes" is h11's rule: a "close"
+    token in the Connection header. The header block is checked and split by
+    one regular expression, not line by line in Python.
     """
-    first_end = head.find(b"\r\n", 0, end + 2)
+    if not head.endswith(b"\r\n\r\n", 0, end):
+        return None
+    first_end = head.find(b"\r\n", 0, end)
     status_line = _FAST_STATUS_LINE.fullmatch(head, 0, first_end)
     if status_line is None:
         return None
     # One pass over the header lines, each with its CRLF: [gap, name, value, gap, ..., gap].
     # In h11's grammar every gap is empty (a line that is not a header leaves a gap).
-    parts = _HEADER_LINE.split(head[first_end + 2 : end + 2])
+    parts = _HEADER_LINE.split(head[first_end + 2 : end - 2])
     if any(parts[::3]):
         return None
     headers = list(zip(parts[1::3], parts[2::3], strict=True))
     lookup = {name.lower(): value for name, value in reversed(headers)}  # first one wins
     if len(lookup) != len(headers):  # a name repeats: h11 judges repeated framing headers
         names = [name.lower() for name, _value in headers]
-        if names.count(b"content-length") > 1 or names.count(b"connection") > 1:
-            return None
-    if b"transfer-encoding" in lookup:
-        return None  # h11 frames chunked bodies
+        for repeated in (b"content-length", b"connection", b"transfer-encoding"):
+            if names.count(repeated) > 1:
+                return None
+    coding = lookup.get(b"transfer-encoding")
+    if coding is not None and coding != b"chunked":
+        return None  # a list, or a case h11 would change: judged in _normalise
+    length = lookup.get(b"content-length")
+    if length is not None and (len(length) > _FAST_LENGTH_DIGITS or not length.isdigit()):
+        return None  # a length h11 refuses, reads as a list, or one that may overflow
     connection = lookup.get(b"connection")
     closes = connection is not None and b"close" in [
         token.strip() for token in connection.lower().split(b",")
@@ -458,14 +562,8 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> tuple[ResponseHead,
     status = int(status_line[1])
     reason = (status_line[2] or b"").decode("latin-1")
     response = ResponseHead(status, "1.1", reason, headers, lookup)
-    length = lookup.get(b"content-length")
-    if length is not None and (len(length) > _CONTENT_LENGTH_MAX_DIGITS or not length.isdigit()):
-        return None  # a length h11 refuses, or reads as a list
-    if method == b"HEAD" or status in _NO_BODY_STATUS:
-        return response, 0, closes
-    if length is None:
-        return None  # read until close: h11 frames it
-    return response, int(length), closes
+    framing = _framing(method, status, coding is not None, None if length is None else int(length))
+    return "head", response, framing, closes or framing == UNTIL_CLOSE
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
@@ -475,3 +573,291 @@ def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
         reason=event.reason.decode("latin-1"),
         headers=[(name, value) for name, value in event.headers.raw_items()],
     )
+
+
+def _normalise(raw: bytes, method: bytes, status: int) -> tuple[bytes, bool]:
+    """The head as h11 should see it, and whether a Content-Length overflowed.
+
+    Applies libcurl's verdicts where h11's grammar differs, and changes nothing
+    h11 accepts and reads as libcurl does: a folded first header line loses its
+    leading blanks (libcurl keeps it as a header); Content-Length values that
+    are equal as numbers ("5, 05", two headers) become one, values beyond
+    curl_off_t are dropped (the body is read until close, as libcurl does),
+    other odd values are WEIRD_SERVER_REPLY (8); the Transfer-Encoding list is
+    judged as libcurl judges it (chunked may repeat, identity is ignored before
+    it, anything else is BAD_CONTENT_ENCODING, 61) and becomes one `chunked`,
+    or none. A response without a body (HEAD, 1xx, 204, 304, a 2xx to CONNECT)
+    has its framing headers ignored, as libcurl ignores them: dropped if h11
+    would refuse them.
+    """
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in raw.split(b"\n")[:-2]]
+    status_line, fields = lines[0], lines[1:]
+    changed = bool(fields) and fields[0][:1] in (b" ", b"\t")
+    if changed:
+        fields[0] = fields[0].lstrip(b" \t")
+        if not fields[0]:
+            raise TransferError(Code.WEIRD_SERVER_REPLY, "Header without colon")
+    logical: list[bytes] = []  # obs-fold joined as h11 joins it
+    for line in fields:
+        if line[:1] in (b" ", b"\t") and logical:
+            logical[-1] += b" " + line.lstrip(b" \t")
+        else:
+            logical.append(line)
+    has_body = (
+        status >= 200
+        and status not in _NO_BODY_STATUS
+        and method != b"HEAD"
+        and not (method == b"CONNECT" and status < 300)
+    )
+    framing = _Framing(has_body)
+    for index, line in enumerate(logical):
+        framing.judge(index, line)
+    replace = framing.replacements(logical)
+    if not replace and not changed:
+        return raw, framing.overflow
+    out = [status_line]
+    for index, line in enumerate(logical):
+        kept = replace.get(index, line)
+        if kept is not None:
+            out.append(kept)
+    return b"\r\n".join(out) + b"\r\n\r\n", framing.overflow
+
+
+class _Framing:
+    """libcurl's reading of a head's Content-Length and Transfer-Encoding lines, in order."""
+
+    def __init__(self, has_body: bool) -> None:
+        self.has_body = has_body
+        self.length: int | None = None
+        self.length_name = b""
+        self.length_texts: set[bytes] = set()
+        self.length_lines: list[int] = []
+        self.coding_lines: list[int] = []
+        self.chunked = False
+
+    @property
+    def overflow(self) -> bool:
+        return self.length is not None and self.length > MAX_OFF_T
+
+    def judge(self, index: int, line: bytes) -> None:
+        name, _colon, value = line.partition(b":")
+        lname = name.lower()
+        if lname == b"content-length":
+            self.length_lines.append(index)
+            items = [item.strip(b" \t") for item in value.split(b",")]
+            self.length_texts.update(items)
+            if self.has_body:
+                self._length(name, items)
+        elif lname == b"transfer-encoding":
+            self.coding_lines.append(index)
+            if self.has_body:
+                self.chunked = _transfer_coding(value, self.chunked)
+
+    def _length(self, name: bytes, items: list[bytes]) -> None:
+        if not all(item.isdigit() for item in items):
+            raise TransferError(Code.WEIRD_SERVER_REPLY, "Invalid Content-Length: value")
+        numbers = {int(item) for item in items}
+        if self.length is not None:
+            numbers.add(self.length)
+        if len(numbers) > 1:
+            raise TransferError(Code.WEIRD_SERVER_REPLY, "Conflicting Content-Length values")
+        if self.length is None:
+            self.length_name = name
+        self.length = numbers.pop()
+
+    def replacements(self, logical: list[bytes]) -> dict[int, bytes | None]:
+        """Line index -> its new text, or None to drop it: only where h11 would refuse the
+        lines or read them otherwise than libcurl."""
+        replace: dict[int, bytes | None] = {}
+        texts = self.length_texts
+        h11_lengths = not self.length_lines or (
+            len(texts) == 1
+            and next(iter(texts)).isdigit()
+            and len(next(iter(texts))) <= h11._headers.CONTENT_LENGTH_MAX_DIGITS
+        )
+        if not h11_lengths or self.overflow:
+            replace.update(dict.fromkeys(self.length_lines))
+            if self.has_body and self.length is not None and not self.overflow:
+                replace[self.length_lines[0]] = b"%s: %d" % (self.length_name, self.length)
+        codings = self.coding_lines
+        h11_codings = not codings or (
+            len(codings) == 1
+            and logical[codings[0]].partition(b":")[2].strip(b" \t").lower() == b"chunked"
+            and (self.chunked or not self.has_body)
+        )
+        if not h11_codings:
+            replace.update(dict.fromkeys(codings))
+            if self.chunked:
+                replace[codings[0]] = logical[codings[0]].partition(b":")[0] + b": chunked"
+        return replace
+
+
+def _transfer_coding(value: bytes, chunked: bool) -> bool:
+    """One Transfer-Encoding header as libcurl reads it (content_encoding.c): whether the
+    body is chunked so far. Only chunked is decoded; identity is ignored unless it comes
+    after chunked in the same header; a repeated chunked ends the header's list."""
+    listed = False  # chunked came earlier in this header
+    for item in value.split(b","):
+        name = item.strip()
+        if not name:
+            continue
+        lname = name.lower()
+        if lname == b"chunked":
+            if chunked:
+                return True
+            chunked = listed = True
+            continue
+        shown = name.decode("latin-1")
+        if listed:
+            raise TransferError(
+                Code.BAD_CONTENT_ENCODING,
+                f"A Transfer-Encoding ({shown}) was listed after chunked",
+            )
+        if lname != b"identity":
+            raise TransferError(
+                Code.BAD_CONTENT_ENCODING, f"Unsolicited Transfer-Encoding ({shown}) found"
+            )
+    return chunked
+
+
+# The states of a chunked body (lib/http_chunks.c)
+_HEX, _SIZE_LINE, _DATA, _DATA_END, _TRAILER, _TRAILER_CR, _TRAILER_END, _LAST_LF, _DONE = range(9)
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_CR, _LF = 0x0D, 0x0A
+_LINE_BREAK = re.compile(rb"[\r\n]")
+
+
+class _Chunks:
+    """A chunked body, decoded as libcurl decodes it, whatever the read sizes.
+
+    Laxer than RFC 9112 where libcurl is: a size line ends at its LF (a bare LF,
+    extensions and anything else before it are skipped), any CRs before the LF
+    that ends a chunk, trailer lines ended by LF alone. Errors are libcurl's: a
+    bad size or a stray byte after a chunk is RECV_ERROR (56), a trailer line
+    with a NUL or without a colon WEIRD_SERVER_REPLY (8), a trailer line over
+    libcurl's 4 KiB TOO_LARGE (100).
+    """
+
+    __slots__ = ("_digits", "_left", "_state", "_trailer")
+
+    def __init__(self) -> None:
+        self._state = _HEX
+        self._digits = bytearray()  # the hex digits of the size being read
+        self._left = 0  # bytes of the current chunk still due
+        self._trailer = bytearray()  # the trailer line being read
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int | None]:
+        """The data pieces in `data`, and None, or (at the end) how many bytes follow it."""
+        out: list[bytes] = []
+        i, n = 0, len(data)
+        while i < n:
+            state = self._state
+            if state == _DATA:
+                take = min(self._left, n - i)
+                out.append(data[i : i + take])
+                i += take
+                self._left -= take
+                if not self._left:
+                    self._state = _DATA_END
+            elif state == _DONE:
+                return out, n - i
+            else:
+                i = _CHUNK_STEPS[state](self, data, i)
+        return out, (0 if self._state == _DONE else None)
+
+    # Each step reads from data[i] on, sets the next state, and returns where it stopped.
+
+    def _hex(self, data: bytes, i: int) -> int:
+        byte = data[i]
+        if byte in _HEX_DIGITS:
+            if len(self._digits) >= MAX_CHUNK_DIGITS:
+                raise _bad_chunk(f"chunk hex-length longer than {MAX_CHUNK_DIGITS}")
+            self._digits.append(byte)
+            return i + 1
+        if not self._digits:
+            raise _bad_chunk(f"chunk hex-length char not a hex digit: 0x{byte:x}")
+        self._left = int(self._digits, 16)
+        if self._left > MAX_OFF_T:
+            raise _bad_chunk(f"invalid chunk size: '{self._digits.decode()}'")
+        self._digits.clear()
+        self._state = _SIZE_LINE
+        return i
+
+    def _size_line(self, data: bytes, i: int) -> int:
+        """Everything up to the LF is skipped: extensions, a CR, anything (libcurl)."""
+        lf = data.find(b"\n", i)
+        if lf < 0:
+            return len(data)
+        self._state = _DATA if self._left else _TRAILER
+        return lf + 1
+
+    def _data_end(self, data: bytes, i: int) -> int:
+        byte = data[i]
+        if byte == _LF:
+            self._state = _HEX
+        elif byte != _CR:
+            raise _bad_chunk("Malformed encoding found in chunked-encoding")
+        return i + 1
+
+    def _trailer_line(self, data: bytes, i: int) -> int:
+        byte = data[i]
+        if byte not in (_CR, _LF):
+            brk = _LINE_BREAK.search(data, i)
+            stop = brk.start() if brk is not None else len(data)
+            self._trailer += data[i:stop]
+            if len(self._trailer) > MAX_TRAILER_LINE:
+                raise TransferError(
+                    Code.TOO_LARGE, "Out of memory in chunked-encoding (trailer too long)"
+                )
+            return stop
+        if not self._trailer:  # no (more) trailers: this is the final line break
+            self._state = _TRAILER_END
+            return i
+        _check_trailer(bytes(self._trailer))
+        self._trailer.clear()
+        self._state = _TRAILER_CR
+        return i if byte == _LF else i + 1  # already on the LF, or past the CR
+
+    def _trailer_cr(self, data: bytes, i: int) -> int:
+        if data[i] != _LF:
+            raise _bad_chunk("Malformed encoding found in chunked-encoding")
+        self._state = _TRAILER_END
+        return i + 1
+
+    def _trailer_end(self, data: bytes, i: int) -> int:
+        byte = data[i]
+        if byte not in (_CR, _LF):  # another trailer line
+            self._state = _TRAILER
+            return i
+        self._state = _LAST_LF
+        return i + 1 if byte == _CR else i
+
+    def _last_lf(self, data: bytes, i: int) -> int:
+        if data[i] != _LF:
+            raise _bad_chunk("Malformed encoding found in chunked-encoding")
+        self._state = _DONE
+        return i + 1
+
+
+_CHUNK_STEPS = (
+    _Chunks._hex,
+    _Chunks._size_line,
+    _Chunks._hex,  # _DATA: handled inline in feed()
+    _Chunks._data_end,
+    _Chunks._trailer_line,
+    _Chunks._trailer_cr,
+    _Chunks._trailer_end,
+    _Chunks._last_lf,
+)
+
+
+def _bad_chunk(text: str) -> TransferError:
+    return TransferError(Code.RECV_ERROR, text)
+
+
+def _check_trailer(line: bytes) -> None:
+    """libcurl stores trailers as headers: a NUL or a missing colon is a weird reply."""
+    if b"\x00" in line:
+        raise TransferError(Code.WEIRD_SERVER_REPLY, "Nul byte in trailer header")
+    if b":" not in line:
+        raise TransferError(Code.WEIRD_SERVER_REPLY, "Trailer header without colon")

@@ -1,0 +1,224 @@
+"""Odd but real servers (issue 18): libcurl's verdict on each, and never a wait.
+
+Each server sends exact bytes in small pieces and keeps the connection open
+unless the reply says otherwise, as a keep-alive server does: an engine that
+waits for something libcurl does not wait for would hang here, and the
+transfers have a 5 s timeout_ms so that a hang shows as OPERATION_TIMEDOUT
+(28), never as a stuck test. After each odd one, a transfer to a good server
+on the same multi must still succeed. Where the engine deliberately answers
+otherwise than libcurl, docs/engine.md says so and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from servers import HELLO, HTTPServer, in_pieces
+
+from hiperfifo.engine import Code
+
+Fetch = Callable[..., tuple[Any, bytes]]
+OK_HEAD = b"HTTP/1.1 200 OK\r\n"
+CHUNKED_HEAD = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def outcome(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], good: HTTPServer, route: Any
+) -> tuple[Code, bytes, Any]:
+    """Fetch from a server answering with `route`, then check a good transfer still works."""
+    odd = serve(HTTPServer(default=route))
+    easy, body = fetch(odd.url(), timeout_ms=5000)
+    assert easy.result is Code.OK or easy.error, "a failure must say why in easy.error"
+    after, after_body = fetch(good.url())
+    assert (after.result, after_body) == (Code.OK, HELLO), after.error
+    return easy.result, body, easy
+
+
+# --- 1. hangs: a transfer that cannot go on must end, with libcurl's code -------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\nhello\n0\n\n", b"5\r\nhello\n0\r\n\r\n", b"5\nhello\r\n0\n\r\n", b"5;x\nhello\n0\n\n"],
+    ids=["all-bare-lf", "bare-lf-after-data", "bare-lf-size-lines", "extension"],
+)
+def test_chunk_lines_ending_in_bare_lf_are_read_as_libcurl_reads_them(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, body: bytes
+) -> None:
+    """libcurl ends a chunk-size line at its LF: OK (0) with the body, connection held open."""
+    result, got, _ = outcome(fetch, serve, http_server, in_pieces(CHUNKED_HEAD + body))
+    assert (result, got) == (Code.OK, b"hello")
+
+
+@pytest.mark.parametrize("size", [3, 4096], ids=["small-pieces", "one-piece"])
+def test_garbage_after_100_continue_is_weird_server_reply_8(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, size: int
+) -> None:
+    """A 100 Continue head, then bytes that cannot start a status line: 8 at once (libcurl),
+    however the bytes arrive (was a wait, or 1)."""
+    reply = b"HTTP/1.1 100 Continue\r\n\r\ngarbage"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply, size=size))
+    assert result is Code.WEIRD_SERVER_REPLY, easy.error
+    assert easy.total_time < 4
+
+
+# --- 2. what libcurl accepts ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", ["99999999999999999999", "9" * 25], ids=["20", "25"])
+def test_content_length_beyond_2_pow_63_is_ignored_and_the_body_read_to_the_close(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, digits: str
+) -> None:
+    """libcurl ignores an overflowing Content-Length and reads until the close: 0 (was 18/8)."""
+    reply = OK_HEAD + f"Content-Length: {digits}\r\n\r\n".encode() + b"hello"
+    result, got, _ = outcome(fetch, serve, http_server, in_pieces(reply, then="close"))
+    assert (result, got) == (Code.OK, b"hello")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [b"Content-Length: 5\r\nContent-Length: 5\r\n", b"Content-Length: 5, 05\r\n"],
+    ids=["two-headers", "list"],
+)
+def test_repeated_equal_content_length_is_one_length(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, lines: bytes
+) -> None:
+    """Equal values (as numbers) in two headers or a list: OK (0), as libcurl."""
+    reply = OK_HEAD + lines + b"\r\nhello"
+    result, got, _ = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert (result, got) == (Code.OK, b"hello")
+
+
+def test_conflicting_content_length_is_weird_server_reply_8(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer
+) -> None:
+    reply = OK_HEAD + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert result is Code.WEIRD_SERVER_REPLY, easy.error
+
+
+def test_folded_first_header_line_is_a_header(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer
+) -> None:
+    """An obs-fold line right after the status line: libcurl takes it as a header (0)."""
+    lines: list[bytes] = []
+    reply = OK_HEAD + b" X-Folded: yes\r\nContent-Length: 5\r\n\r\nhello"
+    route = in_pieces(reply)
+    odd = serve(HTTPServer(default=route))
+    easy, body = fetch(odd.url(), timeout_ms=5000, header_function=lines.append)
+    assert (easy.result, body) == (Code.OK, b"hello"), easy.error
+    assert b"X-Folded: yes\r\n" in lines
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        b"chunked, chunked",
+        b"identity, chunked",
+        b"Chunked",
+        b"chunked\r\nTransfer-Encoding: chunked",
+    ],
+    ids=["chunked-twice", "identity-first", "capital", "two-headers"],
+)
+def test_transfer_encoding_lists_libcurl_reads_as_chunked(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    http_server: HTTPServer,
+    coding: bytes,
+) -> None:
+    reply = OK_HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    result, got, _ = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert (result, got) == (Code.OK, b"hello")
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [b"gzip, chunked", b"chunked, identity", b"chunked, gzip", b"foo", b"chunked;q=1"],
+    ids=["gzip-first", "identity-after", "gzip-after", "unknown", "parameter"],
+)
+def test_transfer_encoding_libcurl_refuses_is_bad_content_encoding_61(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    http_server: HTTPServer,
+    coding: bytes,
+) -> None:
+    """libcurl decodes only chunked: any other coding is 61 (was 8)."""
+    reply = OK_HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert result is Code.BAD_CONTENT_ENCODING, easy.error
+
+
+# --- 3. what libcurl refuses ---------------------------------------------------------
+
+
+def test_http_1_2_status_line_is_unsupported_protocol_1(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer
+) -> None:
+    reply = b"HTTP/1.2 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert result is Code.UNSUPPORTED_PROTOCOL, easy.error
+
+
+@pytest.mark.parametrize(("count", "code"), [(5000, Code.OK), (5001, Code.TOO_LARGE)])
+def test_more_than_5000_header_lines_is_too_large_100(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    http_server: HTTPServer,
+    count: int,
+    code: Code,
+) -> None:
+    reply = OK_HEAD + b"X-N: 1\r\n" * (count - 1) + b"Content-Length: 5\r\n\r\nhello"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply, size=4096))
+    assert result is code, easy.error
+
+
+def test_header_line_over_100_kib_is_too_large_100(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer
+) -> None:
+    """One 150 KiB header line, never ended: TOO_LARGE (100) as it arrives (was 56)."""
+    reply = OK_HEAD + b"X-Big: " + b"x" * (150 * 1024)
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply, size=4096))
+    assert result is Code.TOO_LARGE, easy.error
+    assert easy.total_time < 4
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [OK_HEAD + b"Content-Len", OK_HEAD + b"Content-Length: 5\r\n", b"HTTP/1.1 200"],
+    ids=["mid-line", "between-lines", "status-line"],
+)
+def test_connection_closed_in_the_headers_is_partial_file_18(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, reply: bytes
+) -> None:
+    """A clean close in the middle of the headers: 18, as libcurl (was 56)."""
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply, then="close"))
+    assert result is Code.PARTIAL_FILE, easy.error
+
+
+@pytest.mark.parametrize(
+    "trailer", [b"X-T: a\x00b\r\n", b"\x00\r\n", b"no colon\r\n"], ids=["nul", "nul-only", "colon"]
+)
+def test_bad_chunked_trailer_is_weird_server_reply_8(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    http_server: HTTPServer,
+    trailer: bytes,
+) -> None:
+    """A NUL in a trailer line (libcurl 8, was 56), or a trailer line without a colon."""
+    reply = CHUNKED_HEAD + b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert result is Code.WEIRD_SERVER_REPLY, easy.error
+
+
+def test_good_chunked_trailer_is_read_and_the_connection_kept(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """The control: a well-formed trailer, the connection reused for the next request."""
+    reply = CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-T: ok\r\n\r\n"
+    server = serve(HTTPServer(default=in_pieces(reply, then="keep")))
+    first, body = fetch(server.url("/1"), timeout_ms=5000)
+    second, again = fetch(server.url("/2"), timeout_ms=5000)
+    assert (first.result, body, second.result, again) == (Code.OK, b"hello", Code.OK, b"hello")
+    assert server.accepted == 1
