@@ -39,15 +39,26 @@ class Report:
     refused: int = 0  # tokens longer than one atomic write
 
 
-def tokens(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Whitespace-separated tokens of a byte stream read in pieces (a token may span pieces)."""
+def token_groups(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The whitespace-separated tokens completed by each piece of a byte stream, one list
+    per piece (a token may span pieces), so that what a slow writer sends goes out at once.
+
+    A token already past PIPE_BUF is kept as its first PIPE_BUF + 1 bytes only: it will be
+    refused anyway, and holding all of a huge one would cost its size.
+    """
     pending = b""
     for chunk in chunks:
         parts = _SEPARATORS.split(pending + chunk)
-        pending = parts.pop()
-        yield from filter(None, parts)
+        pending = parts.pop()[: PIPE_BUF + 1]
+        yield [part for part in parts if part]
     if pending:
-        yield pending
+        yield [pending]
+
+
+def tokens(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Whitespace-separated tokens of a byte stream read in pieces."""
+    for group in token_groups(chunks):
+        yield from group
 
 
 def batches(items: Iterable[bytes], report: Report, errors: TextIO) -> Iterator[bytes]:
@@ -62,8 +73,8 @@ def batches(items: Iterable[bytes], report: Report, errors: TextIO) -> Iterator[
             report.refused += 1
             shown = token[:80].decode("utf-8", "backslashreplace")
             print(
-                f"hiperfifo send: refused a URL of {len(token)} bytes ({shown}...): longer "
-                f"than {PIPE_BUF - 1} bytes, it cannot be written in one atomic write",
+                f"hiperfifo send: refused a URL longer than {PIPE_BUF - 1} bytes ({shown}...):"
+                " it cannot be written in one atomic write",
                 file=errors,
             )
             continue
@@ -119,14 +130,15 @@ def send(path: Path, urls: list[str], stdin: int, errors: TextIO) -> int:
     """Write `urls` (or, when empty, the tokens read from the descriptor `stdin`) into the
     FIFO at `path`; the exit status (1 with a message on `errors` when not all was written)."""
     report = Report()
-    source = tokens([" ".join(urls).encode()]) if urls else tokens(chunks(stdin))
+    source = token_groups([" ".join(urls).encode()] if urls else chunks(stdin))
     try:
         fd = open_fifo(path)
     except SendError as exc:
         print(f"hiperfifo send: error: {exc}", file=errors)
         return EXIT_FAILED
     try:
-        write_all(fd, batches(source, report, errors), report)
+        for group in source:  # what each read completed is written before the next read
+            write_all(fd, batches(group, report, errors), report)
     except SendError as exc:
         print(f"hiperfifo send: error: {exc} ({report.written} written)", file=errors)
         return EXIT_FAILED

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hf_support import WAIT, Daemon, daemon_env
 
-from hiperfifo.send import PIPE_BUF, Report, batches, tokens
+from hiperfifo.send import PIPE_BUF, Report, batches, token_groups, tokens
 
 
 def send_cmd(fifo: Path, *urls: str) -> list[str]:
@@ -33,6 +33,41 @@ def test_tokens_join_across_reads_and_split_on_any_whitespace() -> None:
         b"http://c/3",
         b"stop",
     ]
+
+
+def test_each_line_from_a_slow_writer_is_sent_at_once(tmp_path: Path) -> None:
+    """`tail -f urls | hiperfifo send`: a line goes out when it is read, not when 4 KiB of
+    lines have gathered or stdin ends."""
+    fifo = tmp_path / "in.fifo"
+    with fifo_reader(fifo) as reader:
+        proc = subprocess.Popen(
+            send_cmd(fifo), stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_env()
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(b"http://127.0.0.1/first\n")
+            proc.stdin.flush()
+            _wait(lambda: _queued(reader) > 0, "the first line was not sent while stdin is open")
+            assert os.read(reader, 4096) == b"http://127.0.0.1/first\n"
+            proc.stdin.write(b"http://127.0.0.1/sec")
+            proc.stdin.flush()
+            proc.stdin.write(b"ond\n")
+            proc.stdin.close()
+            assert proc.wait(WAIT) == 0
+        finally:
+            proc.kill()
+            proc.wait(WAIT)
+            assert proc.stderr is not None
+            proc.stderr.close()
+        assert os.read(reader, 4096) == b"http://127.0.0.1/second\n"
+
+
+def test_a_huge_token_is_refused_without_holding_it_all() -> None:
+    """10 MB without whitespace: one refused token of PIPE_BUF + 1 bytes kept, the next
+    token intact."""
+    groups = list(token_groups([b"x" * 1_000_000] * 10 + [b" http://127.0.0.1/ok\n"]))
+    flat = [token for group in groups for token in group]
+    assert [len(token) for token in flat] == [PIPE_BUF + 1, len(b"http://127.0.0.1/ok")]
 
 
 def test_batches_are_whole_lines_of_at_most_pipe_buf() -> None:
@@ -65,7 +100,7 @@ def test_url_longer_than_pipe_buf_is_refused_and_the_others_written(tmp_path: Pa
     finally:
         os.close(reader)
     assert done.returncode == 1
-    assert f"refused a URL of {len(long)} bytes" in done.stderr.decode()
+    assert f"refused a URL longer than {PIPE_BUF - 1} bytes" in done.stderr.decode()
     assert written == b"http://127.0.0.1/1\nhttp://127.0.0.1/2\n"
 
 
