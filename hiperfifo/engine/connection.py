@@ -135,7 +135,8 @@ class Connection:
             return True
         except OSError:
             return False
-        return not data  # EOF (b"") or unexpected bytes: both unusable
+        del data  # EOF (b"") or unexpected bytes: both unusable (was `not data`: EOF passed)
+        return False
 
     def is_reusable(self) -> bool:
         return self.http.reusable()

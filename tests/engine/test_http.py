@@ -3,6 +3,8 @@ keep-alive, connection limits, h11's gaps, callbacks and getinfo."""
 
 from __future__ import annotations
 
+import select
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -115,18 +117,68 @@ def test_keep_alive_reuse_one_connection(fetch: Fetch, http_server: HTTPServer) 
     assert {r.client_port for r in http_server.requests} == {results[0].local_port}
 
 
-def test_stale_pooled_connection_retried_transparently(
+def test_stale_pooled_connection_is_found_closed_before_reuse(
     fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
 ) -> None:
-    """The server closed the idle kept-alive connection: the next transfer is OK on a new one."""
+    """The server closed the idle kept-alive connection before the next transfer: the pool's
+    liveness check sees it, nothing is sent on it, the transfer is OK on a new one."""
     server = serve(stale_after_first(HELLO))
     first, _ = fetch(server.url())
     assert first.result == Code.OK
     assert server.wait_for(lambda: server.accepted == 1 and server.active == 0)
-    second, body = fetch(server.url())
+    heads: list[str] = []
+    second, body = fetch(server.url(), debug_function=lambda kind, text: heads.append(kind))
     assert (second.result, body, second.error) == (Code.OK, HELLO, "")
     assert second.num_connects == 1
     assert server.accepted == 2
+    assert heads.count(InfoType.HEADER_OUT) == 1, "the request went out on the dead connection"
+
+
+def test_liveness_of_a_pooled_connection(serve: Callable[[Server], Server]) -> None:
+    """is_alive(): an open, quiet connection is alive; one the server closed (EOF) or spoke
+    on unasked is not."""
+    from hiperfifo.engine.connection import Connection
+
+    def quiet(peer: Peer) -> None:
+        peer.hold()
+
+    def closes(peer: Peer) -> None:
+        peer.close()
+
+    def speaks(peer: Peer) -> None:
+        peer.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        peer.hold()
+
+    for handler, alive in ((quiet, True), (closes, False), (speaks, False)):
+        server = serve(Server(handler))
+        sock = socket.create_connection((server.host, server.port))
+        sock.setblocking(False)
+        if not alive:  # until the FIN or the bytes are here
+            select.select([sock], [], [], 5)
+        conn = Connection(("http", server.host, server.port, ""), sock, 0.0)
+        assert conn.is_alive() is alive, handler.__name__
+        sock.close()
+
+
+def test_pooled_connection_reset_when_request_arrives_is_retried(
+    fetch: Fetch, serve: Callable[[Server], Server]
+) -> None:
+    """The retry path on a reset: the reused connection is alive, the server reads the
+    second request and resets (RST); the request goes again on a fresh connection, OK."""
+
+    def one_answer_per_connection(peer: Peer) -> None:
+        if peer.read_request() is not None:
+            peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + HELLO)
+            if peer.read_request() is not None:
+                peer.reset()
+
+    server = serve(Server(one_answer_per_connection))
+    first, _ = fetch(server.url("/1"))
+    second, body = fetch(server.url("/2"))
+    assert (first.result, second.result, body) == (Code.OK, Code.OK, HELLO), second.error
+    assert server.paths() == ["/1", "/2", "/2"]
+    assert server.accepted == 2
+    assert second.num_connects == 1
 
 
 def test_connection_closed_silently_after_each_response_serves_a_queue(

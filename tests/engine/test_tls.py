@@ -242,12 +242,37 @@ def test_stale_pooled_tls_connection_replaced(
     with Server(once_then_close, ssl_context=server_context(cert)) as srv:
         first, _ = fetch(drv, srv.url("/1"), ca_file=ca_file)
         assert served.wait(5)
-        time.sleep(0.2)  # let the close reach the client's socket
+        assert srv.wait_for(lambda: srv.active == 0)  # closed: the pool's check sees it
         second, body = fetch(drv, srv.url("/2"), ca_file=ca_file)
     assert (first.result, second.result) == (Code.OK, Code.OK), second.error
     assert body == b"hello over tls"
     assert second.num_connects == 1
     assert srv.accepted == 2
+    assert srv.paths() == ["/1", "/2"]  # found closed before reuse: nothing sent on it
+
+
+def test_pooled_tls_connection_closed_when_the_request_arrives_is_retried(
+    drv: SelectorDriver, ca: trustme.CA, ca_file: str
+) -> None:
+    """The retry path over TLS: the kept connection is alive when reused, the server reads
+    the second request on it and closes without a word; the request is sent again on a
+    fresh connection, OK (the server saw /2 twice)."""
+
+    def one_answer_per_connection(peer: Peer) -> None:
+        if peer.read_request() is not None:
+            peer.send(HELLO)
+            peer.read_request()  # the next request on this connection: never answered
+
+    cert = ca.issue_cert("127.0.0.1")
+    with Server(one_answer_per_connection, ssl_context=server_context(cert)) as srv:
+        first, _ = fetch(drv, srv.url("/1"), ca_file=ca_file)
+        second, body = fetch(drv, srv.url("/2"), ca_file=ca_file)
+        assert srv.wait_for(lambda: len(srv.requests) == 3)
+    assert (first.result, second.result) == (Code.OK, Code.OK), second.error
+    assert body == b"hello over tls"
+    assert srv.paths() == ["/1", "/2", "/2"]
+    assert srv.accepted == 2
+    assert second.num_connects == 1
 
 
 def test_large_body_and_upload_over_tls(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
