@@ -1,8 +1,14 @@
 # Two commands: `make test` runs the whole suite, `make run` runs the daemon.
-# Each creates .venv and installs on first use, building pyuv 1.4.0 with our
-# forced-include header (build-support/pyuv-compat.h, see README).
+# Each creates .venv and installs on first use (`make run` the runtime only),
+# building pyuv 1.4.0 with our forced-include header (build-support/pyuv-compat.h,
+# see docs/pyuv.md). Another Python: `make test PYTHON=python3.13` gets its own
+# .venv-3.13.
 PYTHON ?= python3
-VENV := .venv
+ifeq ($(origin PYTHON),file)
+VENV ?= .venv
+else
+VENV ?= .venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime

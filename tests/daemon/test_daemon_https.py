@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 import pytest
 import trustme
 from hf_support import WAIT, Daemon, Server, spawn
+from proxies import PROXY_KINDS, RealProxy, start_proxy
 
 from hiperfifo.config import ConfigError, build
 
@@ -107,49 +105,10 @@ def content_server() -> Iterator[ContentServer]:
     yield from serving(ContentServer())
 
 
-class TinyProxy:
-    """Debian's tinyproxy on 127.0.0.1, its log in a file the tests read."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        config = workdir / "tinyproxy.conf"
-        config.write_text(
-            f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\n"
-            "Allow 127.0.0.1\nDisableViaHeader Yes\nLogLevel Info\n"
-        )
-        self.log_path = workdir / "tinyproxy.log"
-        binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, "-d", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + WAIT
-        while not self._listening():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, "tinyproxy did not listen"
-            time.sleep(0.02)
-
-    def _listening(self) -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
-@pytest.fixture
-def tinyproxy(tmp_path: Path) -> Iterator[TinyProxy]:
-    proxy = TinyProxy(tmp_path)
+@pytest.fixture(params=PROXY_KINDS)
+def real_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RealProxy]:
+    """A real proxy process: proxy.py, and tinyproxy where Debian's package is installed."""
+    proxy = start_proxy(request.param, tmp_path)
     yield proxy
     proxy.stop()
 
@@ -209,36 +168,36 @@ def test_cacert_that_is_not_pem_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_proxy_option_for_http_and_connect_tunnel_for_https(
     run_daemon: Callable[..., Daemon],
-    tinyproxy: TinyProxy,
+    real_proxy: RealProxy,
     content_server: ContentServer,
     tls_server: ContentServer,
     ca_file: Path,
 ) -> None:
-    """--proxy: http goes through tinyproxy as an absolute-URI request, https as CONNECT."""
-    daemon = run_daemon("--proxy", tinyproxy.url, "--cacert", str(ca_file))
+    """--proxy: http goes through the proxy as an absolute-URI request, https as CONNECT."""
+    daemon = run_daemon("--proxy", real_proxy.url, "--cacert", str(ca_file))
     plain, tls = fetch(daemon, content_server.url("/via-proxy"), tls_server.url("/tunneled"))
     assert (plain["result"], plain["status"], tls["result"], tls["status"]) == (0, 200, 0, 200)
-    log = tinyproxy.log()
+    log = real_proxy.log()
     assert f"GET {content_server.url('/via-proxy')} HTTP/1.1" in log
     assert f"CONNECT 127.0.0.1:{tls_server.server_address[1]} HTTP/1.1" in log
-    assert daemon.events("daemon.started")[0]["proxy"] == tinyproxy.url
+    assert daemon.events("daemon.started")[0]["proxy"] == real_proxy.url
 
 
 def test_proxy_from_environment_with_noproxy_and_empty_proxy_option(
     run_daemon: Callable[..., Daemon],
-    tinyproxy: TinyProxy,
+    real_proxy: RealProxy,
     content_server: ContentServer,
     dead_port: int,
 ) -> None:
     """http_proxy is used, --noproxy hosts go direct; --proxy '' ignores a dead http_proxy."""
-    env = {"http_proxy": tinyproxy.url}
+    env = {"http_proxy": real_proxy.url}
     daemon = run_daemon("--noproxy", "localhost", env=env)
     proxied, direct = fetch(
         daemon, content_server.url("/env-proxied"), content_server.url("/direct", "localhost")
     )
     assert (proxied["result"], direct["result"]) == (0, 0)
-    assert "/env-proxied" in tinyproxy.log()
-    assert "/direct" not in tinyproxy.log()
+    assert "/env-proxied" in real_proxy.log()
+    assert "/direct" not in real_proxy.log()
 
     dead = {"http_proxy": f"http://127.0.0.1:{dead_port}"}
     (refused,) = fetch(run_daemon(env=dead), content_server.url("/dead-proxy"))

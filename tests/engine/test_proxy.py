@@ -1,4 +1,5 @@
-"""HTTP proxies and CONNECT tunnels: pure rules, a real tinyproxy, and proxies that misbehave."""
+"""HTTP proxies and CONNECT tunnels: pure rules, real proxies (proxy.py, tinyproxy), and
+proxies that misbehave."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 import trustme
+from proxies import PROXY_KINDS, RealProxy, start_proxy
 from servers import Request, Server, closed_port
-from tls_servers import HttpServer, TinyProxy, answer_once, hold, relay, response
+from tls_servers import HttpServer, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
 from hiperfifo.engine.proxy import bypasses, proxy_from_environ
@@ -18,12 +20,12 @@ from hiperfifo.engine.testing import SelectorDriver
 HELLO = response(200, b"from the origin")
 
 
-@pytest.fixture(scope="module")
-def tinyproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProxy]:
-    if not TinyProxy.available():
-        pytest.skip("tinyproxy is not installed (Debian: apt-get install tinyproxy)")
-    proxy = TinyProxy(tmp_path_factory.mktemp("tinyproxy"))
-    proxy.start()
+@pytest.fixture(scope="module", params=PROXY_KINDS)
+def real_proxy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealProxy]:
+    """A real proxy process: proxy.py, and tinyproxy where Debian's package is installed."""
+    proxy = start_proxy(request.param, tmp_path_factory.mktemp("proxy"))
     yield proxy
     proxy.stop()
 
@@ -141,26 +143,26 @@ def test_one_proxy_connection_serves_several_origins(drv: SelectorDriver) -> Non
     assert [r.header("host") for r in proxy.requests] == ["one.invalid", "two.invalid"]
 
 
-def test_http_through_tinyproxy(drv: SelectorDriver, tinyproxy: TinyProxy) -> None:
+def test_http_through_a_real_proxy(drv: SelectorDriver, real_proxy: RealProxy) -> None:
     """A real proxy forwards an http GET: the origin answers, the client only talked to it."""
     with HttpServer(lambda _r: HELLO) as origin:
-        easy, body = fetch(drv, origin.url("/via?x=1"), proxy=tinyproxy.url)
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+        easy, body = fetch(drv, origin.url("/via?x=1"), proxy=real_proxy.url)
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     assert (easy.response_code, body) == (200, b"from the origin")
-    assert easy.primary_port == tinyproxy.port
+    assert easy.primary_port == real_proxy.port
     (request,) = origin.requests
     assert request.target == "/via?x=1"
     assert request.client_port != easy.local_port
 
 
-def test_several_http_transfers_through_tinyproxy(
-    drv: SelectorDriver, tinyproxy: TinyProxy
+def test_several_http_transfers_through_a_real_proxy(
+    drv: SelectorDriver, real_proxy: RealProxy
 ) -> None:
     """Back-to-back transfers through the real proxy all succeed, reused connection or not."""
     with HttpServer(lambda r: response(200, r.target.encode())) as origin:
-        results = [fetch(drv, origin.url(f"/{i}"), proxy=tinyproxy.url) for i in range(4)]
+        results = [fetch(drv, origin.url(f"/{i}"), proxy=real_proxy.url) for i in range(4)]
     for i, (easy, body) in enumerate(results):
-        assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+        assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
         assert body == f"/{i}".encode()
     assert [r.target for r in origin.requests] == ["/0", "/1", "/2", "/3"]
 
@@ -178,17 +180,17 @@ def test_noproxy_goes_direct(drv: SelectorDriver) -> None:
     assert len(origin.requests) == 3
 
 
-def test_proxy_from_environ_drives_an_easy(drv: SelectorDriver, tinyproxy: TinyProxy) -> None:
+def test_proxy_from_environ_drives_an_easy(drv: SelectorDriver, real_proxy: RealProxy) -> None:
     """The environment's proxy and no_proxy, read by proxy_from_environ, steer real transfers."""
     with HttpServer(lambda _r: HELLO) as origin:
-        proxied, _ = fetch(drv, origin.url(), **_env_proxy({"http_proxy": tinyproxy.url}))
+        proxied, _ = fetch(drv, origin.url(), **_env_proxy({"http_proxy": real_proxy.url}))
         direct, _ = fetch(
             drv,
             origin.url(),
-            **_env_proxy({"http_proxy": tinyproxy.url, "no_proxy": "localhost,127.0.0.1"}),
+            **_env_proxy({"http_proxy": real_proxy.url, "no_proxy": "localhost,127.0.0.1"}),
         )
     assert (proxied.result, direct.result) == (Code.OK, Code.OK)
-    assert proxied.primary_port == tinyproxy.port
+    assert proxied.primary_port == real_proxy.port
     assert direct.primary_port == origin.port
 
 
@@ -214,20 +216,20 @@ def test_unresolvable_proxy_is_couldnt_resolve_proxy(drv: SelectorDriver) -> Non
 
 
 def test_proxied_and_direct_connections_are_not_mixed(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """A tunnel or proxy connection is never reused for a direct transfer, nor the reverse."""
     with tls_origin(ca) as secure, HttpServer(lambda _r: HELLO) as plain:
         runs = [
-            fetch(drv, secure.url(), proxy=tinyproxy.url, ca_file=ca_file)[0],
+            fetch(drv, secure.url(), proxy=real_proxy.url, ca_file=ca_file)[0],
             fetch(drv, secure.url(), ca_file=ca_file)[0],
-            fetch(drv, secure.url(), proxy=tinyproxy.url, ca_file=ca_file)[0],
-            fetch(drv, plain.url(), proxy=tinyproxy.url)[0],
+            fetch(drv, secure.url(), proxy=real_proxy.url, ca_file=ca_file)[0],
+            fetch(drv, plain.url(), proxy=real_proxy.url)[0],
             fetch(drv, plain.url())[0],
         ]
     assert [e.result for e in runs] == [Code.OK] * 5, [e.error for e in runs]
     ports = [e.primary_port for e in runs]
-    assert ports == [tinyproxy.port, secure.port, tinyproxy.port, tinyproxy.port, plain.port]
+    assert ports == [real_proxy.port, secure.port, real_proxy.port, real_proxy.port, plain.port]
     assert [e.num_connects for e in runs[:2]] == [1, 1]
     assert runs[4].num_connects == 1
 
@@ -243,27 +245,27 @@ def test_http_url_through_a_refusing_proxy_is_its_answer(drv: SelectorDriver) ->
 # --- CONNECT tunnels for https URLs ------------------------------------------------------
 
 
-def test_https_through_tinyproxy_tunnel(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+def test_https_through_a_real_proxy_tunnel(
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """https through a real proxy: CONNECT, then TLS end to end with the origin, verified."""
     with tls_origin(ca) as origin:
-        easy, body = fetch(drv, origin.url("/secret"), proxy=tinyproxy.url, ca_file=ca_file)
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+        easy, body = fetch(drv, origin.url("/secret"), proxy=real_proxy.url, ca_file=ca_file)
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     assert (easy.response_code, body) == (200, b"from the origin")
-    assert easy.primary_port == tinyproxy.port
+    assert easy.primary_port == real_proxy.port
     assert 0 < easy.connect_time <= easy.appconnect_time <= easy.pretransfer_time
     assert [r.target for r in origin.requests] == ["/secret"]
-    assert f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1" in tinyproxy.log()
+    assert f"CONNECT 127.0.0.1:{origin.port} HTTP/1.1" in real_proxy.log()
 
 
 def test_tunnel_kept_alive_and_reused(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """A second https transfer to the same origin reuses the tunnel and its TLS session."""
     with tls_origin(ca) as origin:
-        first, _ = fetch(drv, origin.url("/1"), proxy=tinyproxy.url, ca_file=ca_file)
-        second, _ = fetch(drv, origin.url("/2"), proxy=tinyproxy.url, ca_file=ca_file)
+        first, _ = fetch(drv, origin.url("/1"), proxy=real_proxy.url, ca_file=ca_file)
+        second, _ = fetch(drv, origin.url("/2"), proxy=real_proxy.url, ca_file=ca_file)
     assert (first.result, second.result) == (Code.OK, Code.OK), second.error
     assert (first.num_connects, second.num_connects) == (1, 0)
     assert second.local_port == first.local_port
@@ -271,24 +273,24 @@ def test_tunnel_kept_alive_and_reused(
 
 
 def test_tunnel_through_a_fragmenting_hop(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """The proxy's CONNECT answer and the TLS records arriving in 7-byte pieces: still OK."""
-    with tls_origin(ca) as origin, Server(relay(tinyproxy.port)) as hop:
+    with tls_origin(ca) as origin, Server(relay(real_proxy.port)) as hop:
         easy, body = fetch(
             drv, origin.url("/far"), proxy=hop.url("", scheme="http"), ca_file=ca_file
         )
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     assert body == b"from the origin"
     assert easy.primary_port == hop.port
 
 
 def test_tunnel_still_verifies_the_origin(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA
 ) -> None:
     """Through a tunnel, an origin certificate from an unknown CA is still refused (60)."""
     with tls_origin(ca) as origin:
-        easy, body = fetch(drv, origin.url(), proxy=tinyproxy.url)
+        easy, body = fetch(drv, origin.url(), proxy=real_proxy.url)
     assert easy.result is Code.PEER_FAILED_VERIFICATION
     assert body == b""
     assert origin.requests == []
@@ -357,13 +359,13 @@ def test_proxy_credentials_sent_as_proxy_authorization(drv: SelectorDriver) -> N
 
 
 def test_proxy_credentials_never_reach_the_origin(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """Proxy-Authorization is for the proxy: inside the tunnel the origin never sees it."""
-    url = tinyproxy.url.replace("http://", "http://user:pw@")
+    url = real_proxy.url.replace("http://", "http://user:pw@")
     with tls_origin(ca) as origin:
         easy, _ = fetch(drv, origin.url("/inside"), proxy=url, ca_file=ca_file)
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     (request,) = origin.requests
     assert request.header("proxy-authorization") is None
     assert request.header("authorization") is None
@@ -408,8 +410,8 @@ def test_https_via_plain_proxy_sends_no_plaintext_request(drv: SelectorDriver) -
     assert seen[0].header("authorization") is None
 
 
-def test_redirect_from_http_to_https_through_tinyproxy(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+def test_redirect_from_http_to_https_through_a_real_proxy(
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """An http URL forwarded by the proxy redirects to https: the next hop is a CONNECT tunnel."""
     with tls_origin(ca) as secure:
@@ -418,15 +420,15 @@ def test_redirect_from_http_to_https_through_tinyproxy(
             easy, body = fetch(
                 drv,
                 plain.url("/start"),
-                proxy=tinyproxy.url,
+                proxy=real_proxy.url,
                 ca_file=ca_file,
                 follow_location=True,
             )
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     assert body == b"from the origin"
     assert easy.effective_url == secure.url("/landed")
     assert easy.redirect_count == 1
-    assert easy.primary_port == tinyproxy.port
+    assert easy.primary_port == real_proxy.port
     assert [r.target for r in plain.requests] == ["/start"]
     assert [r.target for r in secure.requests] == ["/landed"]
 
@@ -456,7 +458,7 @@ def test_proxy_env_http_proxy_then_direct_https_hop(
 
 
 def test_proxy_env_https_proxy_tunnels_the_https_hop(
-    drv: SelectorDriver, tinyproxy: TinyProxy, ca: trustme.CA, ca_file: str
+    drv: SelectorDriver, real_proxy: RealProxy, ca: trustme.CA, ca_file: str
 ) -> None:
     """https_proxy only: the http hop goes direct, its https redirect through a CONNECT."""
     with tls_origin(ca) as secure:
@@ -465,14 +467,14 @@ def test_proxy_env_https_proxy_tunnels_the_https_hop(
             easy, body = fetch(
                 drv,
                 plain.url("/direct-hop"),
-                proxy_env={"https_proxy": tinyproxy.url},
+                proxy_env={"https_proxy": real_proxy.url},
                 follow_location=True,
                 ca_file=ca_file,
             )
-    assert easy.result is Code.OK, f"{easy.error}\n{tinyproxy.log()}"
+    assert easy.result is Code.OK, f"{easy.error}\n{real_proxy.log()}"
     assert body == b"from the origin"
-    assert easy.primary_port == tinyproxy.port
-    log = tinyproxy.log()
+    assert easy.primary_port == real_proxy.port
+    log = real_proxy.log()
     assert f"CONNECT 127.0.0.1:{secure.port} " in log
     assert "/direct-hop" not in log
     assert [r.target for r in plain.requests] == ["/direct-hop"]

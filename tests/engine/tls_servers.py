@@ -3,24 +3,21 @@
 The threaded core (`Server`, `Peer`, `Request`, TLS handshakes recorded as
 `tls_errors`, `sni`, `alpn`) is servers.py's. Here: `HttpServer`, whose
 `app(request)` returns the exact response bytes; byte-level response helpers;
-handlers that hold, answer once or relay in tiny pieces; a gzip bomb; and
-`TinyProxy`, Debian's tinyproxy on a private config.
+handlers that hold, answer once or relay in tiny pieces; a gzip bomb. Real
+proxies are tests/proxies.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from servers import POLL_INTERVAL, HTTPServer, Peer, Request, _Stopped, closed_port, response_head
+from servers import POLL_INTERVAL, HTTPServer, Peer, Request, _Stopped, response_head
 
 App = Callable[[Request], "bytes | None"]  # the exact response bytes; None: close unanswered
 
@@ -79,74 +76,6 @@ def gzip_of_zeros(size: int, *, wbits: int = 16 + zlib.MAX_WBITS) -> bytes:
         for done in range(0, size, len(block))
     ]
     return b"".join(parts) + compressor.flush()
-
-
-class TinyProxy:
-    """Debian's tinyproxy on 127.0.0.1 with a private config; `port` once started."""
-
-    CONFIG = (
-        "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\n"
-        "DisableViaHeader Yes\nLogLevel Info\n"
-    )
-
-    def __init__(self, workdir: Path) -> None:
-        self.binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("tinyproxy") is not None or Path("/usr/bin/tinyproxy").exists()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        path = self.workdir / "tinyproxy.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self, attempts: int = 3) -> None:
-        """Start on a free port and wait until it accepts connections (retry if taken)."""
-        for _ in range(attempts):
-            self.port = closed_port()
-            config = self.workdir / "tinyproxy.conf"
-            config.write_text(self.CONFIG.format(port=self.port))
-            with open(self.workdir / "tinyproxy.log", "wb") as log:
-                self.proc = subprocess.Popen(
-                    [self.binary, "-d", "-c", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._wait_listening(5.0):
-                return
-            self.stop()
-        raise RuntimeError(f"tinyproxy did not start:\n{self.log()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def _wait_listening(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return True
-            time.sleep(0.02)
-        return False
 
 
 def relay(upstream_port: int, *, piece: int = 7, pause: float = 0.0005) -> Callable[[Peer], None]:
