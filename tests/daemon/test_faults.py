@@ -16,6 +16,7 @@ from typing import Any
 from hf_support import Daemon, Server, daemon_env
 from servers import (
     HTTPServer,
+    Peer,
     answers_with,
     huge_headers,
     never_answers,
@@ -25,6 +26,7 @@ from servers import (
     stale_after_first,
     trickle,
 )
+from servers import Server as PeerServer
 
 Serve = Callable[[Any], Any]
 
@@ -157,6 +159,30 @@ def test_kept_alive_connection_closed_as_it_is_reused_is_retried(
         done = daemon.wait_for("transfer.done", i + 1)
         assert (done[-1]["result"], done[-1]["bytes"]) == (0, 5), done[-1]
     survives(daemon, http_server, stale.url("/again"), 0)
+
+
+def test_kept_alive_connection_closed_when_the_request_arrives_is_sent_again(
+    run_daemon: Callable[..., Daemon], http_server: Server, serve: Serve
+) -> None:
+    """The server answers one request per connection and closes the kept-alive connection
+    when the next request arrives on it: the engine sends that request again on a fresh
+    connection (the server sees it twice), and every transfer is OK without --retry."""
+
+    def one_answer_per_connection(peer: Peer) -> None:
+        if peer.read_request() is not None:
+            peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            peer.read_request()  # the next request on this connection: never answered
+
+    racy = serve(PeerServer(one_answer_per_connection))
+    daemon = run_daemon("--max-host-connections", "1")
+    for i in range(4):
+        daemon.write(f"{racy.url(f'/{i}')}\n".encode())
+        done = daemon.wait_for("transfer.done", i + 1)
+        assert (done[-1]["result"], done[-1]["bytes"], done[-1]["attempts"]) == (0, 5, 1)
+    assert racy.wait_for(lambda: len(racy.requests) == 7)
+    assert racy.paths() == ["/0", "/1", "/1", "/2", "/2", "/3", "/3"]
+    assert daemon.events("transfer.retry") == []
+    survives(daemon, http_server, racy.url("/again"), 0)
 
 
 def test_redirect_to_a_non_ascii_location_is_followed_percent_encoded(
