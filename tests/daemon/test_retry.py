@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import threading
@@ -12,7 +13,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from hf_support import Daemon, report_errors
@@ -114,7 +115,11 @@ def test_retry_queue_pops_due_ids_in_order_and_forgets_discarded() -> None:
 
 
 class FlakyHandler(BaseHTTPRequestHandler):
-    """GET /KEY?fail=N&code=C&ra=R: the first N requests to KEY answer C (Retry-After: R)."""
+    """GET /KEY?fail=N&code=C&ra=R: the first N requests to KEY answer C (Retry-After: R).
+
+    With how=hang, how=nothing or how=garbage instead, the first N requests get no answer
+    until the client gives up (28 with --timeout), a close without a byte (52), or a broken
+    chunked body (56)."""
 
     protocol_version = "HTTP/1.1"
     server: FlakyServer
@@ -126,6 +131,18 @@ class FlakyHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         count = self.server.note(parts.path)
+        how = query.get("how", "status")
+        if count <= int(query.get("fail", "0")) and how != "status":
+            self.close_connection = True
+            if how == "hang":  # until the client times out and closes (or the test ends)
+                self.connection.settimeout(30)
+                with contextlib.suppress(OSError):
+                    self.connection.recv(1)
+            elif how == "garbage":
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n"
+                )
+            return  # how == "nothing": closed without a byte
         if count <= int(query.get("fail", "0")):
             status, body = int(query.get("code", "503")), b"try again\n"
         else:
@@ -155,7 +172,7 @@ class FlakyServer(ThreadingHTTPServer):
             return len(self.hits[key])
 
     def url(self, key: str, **query: object) -> str:
-        args = "&".join(f"{k}={v}" for k, v in query.items())
+        args = "&".join(f"{k}={quote(str(v))}" for k, v in query.items())
         return f"http://127.0.0.1:{self.server_address[1]}/{key}?{args}"
 
     def gaps(self, key: str) -> list[float]:
@@ -285,3 +302,57 @@ def test_retries_within_the_drain_bound_still_happen_after_stop(
     assert daemon.wait() == 130
     late = daemon.events("transfer.done")[1]
     assert (late["result"], late["status"]) == (0, 503)  # waiting, not running: not 42
+
+
+@pytest.mark.parametrize("code", [500, 502, 504, 408])
+def test_each_transient_status_is_retried_by_the_daemon(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer, code: int
+) -> None:
+    """--retry 2 --retry-delay 0.1: 500, 502, 504 (and 408) once, then 200: one
+    transfer.retry naming the status, done OK after 2 attempts."""
+    daemon = run_daemon("--retry", "2", "--retry-delay", "0.1")
+    daemon.write(f"{flaky.url('s', fail=1, code=code)}\nstop\n".encode())
+    assert daemon.wait() == 0
+    (retry,) = daemon.events("transfer.retry")
+    assert (retry["attempt"], retry["result"], retry["status"]) == (1, 0, code)
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["status"], done["attempts"]) == (0, 200, 2)
+    assert len(flaky.hits["/s"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("how", "result"), [("hang", 28), ("nothing", 52), ("garbage", 56)], ids=str
+)
+def test_each_transient_result_is_retried_by_the_daemon(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer, how: str, result: int
+) -> None:
+    """--retry 2 --retry-delay 0.1 --timeout 1: a timeout (28), an empty reply (52) and a
+    broken body (56) on the first attempt are retried; the second attempt is OK."""
+    daemon = run_daemon("--retry", "2", "--retry-delay", "0.1", "--timeout", "1")
+    daemon.write(f"{flaky.url('t', fail=1, how=how)}\nstop\n".encode())
+    assert daemon.wait() == 0
+    (retry,) = daemon.events("transfer.retry")
+    assert (retry["attempt"], retry["result"]) == (1, result), retry
+    (done,) = daemon.events("transfer.done")
+    assert (done["result"], done["status"], done["attempts"]) == (0, 200, 2)
+    assert len(flaky.hits["/t"]) == 2
+
+
+def test_retry_after_as_an_http_date_is_honoured_end_to_end(
+    run_daemon: Callable[..., Daemon], flaky: FlakyServer
+) -> None:
+    """503 with `Retry-After: <HTTP date 3 s ahead>` and --retry-delay 0.1: the second
+    attempt waits for that date (2-3 s: the date has whole seconds), not 0.1 s."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    daemon = run_daemon("--retry", "2", "--retry-delay", "0.1")
+    daemon.write(f"{flaky.url('h', fail=1, ra=when)}\n".encode())
+    (done,) = daemon.wait_for("transfer.done", timeout=15)
+    (retry,) = daemon.events("transfer.retry")
+    assert retry["status"] == 503
+    assert 1.9 <= retry["retry_after"] <= 3.1, retry
+    assert retry["delay"] == pytest.approx(retry["retry_after"], abs=0.01)
+    (gap,) = flaky.gaps("h")
+    assert 1.9 <= gap <= 3.1 + 1.0, gap
+    assert (done["result"], done["status"], done["attempts"]) == (0, 200, 2)
+    daemon.write(b"stop\n")
+    assert daemon.wait() == 0
