@@ -28,7 +28,7 @@ from hiperfifo import __version__, logs, systemd
 from hiperfifo.config import Config
 from hiperfifo.driver import Driver, Handle, Watch
 from hiperfifo.engine import Code, Easy, InfoType, Message, Multi, NetworkPolicy
-from hiperfifo.fifo import (
+from hiperfifo.sources.fifo import (
     SHOWN_TOKEN_CHARS,
     Fifo,
     FifoError,

@@ -1,4 +1,4 @@
-"""fifo.py: the tokenizer (pure) and creating/adopting/refusing the FIFO path."""
+"""fifo.py (hiperfifo/sources/fifo.py): the tokenizer (pure) and creating/adopting/refusing the FIFO path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiperfifo.fifo import (
+from hiperfifo.sources.fifo import (
     FifoError,
     Rejected,
     Stop,

@@ -1,0 +1,1 @@
+"""Where URLs come from: the FIFO, and any other source behind the same interface."""
