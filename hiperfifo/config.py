@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hiperfifo.redact import redact
+
 LOG_FORMATS = ("json", "logfmt", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "HIPERFIFO_"
@@ -293,20 +295,12 @@ class Config:
             "public_only": self.public_only,
             "deny_network": list(self.deny_network),
             "allow_network": list(self.allow_network),
-            "proxy": _hide_password(self.proxy),
+            "proxy": redact(self.proxy) if self.proxy else self.proxy,
             "verify": not self.insecure,
             "compressed": self.compressed,
             "max_redirs": self.max_redirs,
             "retry": self.retry,
         }
-
-
-def _hide_password(url: str | None) -> str | None:
-    if not url or "@" not in url:
-        return url
-    head, _, host = url.rpartition("@")
-    scheme, sep, user = head.rpartition("://")
-    return f"{scheme}{sep}{user.split(':', 1)[0]}:***@{host}"
 
 
 def _ms(seconds: float) -> int:

@@ -5,8 +5,9 @@ Owns the libuv handles: one Poll per descriptor number the engine announces
 stopped on POLL_REMOVE and started again when that number is announced next,
 closed by close()), one Timer for the engine's timer callback (0 ms runs on the
 next loop iteration through an Idle handle, never re-entrantly), the FIFO
-watcher, signals and one-shot timers for the daemon. After every socket_action
-it drains info_read() and hands the finished transfers over.
+watcher, signals, one-shot timers and cross-thread wakers (uv Async) for the
+daemon and its sources. After every socket_action it drains info_read() and
+hands the finished transfers over.
 It holds no transfer state and does not log.
 
 Why a stopped Poll may be started again for whatever socket holds its number
@@ -110,6 +111,18 @@ class Alarm(Handle):
         """Forget the setting; the alarm can be set again."""
         if not self._uv.closed:
             self._uv.stop()
+
+
+class Waker(Handle):
+    """Wakes the loop from another thread: send() is the one call safe off the loop."""
+
+    def send(self) -> None:
+        """The callback runs soon on the loop's thread (sends may coalesce into one call)."""
+        self._uv.send()
+
+    def stop(self) -> None:
+        if not self._uv.closed:
+            self._uv.close()
 
 
 class Driver:
@@ -246,6 +259,12 @@ class Driver:
         alarm = Alarm(pyuv.Timer(self.loop), callback)
         self._own.append(alarm)
         return alarm
+
+    def waker(self, callback: Callable[[], None]) -> Waker:
+        """A handle another thread can send() to have `callback()` run on the loop (uv Async)."""
+        waker = Waker(pyuv.Async(self.loop, lambda _h: callback()))
+        self._own.append(waker)
+        return waker
 
     def _keep(self, uv_handle: Any) -> Handle:
         handle = Handle(uv_handle)

@@ -9,7 +9,8 @@ a transfer rather than losing one. The queue holds URLs with their
 passwords: every file here is 0600 and a directory it creates 0700, whatever
 the umask; `warning()` says when others may look into the directory. Imports
 no pyuv and does not log: every failure raises JournalError and the daemon
-decides (it refuses input while the disk is full).
+decides (it refuses input while the disk is full). `NullJournal` stands in
+without --state-dir, so the daemon never asks whether there is a journal.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class JournalError(Exception):
 
 class Journal:
     """The unfinished URLs of this state directory, oldest first."""
+
+    durable = True  # what it records survives the process (NullJournal: nothing does)
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -192,3 +195,34 @@ def _lock(directory: Path) -> int:
             f"--state-dir {directory} is in use by another hiperfifo (its {LOCK} is held)"
         ) from exc
     return fd
+
+
+class NullJournal:
+    """No --state-dir: nothing is recorded, nothing survives the process (ids from 1)."""
+
+    durable = False
+    unflushed = 0
+
+    def __repr__(self) -> str:
+        return "<NullJournal>"
+
+    def warning(self) -> str | None:
+        return None
+
+    def next_id(self) -> int:
+        return 1
+
+    def unfinished(self) -> list[Row]:
+        return []
+
+    def record(self, rows: Sequence[Row]) -> None:
+        pass
+
+    def finish(self, transfer_id: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

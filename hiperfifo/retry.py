@@ -1,21 +1,24 @@
 """Retries, as `curl --retry` decides them: which results are transient, how long to wait.
 
 Owns the retry policy (a frozen value validated on construction), the
-backoff with jitter, Retry-After parsing, and the queue of transfers waiting
-for their next attempt (a heap of due times; the daemon sets one timer for
-the earliest). Pure code: no clock, no randomness and no loop of its own, so
-every decision can be tested without waiting.
+backoff with jitter, Retry-After parsing, and the transfers waiting for their
+next attempt (`RetryWaits`: the engine's Deadlines heap, one alarm set for the
+earliest). Pure code: no clock of its own (one is passed in), no randomness
+and no loop (the alarm is passed in), so every decision is tested without
+waiting.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol, cast
 
 from hiperfifo.engine import Code
+from hiperfifo.engine.deadlines import Deadlines
 
 # curl --retry: "a timeout, ... or an HTTP 408, 429, 500, 502, 503 or 504";
 # plus the connection-level failures a flaky peer or a restarting server gives.
@@ -32,6 +35,8 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 FIRST_DELAY = 1.0  # curl: one second before the first retry...
 MAX_DELAY = 600.0  # ...doubling up to ten minutes
 JITTER = 0.25  # each backoff is stretched by up to 25 %, so retries of a burst spread out
+TIMER_SLACK = 0.002  # libuv timers have ms resolution: a retry due this soon is due now
+_RETRY = "retry"  # the one deadline name each waiting id has
 
 
 class RetryPolicyError(ValueError):
@@ -122,45 +127,59 @@ class RetryAfter:
             self.seconds = parse_retry_after(value.decode("latin-1"), self.now)
 
 
-@dataclass
-class RetryQueue:
-    """Transfer ids waiting for their next attempt, earliest first (lazy deletion)."""
+class Alarm(Protocol):
+    """A one-shot timer (driver.Alarm)."""
 
-    _heap: list[tuple[float, int]] = field(default_factory=list)
-    _due: dict[int, float] = field(default_factory=dict)
+    def set(self, seconds: float) -> None: ...
 
-    def push(self, key: int, due: float) -> None:
-        self._due[key] = due
-        heapq.heappush(self._heap, (due, key))
+    def cancel(self) -> None: ...
 
-    def discard(self, key: int) -> None:
-        self._due.pop(key, None)
 
-    def pop_due(self, now: float) -> list[int]:
-        """Every id due at `now` or before, earliest first, removed from the queue."""
-        ready = []
-        while self._heap and self._heap[0][0] <= now:
-            due, key = heapq.heappop(self._heap)
-            if self._due.get(key) == due:
-                del self._due[key]
-                ready.append(key)
-        return ready
+class RetryWaits:
+    """Transfer ids waiting for their next attempt: one Deadlines heap, one alarm set for
+    the earliest. The clock is passed in, so timing is tested without waiting."""
 
-    def pop_later(self, than: float) -> list[int]:
-        """Every id due after `than`, removed from the queue (in no particular order)."""
-        later = [key for key, due in self._due.items() if due > than]
-        for key in later:
-            del self._due[key]
-        return later
-
-    def next_due(self) -> float | None:
-        """When the earliest waiting id is due, or None when none waits."""
-        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+    def __init__(self, alarm: Alarm, clock: Callable[[], float]) -> None:
+        self._alarm = alarm
+        self._clock = clock
+        self._heap = Deadlines()
+        self._due: dict[int, float] = {}  # id -> when: for pop_later and the count
 
     def __len__(self) -> int:
         return len(self._due)
 
     def __contains__(self, key: int) -> bool:
         return key in self._due
+
+    def __repr__(self) -> str:
+        return f"<RetryWaits waiting={len(self._due)} next={self._heap.earliest()}>"
+
+    def wait(self, key: int, delay: float) -> None:
+        """`key`'s next attempt is due `delay` seconds from now."""
+        self._due[key] = due = self._clock() + delay
+        self._heap.set(key, _RETRY, due)
+        self._arm()
+
+    def pop_due(self) -> list[int]:
+        """Every id due now (or within TIMER_SLACK), earliest first, no longer waiting."""
+        ready = [cast(int, key) for key, _ in self._heap.pop_expired(self._clock() + TIMER_SLACK)]
+        for key in ready:
+            del self._due[key]
+        self._arm()
+        return ready
+
+    def pop_later(self, than: float) -> list[int]:
+        """Every id due after the instant `than`, no longer waiting (in no particular order)."""
+        later = [key for key, due in self._due.items() if due > than]
+        for key in later:
+            del self._due[key]
+            self._heap.clear(key, _RETRY)
+        self._arm()
+        return later
+
+    def _arm(self) -> None:
+        due = self._heap.earliest()
+        if due is None:
+            self._alarm.cancel()
+        else:
+            self._alarm.set(due - self._clock())

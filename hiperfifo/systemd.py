@@ -1,7 +1,9 @@
 """systemd integration without libsystemd: sd_notify datagrams and socket activation.
 
 Owns the NOTIFY_SOCKET protocol (READY, STATUS, STOPPING, WATCHDOG; one
-datagram per message, never blocking, never raising), the watchdog interval
+datagram per message, never blocking, never raising), the `StatusReporter`
+that tells systemd about a run (READY from inside the running loop, STATUS
+when it changed, WATCHDOG pings, STOPPING), the watchdog interval
 (WATCHDOG_USEC/WATCHDOG_PID) and the LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES
 handover. Stdlib only; it reads no environment itself: cli.py passes the
 mapping in (and LISTEN_* are removed from it, so children do not inherit them).
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 SD_LISTEN_FDS_START = 3  # sd-daemon.h: the first passed descriptor
+STATUS_EVERY = 1.0  # seconds between STATUS= updates (only when it changed)
 _LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
@@ -63,6 +67,62 @@ class Notifier:
 
     def __repr__(self) -> str:
         return f"<Notifier {self.address!r}>"
+
+
+class _Timers(Protocol):
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> object: ...
+
+    def every(self, seconds: float, callback: Callable[[], None]) -> object: ...
+
+
+class _Log(Protocol):
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+class StatusReporter:
+    """What systemd hears about one run: READY, STATUS, WATCHDOG, STOPPING.
+
+    Nothing at all without $NOTIFY_SOCKET. A failed send is logged once
+    (daemon.notify_failed), not once a second.
+    """
+
+    def __init__(
+        self, notifier: Notifier, watchdog: float | None, status: Callable[[], str], log: _Log
+    ) -> None:
+        self._notifier = notifier
+        self._watchdog = watchdog
+        self._status = status
+        self._log = log
+        self._last_status = ""
+        self._failed = False
+
+    def start(self, loop: _Timers) -> None:
+        """READY=1 from inside the running loop; then STATUS and WATCHDOG pings."""
+        if not self._notifier.enabled:
+            return
+        loop.call_later(0, lambda: self._notify(READY=1, STATUS=self._current()))
+        loop.every(STATUS_EVERY, self._update)
+        if self._watchdog is not None:
+            loop.every(self._watchdog, lambda: self._notify(WATCHDOG=1))
+
+    def stopping(self, reason: str) -> None:
+        if self._notifier.enabled:
+            self._notify(STOPPING=1, STATUS=f"stopping ({reason}): {self._current()}")
+
+    def _current(self) -> str:
+        self._last_status = self._status()
+        return self._last_status
+
+    def _update(self) -> None:
+        previous = self._last_status
+        if self._current() != previous:
+            self._notify(STATUS=self._last_status)
+
+    def _notify(self, **fields: str | int) -> None:
+        if self._notifier.send(**fields) or self._failed:
+            return
+        self._failed = True  # one line, not one a second
+        self._log.warning("daemon.notify_failed", error=self._notifier.error)
 
 
 def _socket_address(text: str | None) -> str | None:

@@ -1,8 +1,8 @@
-"""The dependency direction of ARCHITECTURE.md, checked by reading the source (ast, no import).
+"""The dependency direction of docs/architecture.md, checked by reading the source (ast).
 
-engine/ imports only the stdlib, h11 and h2 (h2 in engine/http2.py alone); only driver.py
-imports pyuv; only logs.py configures structlog; only cli.py and config.py read the
-environment or argv.
+engine/ imports only the stdlib, h11 and h2 (h2 in engine/http2.py alone); sources/
+imports neither the engine nor pyuv nor the daemon's rooms; only driver.py imports pyuv;
+only logs.py configures structlog; only cli.py and config.py read the environment or argv.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hiperfifo"
 ENGINE = PACKAGE / "engine"
+SOURCES = PACKAGE / "sources"
 
 
 def sources(root: Path = PACKAGE) -> list[Path]:
@@ -102,6 +103,38 @@ def test_engine_import_check_catches_a_violation(tmp_path: Path) -> None:
     assert any("structlog" in hit for hit in found)
     assert any("hiperfifo.daemon" in hit for hit in found)
     assert not any("ssl" in hit for hit in found)
+
+
+def source_import_violations(root: Path) -> list[str]:
+    """Imports under `root` of the engine, the driver, pyuv, or the daemon's own rooms."""
+    allowed = {"hiperfifo.sources", "hiperfifo.redact"}
+    bad = []
+    for path in sources(root):
+        for line, name in imported_modules(path):
+            inside = any(name == ok or name.startswith(ok + ".") for ok in allowed)
+            if (name.startswith("hiperfifo.") and not inside) or top(name) == "pyuv":
+                bad.append(f"{rel(path)}:{line} imports {name}")
+    return bad
+
+
+def test_sources_import_neither_the_engine_nor_the_daemon() -> None:
+    """hiperfifo/sources imports no engine, no pyuv and no daemon room: a source hands
+    items to an Inbox and gets the loop through a Protocol (sources/base.py)."""
+    assert source_import_violations(SOURCES) == []
+
+
+def test_source_import_check_catches_a_violation(tmp_path: Path) -> None:
+    """The check itself works: the engine, pyuv and the jobs are reported, base is not."""
+    planted = tmp_path / "sources"
+    planted.mkdir()
+    (planted / "bad.py").write_text(
+        "from hiperfifo.engine import Code\nimport pyuv\nfrom hiperfifo import jobs\n"
+        "from hiperfifo.sources.base import Url\n"
+    )
+    found = " ".join(source_import_violations(planted))
+    for name in ("hiperfifo.engine", "pyuv", "hiperfifo.jobs"):
+        assert f"imports {name}" in found
+    assert "sources.base" not in found
 
 
 def test_only_driver_imports_pyuv() -> None:

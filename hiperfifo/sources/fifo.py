@@ -1,9 +1,11 @@
 """The FIFO: create, adopt or refuse the named pipe, read it, split it into tokens.
 
 Owns the path rules (mode, O_NOFOLLOW, refusal of anything but a FIFO),
-systemd's ListenFIFO descriptor, and the pure `Tokenizer` that turns bytes
-into accepted URLs, `stop` and rejections. Imports no pyuv and does no
-logging: the driver watches the descriptor, the daemon logs what comes out.
+systemd's ListenFIFO descriptor, the pure `Tokenizer` that turns bytes into
+accepted URLs, `stop` and rejections (`classify` checks one token on its own),
+and `FifoSource`: the FIFO as a source (sources/base.py), read on the loop,
+recreated when its path is deleted. Imports no pyuv (the loop comes in through
+`Loop`) and no engine; it logs only what happens to the pipe itself.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ import fcntl
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
-SHOWN_TOKEN_CHARS = 200
+from structlog.typing import FilteringBoundLogger
+
+from hiperfifo.sources.base import SHOWN_TOKEN_CHARS, Inbox, Loop, Watcher
+from hiperfifo.sources.base import Item as Item
+from hiperfifo.sources.base import Rejected as Rejected
+from hiperfifo.sources.base import Stop as Stop
+from hiperfifo.sources.base import Url as Url
+
 _SEPARATORS = re.compile(rb"[ \t\r\n\x0b\x0c]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEMES = frozenset({"http", "https"})
@@ -28,29 +38,6 @@ class FifoError(Exception):
 
 
 # -- tokens ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Url:
-    """An accepted http/https URL."""
-
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """The word `stop`: finish what runs, then exit."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A token that is not a usable URL: why, and the token shown safely."""
-
-    reason: str
-    token: str
-
-
-Item = Url | Stop | Rejected
 
 
 def show(raw: bytes) -> str:
@@ -87,21 +74,6 @@ def url_problem(text: str) -> str | None:
     if parts.scheme.lower() not in _SCHEMES:
         return f"unsupported scheme {parts.scheme!r}"
     return _authority_problem(parts)
-
-
-def redact(url: str) -> str:
-    """The URL with a password in it replaced by `***`, for logs."""
-    if "@" not in url:  # no userinfo, so no password: the common case, without parsing
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    name = user.split(":", 1)[0]
-    return parts._replace(netloc=f"{name}:***@{host}").geturl()
 
 
 def _authority_problem(parts: SplitResult) -> str | None:
@@ -351,3 +323,107 @@ def _proc_path(fd: int) -> Path | None:
     except OSError:
         return None
     return Path(target) if target.startswith("/") and not target.endswith(")") else None
+
+
+# -- the FIFO as a source -----------------------------------------------------
+
+READ_CHUNK = 8 * 1024  # FIFO input per loop iteration: ~200 URLs, ~25 ms of engine work
+FIFO_CHECK_EVERY = 1.0  # seconds between checks that the FIFO path still leads to our FIFO
+
+
+class FifoSource:
+    """The FIFO, read on the loop: tokens to the inbox; recreated when deleted."""
+
+    name = "fifo"
+    journaled = True  # a pipe forgets what was read: --state-dir records it
+
+    def __init__(
+        self, fifo: Fifo, mode: int, max_url_length: int, log: FilteringBoundLogger
+    ) -> None:
+        self.fifo = fifo  # the current one: it may be recreated
+        self._mode = mode
+        self._tokens = Tokenizer(max_url_length)
+        self._log = log
+        self._loop: Loop | None = None
+        self._inbox: Inbox | None = None
+        self._watch: Watcher | None = None
+        self._paused = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "paused" if self._paused else "reading"
+        return f"<FifoSource {self.fifo.path} {state}>"
+
+    def describe(self) -> dict[str, object]:
+        return {"fifo": str(self.fifo.path), "created_fifo": self.fifo.created}
+
+    def start(self, loop: Loop, inbox: Inbox) -> None:
+        self._loop, self._inbox = loop, inbox
+        self._watch = loop.watch_readable(self.fifo.fd, self._read)
+        if self.fifo.lost() is None:  # else its path is unknown (systemd's, renamed)
+            loop.every(FIFO_CHECK_EVERY, self.check)
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._watch is not None:
+            self._watch.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._watch is not None:
+            self._watch.resume()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._watch is not None:
+            self._watch.stop()
+
+    def done(self, fields: Mapping[str, object]) -> None:
+        """Nothing to answer: the writer of a FIFO does not wait for results."""
+
+    def close(self) -> None:
+        self.fifo.close()
+
+    def _read(self) -> None:
+        assert self._inbox is not None
+        data = self.fifo.read(READ_CHUNK)
+        self._inbox.take(self, self._tokens.feed(data))
+
+    def check(self) -> None:
+        """Every FIFO_CHECK_EVERY s: recreate a deleted FIFO; the daemon stops (exit 2)
+        if we cannot."""
+        fifo = self.fifo
+        why = fifo.lost()
+        if why is None or self._stopped:
+            return
+        assert self._inbox is not None
+        fields = {"fifo": str(fifo.path), "reason": why}
+        if fifo.adopted or not (why == "deleted" or why.endswith("FIFO")):
+            self._log.error("fifo.lost", **fields, action="stopping, exit status 2")
+            self._inbox.lost(self, "fifo lost")
+            return
+        try:
+            new = open_fifo(fifo.path, self._mode)
+        except FifoError as exc:
+            self._log.error("fifo.lost", **fields, error=str(exc), action="stopping (2)")
+            self._inbox.lost(self, "fifo lost")
+            return
+        self._switch(new)
+        self._log.warning("fifo.recreated", **fields, created=new.created)
+        if (warning := new.warning()) is not None:
+            self._log.warning("fifo.insecure", fifo=str(new.path), reason=warning)
+
+    def _switch(self, new: Fifo) -> None:
+        """Read what is left in the old FIFO, close it, and read the new one from now on."""
+        assert self._inbox is not None
+        assert self._loop is not None
+        old, self.fifo = self.fifo, new
+        while data := old.read(READ_CHUNK):
+            self._inbox.take(self, self._tokens.feed(data))
+        self._inbox.take(self, self._tokens.feed(b"\n"))  # a token cut off in the old one ends
+        old.close()  # not unlinked: the path is no longer the old FIFO's
+        if self._watch is not None:
+            self._watch.stop()
+        self._watch = self._loop.watch_readable(new.fd, self._read)
+        if self._paused or self._stopped:
+            self._watch.pause()

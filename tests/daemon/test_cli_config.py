@@ -14,8 +14,8 @@ from hf_support import WAIT, Daemon, Server, spawn
 from hiperfifo import __version__
 from hiperfifo.cli import resolve
 from hiperfifo.config import OPTIONS, Config, ConfigError
-from hiperfifo.daemon import easy_options
 from hiperfifo.engine import Easy
+from hiperfifo.jobs import easy_options
 
 
 def test_defaults_match_the_spec() -> None:

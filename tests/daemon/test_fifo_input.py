@@ -1,4 +1,4 @@
-"""fifo.py (hiperfifo/sources/fifo.py): the tokenizer (pure) and creating/adopting/refusing the FIFO path."""
+"""sources/fifo.py: the tokenizer (pure) and creating/adopting/refusing the FIFO path."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hiperfifo.redact import redact
 from hiperfifo.sources.fifo import (
     FifoError,
     Rejected,
@@ -18,7 +19,6 @@ from hiperfifo.sources.fifo import (
     Url,
     classify,
     open_fifo,
-    redact,
 )
 
 
@@ -299,6 +299,7 @@ def test_refuses_anything_but_a_fifo(tmp_path: Path, kind: str) -> None:
         ("https://u:p:w@h:8080/", "https://u:***@h:8080/"),
         ("http://u@h/", "http://u@h/"),
         ("http://h/a:b@c", "http://h/a:b@c"),
+        ("u:pw@proxy:3128", "u:***@proxy:3128"),  # --proxy without a scheme
     ],
 )
 def test_redact_hides_only_the_password(url: str, shown: str) -> None:

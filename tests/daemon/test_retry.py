@@ -19,11 +19,13 @@ import pytest
 from hf_support import Daemon, report_errors
 
 from hiperfifo.engine import Code
+from hiperfifo.engine.testing import FakeClock
 from hiperfifo.retry import (
+    TIMER_SLACK,
     RetryAfter,
     RetryPolicy,
     RetryPolicyError,
-    RetryQueue,
+    RetryWaits,
     parse_retry_after,
 )
 
@@ -96,19 +98,39 @@ def test_retry_after_header_function_forgets_it_at_each_new_response() -> None:
     assert catcher.seconds == 3.0
 
 
-def test_retry_queue_pops_due_ids_in_order_and_forgets_discarded() -> None:
-    """Earliest first; a discarded id never comes out; next_due skips stale entries."""
-    queue = RetryQueue()
-    queue.push(1, 5.0)
-    queue.push(2, 3.0)
-    queue.push(3, 4.0)
-    queue.discard(2)
-    assert queue.next_due() == 4.0
-    assert queue.pop_due(4.5) == [3]
-    assert 1 in queue
-    assert len(queue) == 1
-    assert queue.pop_due(10.0) == [1]
-    assert queue.next_due() is None
+class FakeAlarm:
+    """driver.Alarm's interface: remembers when it was last set to go off."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.at: float | None = None
+
+    def set(self, seconds: float) -> None:
+        self.at = self.clock() + seconds
+
+    def cancel(self) -> None:
+        self.at = None
+
+
+def test_retry_waits_pop_due_ids_in_order_with_the_alarm_at_the_earliest() -> None:
+    """Earliest first; the alarm always points at the earliest wait; ids due within the
+    timer slack count as due; pop_later takes out the ones due after an instant."""
+    clock = FakeClock(100.0)
+    alarm = FakeAlarm(clock)
+    waits = RetryWaits(alarm, clock)
+    waits.wait(1, 5.0)
+    waits.wait(2, 3.0)
+    waits.wait(3, 4.0)
+    assert alarm.at == 103.0
+    assert waits.pop_later(104.5) == [1]
+    assert alarm.at == 103.0
+    clock.advance(4.0 - TIMER_SLACK / 2)
+    assert waits.pop_due() == [2, 3]
+    assert (len(waits), alarm.at) == (0, None)
+    waits.wait(4, 1.0)
+    assert 4 in waits
+    assert alarm.at == clock() + 1.0
+    assert waits.pop_due() == []
 
 
 # -- a server that fails the first N requests of each key ----------------------

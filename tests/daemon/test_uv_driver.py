@@ -134,9 +134,9 @@ def test_internal_error_logs_traceback_and_exits_1(tmp_path: Path) -> None:
     """An exception escaping a loop callback: daemon.crashed + traceback, exit 1, FIFO gone."""
     fifo = tmp_path / "in.fifo"
     script = (
-        "import sys, hiperfifo.daemon as d\n"
-        "def boom(self): raise RuntimeError('injected failure')\n"
-        "d.Daemon._read_fifo = boom\n"
+        "import sys, hiperfifo.intake as i\n"
+        "def boom(*_args): raise RuntimeError('injected failure')\n"
+        "i.Intake.take = boom\n"
         "from hiperfifo.cli import main\n"
         f"sys.exit(main(['--fifo', {str(fifo)!r}]))\n"
     )

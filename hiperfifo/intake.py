@@ -1,0 +1,217 @@
+"""Intake: what sources hand in becomes accepted jobs, each with its transfer id.
+
+Owns the ids, transfer.added and input.rejected, recording accepted URLs in
+the journal before they are added (one transaction per batch), holding input
+and refusing to read while the journal cannot be written (input.refused,
+then input.resumed), and pacing the sources: paused at --max-queued, resumed
+when the backlog has halved. It implements the sources' `Inbox`. Pure given
+a journal, a clock and its sources: no loop of its own, no engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import groupby
+from operator import itemgetter
+
+from structlog.typing import FilteringBoundLogger
+
+from hiperfifo.jobs import Jobs, Pending, Phase
+from hiperfifo.journal import Journal, JournalError, NullJournal
+from hiperfifo.redact import redact
+from hiperfifo.sources.base import Item, Rejected, Source, Stop, Url, shown
+
+RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
+
+
+class Intake:
+    """Items from sources in, accepted URLs onto the jobs' queue; the sources paced."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        journal: Journal | NullJournal,
+        log: FilteringBoundLogger,
+        clock: Callable[[], float],
+        max_queued: int,
+        on_stop: Callable[[str], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.sources: list[Source] = []
+        self.refused: str | None = None  # why journaled input is refused (the journal fails)
+        self._jobs = jobs
+        self._journal = journal
+        self._log = log
+        self._clock = clock
+        self._max_queued = max_queued
+        self._on_stop = on_stop  # the daemon's drain, when `stop` is read
+        self._on_lost = on_lost  # the daemon's drain with exit status 2: a source is lost
+        self._next_id = journal.next_id()
+        self._held: list[tuple[Source, Item]] = []  # read, but not yet recorded (disk full)
+        self._refusal_logged = False
+        self._backlogged = False  # sources paused: --max-queued URLs wait
+        self._journal_failing = False  # the last flush failed (logged once)
+
+    def __repr__(self) -> str:
+        state = "refused" if self.refused else "paused" if self._backlogged else "open"
+        return f"<Intake {state} next_id={self._next_id} held={len(self._held)}>"
+
+    # -- the sources' Inbox --
+
+    def take(self, source: Source, items: Sequence[Item]) -> None:
+        """Accept, act on or reject what `source` read; then feed the engine and pace."""
+        self._take(source, items)
+        self._jobs.feed()
+        self.pace()
+
+    def room(self) -> int:
+        """URLs that fit under --max-queued now (0 while paused or stopping)."""
+        if self._backlogged or self._jobs.phase != Phase.RUNNING:
+            return 0
+        return max(0, self._max_queued - len(self._jobs.queue))
+
+    def lost(self, source: Source, reason: str) -> None:
+        """`source` cannot go on: stop, exit status 2 (the source logged why)."""
+        self._on_lost(reason)
+
+    # -- accepting --
+
+    def _take(self, source: Source, items: Sequence[Item]) -> None:
+        """Accept runs of URLs (one journal transaction each), act on stop, log rejections."""
+        if self.refused is not None and source.journaled:  # behind what is held, in order
+            self._held.extend((source, item) for item in items)
+            return
+        start = 0
+        for i, item in enumerate(items):
+            stopping = self._jobs.phase != Phase.RUNNING
+            if isinstance(item, Url) and not stopping:
+                continue
+            if not self._accept(source, items, start, i):
+                return
+            start = i + 1
+            if stopping:
+                self._reject("daemon is stopping", shown(item))
+            elif isinstance(item, Stop):
+                self._on_stop("stop")
+            elif isinstance(item, Rejected):
+                self._rejected(source, item)
+        self._accept(source, items, start, len(items))
+
+    def _accept(self, source: Source, items: Sequence[Item], start: int, end: int) -> bool:
+        """Record the URLs items[start:end], then log transfer.added; False: held, refused."""
+        urls = [item for item in items[start:end] if isinstance(item, Url)]
+        if not urls:
+            return True
+        first = self._next_id
+        if source.journaled:
+            try:
+                self._journal.record([(first + n, item.url) for n, item in enumerate(urls)])
+            except JournalError as exc:
+                self._refuse(source, items[start:], str(exc))
+                return False
+        self._next_id += len(urls)
+        now = self._clock()
+        queue, log = self._jobs.queue, self._log
+        for transfer_id, item in enumerate(urls, first):
+            if item.entry is None:
+                log.info("transfer.added", id=transfer_id, url=redact(item.url))
+            else:
+                log.info("transfer.added", id=transfer_id, url=redact(item.url), entry=item.entry)
+            queue.append(Pending(transfer_id, item.url, now, source, item.entry))
+        return True
+
+    def _reject(self, reason: str, token: str) -> None:
+        self._log.warning("input.rejected", reason=reason, token=token)
+
+    def _rejected(self, source: Source, item: Rejected) -> None:
+        """A token that is no usable URL: logged, and its source told (result -1)."""
+        self._reject(item.reason, item.token)
+        source.done(
+            {
+                "entry": item.entry,
+                "url": item.token,
+                "result": -1,
+                "result_name": "REJECTED",
+                "error": item.reason,
+            }
+        )
+
+    def resume(self, source: Source) -> None:
+        """Queue what the journal holds unfinished from an earlier run, oldest first."""
+        now = self._clock()
+        for transfer_id, url in self._journal.unfinished():
+            self._log.info("transfer.resumed", id=transfer_id, url=redact(url))
+            self._jobs.queue.append(Pending(transfer_id, url, now, source))
+        self._jobs.feed()
+
+    # -- input refused while the journal cannot be written, paused over a backlog --
+
+    def _refuse(self, source: Source, held: Sequence[Item], why: str) -> None:
+        """Keep what was read but not recorded, stop reading (writers block), retry later."""
+        self._held.extend((source, item) for item in held)
+        self.refused = why
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            self._log.error(
+                "input.refused", reason=f"cannot record accepted URLs: {why}", held=len(held)
+            )
+        self.pace()
+
+    def retry_held(self) -> None:
+        """Every RETRY_EVERY s while refused: record the held input; on success read again."""
+        if self.refused is None:
+            return
+        held, self._held, self.refused = self._held, [], None
+        for source, group in groupby(held, key=itemgetter(0)):
+            self._take(source, [item for _, item in group])
+        if self.refused is not None:
+            return
+        self._refusal_logged = False
+        self._log.info("input.resumed", reason="the state directory is writable again")
+        self._jobs.feed()
+        self.pace()
+
+    def drop_held(self) -> None:
+        """On stop: held input gets a last try to be recorded; what still cannot be is rejected."""
+        held, self._held = self._held, []
+        for source, item in held:
+            if isinstance(item, Rejected):
+                self._rejected(source, item)
+        for source, group in groupby(held, key=itemgetter(0)):
+            urls: list[Item] = [item for _, item in group if isinstance(item, Url)]
+            self._accept(source, urls, 0, len(urls))
+        for _, item in self._held:
+            self._reject(f"not recorded: {self.refused}", shown(item))
+        self._held = []
+
+    def pace(self) -> None:
+        """Sources read only while not stopping, under --max-queued, and (journaled ones)
+        not refused."""
+        queued, limit = len(self._jobs.queue), self._max_queued
+        if not self._backlogged and queued >= limit:
+            self._backlogged = True
+            self._log.info("input.paused", reason="--max-queued reached", queued=queued)
+        elif self._backlogged and queued <= limit // 2:
+            self._backlogged = False
+            self._log.info("input.resumed", reason="backlog halved", queued=queued)
+        closed = self._backlogged or self._jobs.phase != Phase.RUNNING
+        for source in self.sources:
+            if closed or (self.refused is not None and source.journaled):
+                source.pause()
+            else:
+                source.resume()
+
+    def flush_journal(self) -> None:
+        """Once per loop iteration: delete the ids whose transfer.done was logged."""
+        if not self._journal.unflushed:
+            return
+        try:
+            self._journal.flush()
+        except JournalError as exc:
+            if not self._journal_failing and self.refused is None:
+                self._log.error(
+                    "journal.failed", error=str(exc), unflushed=self._journal.unflushed
+                )
+            self._journal_failing = True
+        else:
+            self._journal_failing = False

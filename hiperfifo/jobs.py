@@ -1,0 +1,385 @@
+"""The jobs: one `Job` per accepted URL, from transfer.added to transfer.done.
+
+Owns the queue of accepted URLs not yet in the engine, feeding the engine in
+batches, each attempt's `Easy` (the options from the command line), retries
+(`RetryWaits`), the transfer.done line and its fields, the counters, and
+ending what is left on abort. It never reads the clock itself (one is passed
+in), never imports pyuv (the retry alarm comes from the driver) and never
+calls the engine from inside an engine callback (the driver hands finished
+transfers over afterwards).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+from structlog.typing import FilteringBoundLogger
+
+from hiperfifo import logs
+from hiperfifo.config import Config
+from hiperfifo.engine import Code, Easy, InfoType, Message, Multi, NetworkPolicy
+from hiperfifo.journal import Journal, NullJournal
+from hiperfifo.output import Output, Sink
+from hiperfifo.redact import redact
+from hiperfifo.retry import Alarm, RetryAfter, RetryPolicy, RetryWaits
+from hiperfifo.sources.base import Source
+
+PROGRESS_EVERY = 1.0  # seconds between transfer.progress lines of one transfer
+REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
+# Accepted URLs wait as plain Pending tuples, ~200 bytes each, and are handed to the
+# engine only while it holds fewer than this many transfers per allowed connection:
+# an Easy and its engine Transfer cost several KiB, and 100,000 of them in the engine's
+# own queue cost 250 MB (measured).
+FEED_PER_CONNECTION = 16
+# ... and topped up only once a quarter of that bound has finished: each add_handle asks
+# for a 0 ms timer, and one batch of adds costs one timer and one loop iteration where one
+# add per finished transfer costs one each (33,000 timer callbacks for 20,000 URLs).
+FEED_BATCH_DIVISOR = 4
+
+
+class Phase(Enum):
+    """Where the run is: taking input, draining after stop, or ending everything now."""
+
+    RUNNING = "running"
+    DRAINING = "draining"  # stop/SIGTERM: no new input, what runs finishes
+    ABORTING = "aborting"  # second SIGINT, --shutdown-timeout: nothing more starts
+
+
+class Pending(NamedTuple):
+    """An accepted URL not yet handed to the engine."""
+
+    id: int
+    url: str
+    accepted: float  # clock() when accepted
+    source: Source
+    entry: str | None = None  # the source's name for it (a Redis entry id)
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted URL, from transfer.added to transfer.done, over all its attempts."""
+
+    id: int
+    url: str
+    sink: Sink
+    log: FilteringBoundLogger
+    clock: Callable[[], float]
+    source: Source
+    entry: str | None
+    started: float  # when the URL was accepted
+    first_try: float  # when attempt 1 began
+    last_progress: float = 0.0  # 0: no body byte yet (the clock starts at the first one)
+    easy: Easy | None = None  # the current (or, while waiting for a retry, the last) attempt
+    attempt: int = 1
+    result: Code | None = None  # the last attempt's result, while waiting for a retry
+    retry_after: RetryAfter | None = None  # the header_function catching Retry-After
+
+    def progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> bool:
+        """The engine's progress callback: one transfer.progress line a second at most.
+
+        The first line comes a second after the first body byte, so a short
+        transfer logs none (and time spent queued does not count).
+        """
+        now = self.clock()
+        if not self.last_progress:
+            self.last_progress = now
+        elif now - self.last_progress >= PROGRESS_EVERY:
+            self.last_progress = now
+            self.log.info("transfer.progress", bytes=dlnow, total=dltotal or None)
+        return False
+
+    def debug(self, kind: InfoType, text: str) -> None:
+        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
+        state changes as text, request and response heads as lines, credentials hidden."""
+        if kind is InfoType.STATE:
+            self.log.debug("transfer.debug", kind=str(kind), text=text)
+        else:
+            self.log.debug("transfer.debug", kind=str(kind), head=logs.redact_head(text))
+
+
+class Jobs:
+    """The accepted URLs: queued, in the engine, or waiting to be retried."""
+
+    def __init__(
+        self,
+        config: Config,
+        multi: Multi,
+        alarm: Callable[[Callable[[], None]], Alarm],
+        output: Output,
+        journal: Journal | NullJournal,
+        log: FilteringBoundLogger,
+        clock: Callable[[], float],
+        feed_limit: int,
+    ) -> None:
+        self.phase = Phase.RUNNING
+        self.queue: deque[Pending] = deque()  # accepted, not yet in the engine
+        self.running: dict[int, Job] = {}  # in the engine, or waiting for a retry
+        self.done = 0
+        self.failed = 0
+        self.deferred = 0  # with --state-dir: unfinished at abort, kept for the next start
+        self._multi = multi
+        self._output = output
+        self._journal = journal
+        self._log = log
+        self._clock = clock
+        self._feed_limit = feed_limit
+        self._feed_low = feed_limit - max(1, feed_limit // FEED_BATCH_DIVISOR)
+        self._last_remaining = 0.0
+        self._retry = RetryPolicy(config.retry, config.retry_max_time, config.retry_delay)
+        self.waiting = RetryWaits(alarm(self._retry_due), clock)
+        self._drain_until = float("inf")  # no retry may start after this (clock())
+        self._easy_options = easy_options(
+            config, dict(config.proxy_environ), network_policy(config)
+        )
+        # transfer.progress is an info line: below that level nobody needs the callback
+        self._progress = config.log_level in ("debug", "info")
+        self._debug = config.log_level == "debug"
+
+    def __repr__(self) -> str:
+        return (
+            f"<Jobs {self.phase.value} queued={len(self.queue)} running={len(self.running)}"
+            f" waiting={len(self.waiting)} done={self.done} failed={self.failed}>"
+        )
+
+    @property
+    def unfinished(self) -> int:
+        """Accepted transfers without their transfer.done yet."""
+        return len(self.running) + len(self.queue)
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        return (
+            f"{len(self.running) - len(self.waiting)} running, {len(self.queue)} queued, "
+            f"{len(self.waiting)} waiting to retry, {self.done} done, {self.failed} failed"
+        )
+
+    # -- feeding the engine --
+
+    def feed(self) -> None:
+        """Hand queued URLs to the engine, oldest first, up to the bound, in batches."""
+        if len(self.running) > self._feed_low:
+            return
+        while self.queue and len(self.running) < self._feed_limit and self.phase != Phase.ABORTING:
+            self._start(self.queue.popleft())
+
+    def _start(self, pending: Pending) -> None:
+        transfer_id, url, accepted, source, entry = pending
+        sink = self._output.sink(transfer_id, url)
+        log = self._log.bind(id=transfer_id, url=redact(url))
+        if entry is not None:
+            log = log.bind(entry=entry)
+        job = Job(transfer_id, url, sink, log, self._clock, source, entry, accepted, self._clock())
+        self.running[transfer_id] = job
+        self._attempt(job)
+
+    def _attempt(self, job: Job) -> None:
+        """Hand one attempt of `job` to the engine: a new Easy each time."""
+        job.retry_after = RetryAfter() if self._retry.retries else None
+        job.easy = Easy(
+            job.url,
+            write_function=job.sink.write,
+            header_function=job.retry_after,
+            progress_function=job.progress if self._progress else None,
+            debug_function=job.debug if self._debug else None,
+            private=job,
+            **self._easy_options,
+        )
+        self._multi.add_handle(job.easy)
+
+    # -- completion --
+
+    def finished(self, messages: list[Message]) -> None:
+        """The engine's finished transfers: retried later, or reported now; then top up."""
+        for message in messages:
+            job: Job = message.easy.private
+            self._multi.remove_handle(message.easy)
+            result = Code(message.result)
+            if not self._retry_later(job, result):
+                self.report(job, result)
+        self.feed()
+
+    def report(self, job: Job, result: Code, error: str | None = None) -> None:
+        """Log the one transfer.done line of this job, tell its source, forget it."""
+        self.running.pop(job.id, None)
+        easy = job.easy if job.easy is not None else Easy(job.url)
+        written = job.sink.finish(result == Code.OK)
+        if result == Code.OK and not written:
+            result, error = Code.WRITE_ERROR, job.sink.error
+        elif result == Code.WRITE_ERROR and job.sink.error:
+            error = job.sink.error
+        measured = self._clock() - job.started
+        fields: dict[str, Any] = {
+            "effective_url": redact(easy.effective_url or job.url),
+            "result": int(result),
+            "result_name": result.name,
+            "error": error if error is not None else (easy.error or ""),
+            "status": easy.response_code or None,
+            "bytes": easy.size_download,
+            "elapsed": round(easy.total_time or measured, 6),
+            "redirects": easy.redirect_count,
+            "attempts": job.attempt,
+        }
+        if job.attempt > 1:  # every attempt and every wait between them
+            fields["elapsed"] = round(self._clock() - job.first_try, 6)
+        if job.sink.path:
+            fields["file"] = job.sink.path
+        self.done += 1
+        if result == Code.OK:
+            job.log.info("transfer.done", **fields)
+        else:
+            self.failed += 1
+            job.log.warning("transfer.done", **fields)
+        if job.source.journaled:
+            self._journal.finish(job.id)
+        job.source.done({"id": job.id, "url": job.url, "entry": job.entry, **fields})
+        job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
+
+    def remaining(self) -> None:
+        """queue.remaining, once a second at most, and always when nothing is left."""
+        now = self._clock()
+        running = self.unfinished
+        if running == 0 or now - self._last_remaining >= REMAINING_EVERY:
+            self._last_remaining = now
+            self._log.info("queue.remaining", running=running, queued=len(self.queue))
+
+    # -- retries (--retry): a transient failure waits, then a new attempt starts --
+
+    def _retry_later(self, job: Job, result: Code) -> bool:
+        """Log transfer.retry and wait, when `result` is transient and retries are left."""
+        easy = job.easy
+        status = easy.response_code if easy is not None else None
+        if not self._retry.retries or self.phase == Phase.ABORTING or easy is None:
+            return False
+        if not self._retry.is_transient(result, status or None):
+            return False
+        now = self._clock()
+        asked = job.retry_after.seconds if job.retry_after is not None else None
+        delay = self._retry.next_delay(job.attempt, now - job.first_try, asked, random.random())
+        if delay is None or now + delay > self._drain_until:
+            return False
+        job.result = result
+        job.log.info(
+            "transfer.retry",
+            attempt=job.attempt,
+            result=int(result),
+            result_name=result.name,
+            status=status or None,
+            error=easy.error or "",
+            delay=round(delay, 3),
+            retry_after=asked,
+        )
+        self.waiting.wait(job.id, delay)
+        return True
+
+    def _retry_due(self) -> None:
+        """The retry alarm: start every attempt that is due."""
+        for transfer_id in self.waiting.pop_due():
+            job = self.running.get(transfer_id)
+            if job is None or self.phase == Phase.ABORTING:
+                continue
+            job.sink.finish(False)  # the failed attempt's body is not kept
+            job.sink = self._output.sink(job.id, job.url)
+            job.attempt += 1
+            job.result = None
+            self._attempt(job)
+
+    def _end_waiting(self, after: float = -float("inf")) -> None:
+        """Jobs whose next attempt is due after `after` end now, with their last result."""
+        for transfer_id in self.waiting.pop_later(after):
+            job = self.running.get(transfer_id)
+            if job is not None and job.result is not None:
+                self.report(job, job.result)
+
+    # -- stopping --
+
+    def drain(self, seconds: float) -> None:
+        """Stop/SIGTERM: what runs may finish within `seconds`; no retry starts later."""
+        self.phase = Phase.DRAINING
+        self._drain_until = self._clock() + seconds
+        self._end_waiting(after=self._drain_until)  # retries sooner than that still happen
+
+    def abort(self, why: str) -> None:
+        """End every unfinished job now: transfer.done (42), or with --state-dir, for
+        journaled sources, kept in the journal for the next start (transfer.deferred)."""
+        self.phase = Phase.ABORTING
+        self._end_waiting()  # not running: they keep their last attempt's result
+        keep = self._journal.durable
+        for job in list(self.running.values()):
+            assert job.easy is not None
+            self._multi.remove_handle(job.easy)
+            if keep and job.source.journaled:
+                del self.running[job.id]
+                job.sink.finish(False)
+                self._defer(job.id, job.url, why)
+            else:
+                self.report(job, Code.ABORTED_BY_CALLBACK, why)
+        while self.queue:
+            pending = self.queue.popleft()
+            transfer_id, url, accepted, source, entry = pending
+            if keep and source.journaled:
+                self._defer(transfer_id, url, why)
+                continue
+            log = self._log.bind(id=transfer_id, url=redact(url))
+            now = self._clock()
+            job = Job(transfer_id, url, Sink(), log, self._clock, source, entry, accepted, now)
+            self.report(job, Code.ABORTED_BY_CALLBACK, why)
+        self.remaining()
+
+    def _defer(self, transfer_id: int, url: str, why: str) -> None:
+        """Not finished, not forgotten: the journal keeps it and the next start resumes it."""
+        self.deferred += 1
+        self._log.warning(
+            "transfer.deferred",
+            id=transfer_id,
+            url=redact(url),
+            reason=f"{why}; kept for the next start",
+        )
+
+
+def easy_options(
+    config: Config, proxy_env: dict[str, str], policy: NetworkPolicy | None
+) -> dict[str, Any]:
+    """The Easy options every attempt of every transfer gets, from the command line.
+
+    Only those that differ from Easy's defaults: twenty keyword arguments on every
+    attempt cost more than the Easy they build. An empty proxy environment is no
+    proxy environment (the engine then skips reading it for every hop).
+    """
+    options = {
+        "follow_location": True,
+        "max_redirs": config.max_redirs,
+        "fail_on_error": config.fail,
+        "connect_timeout_ms": config.connect_timeout_ms,
+        "timeout_ms": config.timeout_ms,
+        "low_speed_limit": config.speed_limit,
+        "low_speed_time": config.speed_time,
+        "verify": not config.insecure,
+        "ca_file": str(config.cacert) if config.cacert else None,
+        "accept_encoding": "" if config.compressed else None,
+        "max_filesize": config.max_filesize,
+        "proxy": config.proxy,  # None: the engine picks from proxy_env for every hop
+        "noproxy": config.noproxy,
+        "proxy_env": proxy_env or None,
+        "network_policy": policy,
+    }
+    defaults = {name: p.default for name, p in inspect.signature(Easy).parameters.items()}
+    return {
+        name: value
+        for name, value in options.items()
+        if name not in defaults or value != defaults[name]
+    }
+
+
+def network_policy(config: Config) -> NetworkPolicy | None:
+    """The engine's NetworkPolicy from --deny-network, --allow-network, --public-only."""
+    deny = NetworkPolicy.from_cidrs(deny=config.deny_network).deny
+    if config.public_only:
+        deny = NetworkPolicy.public_internet_only().deny + deny
+    allow = NetworkPolicy.from_cidrs(allow=config.allow_network).allow
+    return NetworkPolicy(allow=allow, deny=deny) if allow or deny else None

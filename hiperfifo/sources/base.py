@@ -1,0 +1,144 @@
+"""The interface between a source of URLs and the daemon, and what a source hands in.
+
+A source (the FIFO; a Redis stream) reads the outside world on the daemon's
+loop and hands what it read to its `Inbox` as items: `Url`, `Stop` or
+`Rejected`. The daemon accepts them (intake.py), runs them (jobs.py) and tells
+the source how each of its URLs ended (`Source.done`, after transfer.done is
+logged). The daemon paces every source (`pause`/`resume`: --max-queued, a
+full disk) and stops them on stop/SIGTERM. Sources never import the engine;
+the engine never learns where a URL came from. Only driver.py imports pyuv: a
+source gets the loop's services through `Loop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+SHOWN_TOKEN_CHARS = 200  # a token in a log line is cut to this many characters
+
+# -- what a source hands in ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    """An accepted http/https URL; `entry` is the source's own name for it, if any
+    (a Redis stream entry id), logged as `entry` on transfer.added and transfer.done."""
+
+    url: str
+    entry: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The word `stop`: finish what runs, then exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A token that is not a usable URL: why, and the token shown safely."""
+
+    reason: str
+    token: str
+    entry: str | None = None  # as Url.entry: so a source can answer for it
+
+
+Item = Url | Stop | Rejected
+
+
+def shown(item: Item) -> str:
+    """An item as a log line shows it (a URL cut to SHOWN_TOKEN_CHARS)."""
+    if isinstance(item, Url):
+        return item.url[:SHOWN_TOKEN_CHARS]
+    return "stop" if isinstance(item, Stop) else item.token
+
+
+# -- what the loop offers a source (driver.py implements it on pyuv) -----------
+
+
+class Handle(Protocol):
+    def stop(self) -> None:
+        """Stop and close it; calling twice is harmless."""
+
+
+class Watcher(Handle, Protocol):
+    """A readable-descriptor watcher (Driver.watch_readable)."""
+
+    def pause(self) -> None:
+        """No callbacks until resume(); the descriptor stays open, its bytes unread."""
+
+    def resume(self) -> None:
+        """A callback on every loop iteration where the descriptor is readable."""
+
+
+class Waker(Handle, Protocol):
+    """Wakes the loop from another thread (a pyuv.Async)."""
+
+    def send(self) -> None:
+        """Thread-safe: the callback runs soon on the loop's thread (several sends may
+        coalesce into one call)."""
+
+
+class Loop(Protocol):
+    """The loop's services a source may use."""
+
+    def watch_readable(self, fd: int, callback: Callable[[], None]) -> Watcher: ...
+
+    def every(self, seconds: float, callback: Callable[[], None]) -> Handle: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Handle: ...
+
+    def waker(self, callback: Callable[[], None]) -> Waker: ...
+
+
+# -- the two sides --------------------------------------------------------------
+
+
+class Inbox(Protocol):
+    """The daemon's side, given to Source.start(); call it on the loop's thread only."""
+
+    def take(self, source: Source, items: Sequence[Item]) -> None:
+        """Hand in what was read, in order: URLs are accepted (transfer.added) or held,
+        `stop` begins the drain, rejections are logged (input.rejected)."""
+
+    def room(self) -> int:
+        """How many more URLs fit under --max-queued right now (0 while paused)."""
+
+    def lost(self, source: Source, reason: str) -> None:
+        """The source cannot go on (its FIFO is gone): the daemon stops, exit status 2."""
+
+
+class Source(Protocol):
+    """Where URLs come from. The daemon calls these on the loop's thread."""
+
+    name: str  # "fifo", "redis": for logs
+    # True: what was handed in exists nowhere else (a pipe forgets what was read), so
+    # with --state-dir the daemon records it in the journal before transfer.added.
+    # False: the source keeps its own record until done() (a Redis pending list).
+    journaled: bool
+
+    def describe(self) -> dict[str, object]:
+        """What daemon.started says about this source (the FIFO's path, ...)."""
+
+    def start(self, loop: Loop, inbox: Inbox) -> None:
+        """Begin reading; hand items to `inbox.take` from now on."""
+
+    def pause(self) -> None:
+        """Read nothing until resume() (back-pressure); calling twice is harmless."""
+
+    def resume(self) -> None:
+        """Read again."""
+
+    def stop(self) -> None:
+        """No more reads, for good (stop, SIGTERM): what runs still ends with done()."""
+
+    def done(self, fields: Mapping[str, object]) -> None:
+        """How one item of this source ended, after its line is logged. A URL: `id`,
+        `url` (as handed in), `entry` and the transfer.done fields (result, result_name,
+        status, bytes, elapsed, error, effective_url, redirects, attempts[, file]).
+        A rejected item: `entry`, `url` (the token, shown safely), result -1,
+        result_name "REJECTED" and `error` (why)."""
+
+    def close(self) -> None:
+        """Release everything; the loop has stopped."""
