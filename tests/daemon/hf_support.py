@@ -8,6 +8,7 @@ than `conftest`, which may exist in other test directories too.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from servers import report_unexpected
 
 WAIT = 20.0  # seconds: the bound on any single wait in these tests
@@ -224,3 +227,27 @@ def spawn(
         env=daemon_env(env),
         cwd=cwd,
     )
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[None]:
+    """A tmpfs of `size` mounted at `path` (root only; the test is skipped otherwise)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the filesystem is full."""
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)

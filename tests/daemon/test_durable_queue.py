@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from hf_support import Daemon, Server
+from hf_support import Daemon, Server, fill, small_filesystem
 
 
 def urls(server: Server, path: str, first: int, count: int) -> list[str]:
@@ -122,30 +119,6 @@ def test_second_daemon_on_the_same_state_dir_exits_2(
     assert "in use by another hiperfifo" in second.stderr()
     first.write(b"stop\n")
     assert first.wait() == 0
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[None]:
-    """A tmpfs of `size` mounted at `path` (root only; the test is skipped otherwise)."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the filesystem is full."""
-    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 4096)
 
 
 def test_full_state_disk_refuses_input_keeps_transfers_and_recovers(
