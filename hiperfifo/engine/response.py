@@ -97,11 +97,11 @@ class Response:
             raise TransferError(
                 Code.FILESIZE_EXCEEDED, f"Maximum file size exceeded ({easy.content_length})"
             )
-        encoding = head.header(b"content-encoding")
-        if encoding and easy.accept_encoding is not None:
-            name = encoding.decode("latin-1").strip().lower()
-            if name not in ("", "identity"):
-                self._decoder = Decoder(name, easy.max_filesize)
+        if easy.accept_encoding is not None and head.header(b"content-encoding") is not None:
+            # Every Content-Encoding header, in order: libcurl stacks them all.
+            listed = b",".join(v for k, v in head.headers if k.lower() == b"content-encoding")
+            decoder = Decoder(listed.decode("latin-1"), easy.max_filesize)
+            self._decoder = decoder if decoder.stages else None
 
     def _write(self, data: bytes) -> None:
         function = self._easy.write_function

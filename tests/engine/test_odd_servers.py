@@ -11,6 +11,8 @@ otherwise than libcurl, docs/engine.md says so and why.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +150,87 @@ def test_transfer_encoding_libcurl_refuses_is_bad_content_encoding_61(
     reply = OK_HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
     assert result is Code.BAD_CONTENT_ENCODING, easy.error
+
+
+def encoded_reply(body: bytes, *codings: bytes) -> bytes:
+    """A Content-Length response whose Content-Encoding header(s) are `codings`, in order."""
+    lines = b"".join(b"Content-Encoding: " + coding + b"\r\n" for coding in codings)
+    return OK_HEAD + lines + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize("coding", [b"none", b"identity", b"None, identity"])
+def test_content_encoding_none_passes_the_body_through(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], http_server: HTTPServer, coding: bytes
+) -> None:
+    """libcurl's identity coding and its alias `none`: the body as sent, 0 (was 61)."""
+    route = in_pieces(encoded_reply(b"hello", coding))
+    odd = serve(HTTPServer(default=route))
+    easy, body = fetch(odd.url(), timeout_ms=5000, accept_encoding="")
+    assert (easy.result, body) == (Code.OK, b"hello"), easy.error
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [(b"deflate, identity, gzip",), (b"deflate", b"identity", b"gzip"), (b"deflate,gzip",)],
+    ids=["one-header", "three-headers", "no-blank"],
+)
+def test_stacked_content_encodings_are_decoded_in_order(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    codings: tuple[bytes, ...],
+) -> None:
+    """deflate, then identity, then gzip applied: undone gzip first, then deflate (0, was 61)."""
+    body = gzip.compress(zlib.compress(b"hello, stacked"))
+    odd = serve(HTTPServer(default=in_pieces(encoded_reply(body, *codings))))
+    easy, got = fetch(odd.url(), timeout_ms=5000, accept_encoding="")
+    assert (easy.result, got) == (Code.OK, b"hello, stacked"), easy.error
+
+
+def test_more_than_five_content_encodings_are_bad_content_encoding_61(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """libcurl refuses a stack of more than 5 codings (identity counts)."""
+    odd = serve(
+        HTTPServer(default=in_pieces(encoded_reply(b"hello", b"identity, " * 5 + b"none")))
+    )
+    easy, _ = fetch(odd.url(), timeout_ms=5000, accept_encoding="")
+    assert easy.result is Code.BAD_CONTENT_ENCODING, easy.error
+
+
+def test_multi_member_gzip_is_decoded_whole(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """Two gzip members: both decoded (a documented difference: libcurl stops with 23; the
+    engine used to keep the first member and drop the rest without a word)."""
+    body = gzip.compress(b"first member, ") + gzip.compress(b"second member")
+    odd = serve(HTTPServer(default=in_pieces(encoded_reply(body, b"gzip"))))
+    easy, got = fetch(odd.url(), timeout_ms=5000, accept_encoding="")
+    assert (easy.result, got) == (Code.OK, b"first member, second member"), easy.error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [gzip.compress(b"hello") + b"junk", zlib.compress(b"hello") + b"\x00"],
+    ids=["gzip", "deflate"],
+)
+def test_bytes_after_the_compressed_stream_are_write_error_23(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], body: bytes
+) -> None:
+    """libcurl's answer to bytes after the end of the stream (they were dropped unseen)."""
+    coding = b"gzip" if body.startswith(b"\x1f\x8b") else b"deflate"
+    odd = serve(HTTPServer(default=in_pieces(encoded_reply(body, coding))))
+    easy, _ = fetch(odd.url(), timeout_ms=5000, accept_encoding="")
+    assert easy.result is Code.WRITE_ERROR, easy.error
+
+
+def test_unknown_content_encoding_without_a_body_is_fine(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """libcurl fails an unknown coding at its first body byte: a HEAD answer is 0."""
+    reply = OK_HEAD + b"Content-Encoding: x-unheard-of\r\nContent-Length: 5\r\n\r\n"
+    odd = serve(HTTPServer(default=in_pieces(reply, then="keep")))
+    easy, _ = fetch(odd.url(), timeout_ms=5000, accept_encoding="", method="HEAD")
+    assert easy.result is Code.OK, easy.error
 
 
 # --- 3. what libcurl refuses ---------------------------------------------------------
