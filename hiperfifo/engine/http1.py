@@ -179,14 +179,33 @@ class Http1:
             if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
                 data = _fast_request(method, target, headers, body)
             if data is None:  # anything unusual: h11 writes it (and refuses what it must)
-                conn = self._conn = self._new_h11()
-                data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
-                if body:
-                    data += conn.send(h11.Data(data=body)) or b""
-                data += conn.send(h11.EndOfMessage()) or b""
+                data = self._h11_request(method, target, headers, body)
         except (h11.LocalProtocolError, UnicodeError) as exc:
             raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}") from exc
         return data
+
+    def _h11_request(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> bytes:
+        # h11 refuses several Host headers; libcurl sends them all: h11 writes the first,
+        # the others follow it (each line judged as h11 would judge it).
+        hosts = [i for i, (name, _value) in enumerate(headers) if name.lower() == "host"][1:]
+        extra = b""
+        for i in hosts:
+            line = _header_line_bytes(*headers[i])
+            if line is None:
+                raise h11.LocalProtocolError(f"Illegal header: {headers[i]!r}")
+            extra += line
+        headers = [header for i, header in enumerate(headers) if i not in hosts]
+        conn = self._conn = self._new_h11()
+        data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+        if extra:
+            request_line, _, rest = data.partition(b"\r\n")
+            host_line, _, rest = rest.partition(b"\r\n")
+            data = b"\r\n".join([request_line, host_line, extra + rest])
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        return data + (conn.send(h11.EndOfMessage()) or b"")
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES + 4)
@@ -472,8 +491,10 @@ def _fast_request(
 ) -> bytes | None:
     """The request h11 would write (Host first), or None when h11 must judge it.
 
-    None for anything h11 would refuse or frame itself: a bad token or value, not
-    exactly one Host, Transfer-Encoding, or a Content-Length other than the body's.
+    None for anything h11 would refuse or frame itself: a bad token or value, no
+    Host, Transfer-Encoding, or a Content-Length other than the body's. Several
+    Host headers (h11 refuses them) are all written, first and in the order given:
+    libcurl sends what the user gave.
     """
     method_b = method.encode("ascii")
     target_b = target.encode("ascii")
@@ -495,7 +516,7 @@ def _fast_request(
             return None
         lengths += lname == "content-length"
         rest.append(line)
-    if len(host) != 1 or lengths > 1 or (body and not lengths):
+    if not host or lengths > 1 or (body and not lengths):
         return None
     request_line = b"%s %s HTTP/1.1\r\n" % (method_b, target_b)
     return b"".join([request_line, *host, *rest, b"\r\n", body or b""])

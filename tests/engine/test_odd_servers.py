@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from servers import HELLO, HTTPServer, in_pieces
+from servers import HELLO, HTTPServer, Peer, Server, in_pieces
 
 from hiperfifo.engine import Code
 
@@ -150,6 +150,32 @@ def test_transfer_encoding_libcurl_refuses_is_bad_content_encoding_61(
     reply = OK_HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
     assert result is Code.BAD_CONTENT_ENCODING, easy.error
+
+
+def test_three_host_headers_given_are_all_sent(
+    fetch: Fetch, serve: Callable[[Server], Server]
+) -> None:
+    """libcurl sends every Host header the user gave (the engine refused before sending: 43)."""
+    heads: list[bytes] = []
+
+    def handler(peer: Peer) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = peer.recv()
+            if not more:
+                return
+            data += more
+        heads.append(data)
+        peer.send(OK_HEAD + b"Content-Length: 5\r\n\r\nhello")
+        peer.hold()
+
+    server = serve(Server(handler))
+    hosts = [("Host", "one.example"), ("Host", "two.example"), ("Host", "three.example")]
+    easy, body = fetch(server.url(), timeout_ms=5000, headers=hosts)
+    assert (easy.result, body) == (Code.OK, b"hello"), easy.error
+    lines = heads[0].split(b"\r\n")
+    assert lines[1:4] == [b"Host: one.example", b"Host: two.example", b"Host: three.example"]
+    assert sum(line.lower().startswith(b"host:") for line in lines) == 3
 
 
 def encoded_reply(body: bytes, *codings: bytes) -> bytes:
