@@ -424,6 +424,8 @@ class Http1:
                 f"Unsupported HTTP version ({version[1].decode()}) in response"
             )
         status = version is not None and raw[9:12].isdigit() and int(raw[9:12])
+        if status is not False and status < 100:  # h11: a weird header; libcurl: not HTTP
+            raise self._bad_status_line("Unsupported response code in HTTP response")
         data, overflow = _normalise(raw, self._method, status or 0)
         conn = self._h11_for_heads()
         conn.receive_data(data)

@@ -270,6 +270,28 @@ def test_http_1_2_status_line_is_unsupported_protocol_1(
     assert result is Code.UNSUPPORTED_PROTOCOL, easy.error
 
 
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (b"099 Low", Code.UNSUPPORTED_PROTOCOL),
+        (b"101 Switching Protocols", Code.WEIRD_SERVER_REPLY),
+    ],
+    ids=["below-100", "101-unasked"],
+)
+def test_status_libcurl_refuses(
+    fetch: Fetch,
+    serve: Callable[[HTTPServer], HTTPServer],
+    http_server: HTTPServer,
+    status: bytes,
+    code: Code,
+) -> None:
+    """A status below 100 is not HTTP to libcurl (1; h11's refusal read as 8 before); a 101
+    nobody asked for is 8 (libcurl: unexpected 101)."""
+    reply = b"HTTP/1.1 " + status + b"\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nbytes"
+    result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
+    assert result is code, easy.error
+
+
 @pytest.mark.parametrize(("count", "code"), [(5000, Code.OK), (5001, Code.TOO_LARGE)])
 def test_more_than_5000_header_lines_is_too_large_100(
     fetch: Fetch,
