@@ -59,7 +59,7 @@ class Response:
         head = self.head
         if head is None or not self._easy.follow_location or head.status not in REDIRECT_CODES:
             return None
-        return head.header(b"location")
+        return head.header(b"location") or None  # libcurl ignores an empty Location
 
     def on_body(self, data: bytes) -> None:
         if self.skip_body:
@@ -84,6 +84,8 @@ class Response:
     def _on_final_head(self, head: ResponseHead) -> None:
         easy = self._easy
         self.head = head
+        if 300 <= head.status < 400:
+            _check_locations(head)
         length = head.header(b"content-length")
         easy.content_length = int(length) if length and length.isdigit() else -1
         self.skip_body = self.redirect_location() is not None
@@ -138,3 +140,11 @@ class Response:
             raise TransferError(Code.ABORTED_BY_CALLBACK, f"Callback aborted: {exc!r}") from exc
         if abort:
             raise TransferError(Code.ABORTED_BY_CALLBACK, "Callback aborted")
+
+
+def _check_locations(head: ResponseHead) -> None:
+    """libcurl refuses a 3xx with two different Locations (which one would it follow?);
+    the same one twice is fine, an empty one is ignored."""
+    found = {value for name, value in head.headers if value and name.lower() == b"location"}
+    if len(found) > 1:
+        raise TransferError(Code.WEIRD_SERVER_REPLY, "Multiple Location headers")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from servers import HELLO, HTTPServer, Peer, Server, in_pieces
+from servers import HELLO, HTTPServer, Peer, Server, in_pieces, respond
 
 from hiperfifo.engine import Code
 
@@ -259,6 +259,20 @@ def test_unknown_content_encoding_without_a_body_is_fine(
     assert easy.result is Code.OK, easy.error
 
 
+@pytest.mark.parametrize("location", [b"Location:", b"Location:   "], ids=["empty", "blank"])
+def test_empty_location_is_not_followed(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], location: bytes
+) -> None:
+    """libcurl ignores an empty Location: the 3xx is the answer, 0 (was: followed to itself
+    until TOO_MANY_REDIRECTS, 47)."""
+    reply = b"HTTP/1.1 302 Found\r\n" + location + b"\r\nContent-Length: 4\r\n\r\nbody"
+    odd = serve(HTTPServer(default=in_pieces(reply, then="keep")))
+    easy, body = fetch(odd.url("/start"), timeout_ms=5000, follow_location=True)
+    assert (easy.result, easy.response_code, body) == (Code.OK, 302, b"body"), easy.error
+    assert easy.redirect_count == 0
+    assert odd.paths() == ["/start"]
+
+
 # --- 3. what libcurl refuses ---------------------------------------------------------
 
 
@@ -290,6 +304,27 @@ def test_status_libcurl_refuses(
     reply = b"HTTP/1.1 " + status + b"\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nbytes"
     result, _, easy = outcome(fetch, serve, http_server, in_pieces(reply))
     assert result is code, easy.error
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["following", "not-following"])
+def test_two_different_locations_are_weird_server_reply_8(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], follow: bool
+) -> None:
+    """Which one would it follow? libcurl refuses the reply (8; the engine followed the first)."""
+    reply = b"HTTP/1.1 301 Moved\r\nLocation: /a\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n"
+    odd = serve(HTTPServer({"/a": respond(b"a"), "/b": respond(b"b")}, default=in_pieces(reply)))
+    easy, _ = fetch(odd.url("/start"), timeout_ms=5000, follow_location=follow)
+    assert easy.result is Code.WEIRD_SERVER_REPLY, easy.error
+    assert odd.paths() == ["/start"]
+
+
+def test_the_same_location_twice_is_followed(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    reply = b"HTTP/1.1 301 Moved\r\nLocation: /a\r\nLocation: /a\r\nContent-Length: 0\r\n\r\n"
+    odd = serve(HTTPServer({"/a": respond(b"a")}, default=in_pieces(reply, then="keep")))
+    easy, body = fetch(odd.url("/start"), timeout_ms=5000, follow_location=True)
+    assert (easy.result, body, odd.paths()) == (Code.OK, b"a", ["/start", "/a"]), easy.error
 
 
 @pytest.mark.parametrize(("count", "code"), [(5000, Code.OK), (5001, Code.TOO_LARGE)])
