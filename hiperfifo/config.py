@@ -169,6 +169,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("connect_timeout", _seconds, "300", "S", "connect phase limit, seconds"),
     Option("timeout", _seconds, "0", "S", "whole-transfer limit, seconds (0: none)"),
     Option("max_url_length", _count, "8192", "N", "longer tokens are rejected"),
+    Option(
+        "token_timeout",
+        _seconds,
+        "0.2",
+        "S",
+        "a token without whitespace after it is complete once no byte came for S seconds "
+        "(0: wait for whitespace)",
+    ),
     Option("fail", _flag, "false", "", "HTTP status >= 400 fails the transfer (22), as curl -f"),
     Option("shutdown_timeout", _seconds, "30", "S", "drain bound on stop, seconds"),
     Option("log_format", _choice(LOG_FORMATS), None, "FORMAT", "json|logfmt|console"),
@@ -227,6 +235,7 @@ class Config:
     connect_timeout: float = 300.0
     timeout: float = 0.0
     max_url_length: int = 8192
+    token_timeout: float = 0.2  # seconds of quiet that end a token left open by a writer
     fail: bool = False
     shutdown_timeout: float = 30.0
     log_format: str = "json"
@@ -263,6 +272,7 @@ class Config:
         _not_negative("--connect-timeout", self.connect_timeout)
         _not_negative("--timeout", self.timeout)
         _not_negative("--shutdown-timeout", self.shutdown_timeout)
+        _not_negative("--token-timeout", self.token_timeout)
         _at_least("--max-redirs", self.max_redirs, 0)
         _at_least("--retry", self.retry, 0)
         _not_negative("--retry-delay", self.retry_delay)

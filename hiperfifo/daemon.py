@@ -9,6 +9,7 @@ engine from inside an engine callback.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
@@ -73,13 +74,21 @@ class Daemon:
             feed_limit=connections * FEED_PER_CONNECTION,
         )
         self.intake = Intake(
-            self.jobs, self._journal, log, clock, config.max_queued, self._begin_stop, self._lost
+            self.jobs,
+            self._journal,
+            log,
+            clock,
+            config.max_queued,
+            self._begin_stop,
+            self._lost,
+            alarm=self._driver.alarm,
         )
         self.intake.sources = self._sources
         self._status = systemd.StatusReporter(
             notifier or systemd.Notifier(None), watchdog, self.jobs.status, log
         )
         self._exit = EXIT_OK
+        self._stopping: str | None = None  # why the drain began (stop, SIGTERM, SIGINT...)
 
     def __repr__(self) -> str:
         return f"<Daemon {self.jobs!r} {self.intake!r}>"
@@ -117,6 +126,7 @@ class Daemon:
         finally:
             self._multi.close()
             driver.close()
+        self.intake.sum_rejections(math.inf)  # rejections still counted get their line
         jobs = self.jobs
         kept = {"deferred": jobs.deferred} if self._journal.durable else {}
         self._log.info("daemon.stopped", done=jobs.done, failed=jobs.failed, **kept)
@@ -135,9 +145,15 @@ class Daemon:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and self.jobs.phase != Phase.RUNNING:
-            self._log.warning("daemon.aborting", reason=name, running=self.jobs.unfinished)
+            # Ctrl-C during a drain aborts it, whatever began the drain (`stop`, SIGTERM)
+            why = (
+                "a second SIGINT"
+                if self._stopping == name
+                else f"{name} during the drain ({self._stopping})"
+            )
+            self._log.warning("daemon.aborting", reason=why, running=self.jobs.unfinished)
             self._exit = EXIT_ABORTED
-            self._abort("aborted by a second SIGINT")
+            self._abort(f"aborted by {why}")
         else:
             self._begin_stop(name)
 
@@ -162,6 +178,7 @@ class Daemon:
         if jobs.phase != Phase.RUNNING:
             return
         jobs.phase = Phase.DRAINING
+        self._stopping = reason
         for source in self._sources:
             source.stop()
         self._log.info("daemon.stopping", reason=reason, running=jobs.unfinished)
@@ -213,7 +230,9 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
             fifo = open_fifo(config.fifo, config.fifo_mode, passed[0].fd if passed else None)
         except (OutputError, JournalError, FifoError) as exc:
             return _usage_error(log, str(exc))
-        source = FifoSource(fifo, config.fifo_mode, config.max_url_length, log)
+        source = FifoSource(
+            fifo, config.fifo_mode, config.max_url_length, log, config.token_timeout
+        )
         opened.callback(source.close)  # the current FIFO: it may have been recreated
         if (warning := fifo.warning()) is not None:
             if config.strict:

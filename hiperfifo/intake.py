@@ -1,11 +1,12 @@
 """Intake: what sources hand in becomes accepted jobs, each with its transfer id.
 
-Owns the ids, transfer.added and input.rejected, recording accepted URLs in
+Owns the ids, transfer.added and input.rejected (one line each for the first
+few a second, then one summary a second: rejections.py), recording accepted URLs in
 the journal before they are added (one transaction per batch), holding input
 and refusing to read while the journal cannot be written (input.refused,
 then input.resumed), and pacing the sources: paused at --max-queued, resumed
 when the backlog has halved. It implements the sources' `Inbox`. Pure given
-a journal, a clock and its sources: no loop of its own, no engine.
+a journal, a clock, its sources and an alarm factory: no loop of its own, no engine.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from structlog.typing import FilteringBoundLogger
 from hiperfifo.jobs import Jobs, Pending, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.redact import redact
-from hiperfifo.sources.base import Item, Rejected, Source, Stop, Url, shown
+from hiperfifo.rejections import RejectionReport
+from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
 
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
+ALARM_SLACK = 0.002  # libuv timers have ms resolution: set a little late, never early
 
 
 class Intake:
@@ -36,6 +39,7 @@ class Intake:
         max_queued: int,
         on_stop: Callable[[str], None],
         on_lost: Callable[[str], None],
+        alarm: Callable[[Callable[[], None]], Alarm] | None = None,
     ) -> None:
         self.sources: list[Source] = []
         self.refused: str | None = None  # why journaled input is refused (the journal fails)
@@ -51,6 +55,9 @@ class Intake:
         self._refusal_logged = False
         self._backlogged = False  # sources paused: --max-queued URLs wait
         self._journal_failing = False  # the last flush failed (logged once)
+        self._rejections = RejectionReport()
+        # ends each window of rejections with its summary (None: at the next one or at close)
+        self._rejection_alarm = alarm(self._rejection_window_ended) if alarm else None
 
     def __repr__(self) -> str:
         state = "refused" if self.refused else "paused" if self._backlogged else "open"
@@ -121,7 +128,31 @@ class Intake:
         return True
 
     def _reject(self, reason: str, token: str) -> None:
-        self._log.warning("input.rejected", reason=reason, token=token)
+        """input.rejected: one line each for the first few a second, then summed (a flood of
+        junk must not flood the log)."""
+        now = self._clock()
+        self.sum_rejections(now)
+        opened = not self._rejections.window_open
+        if self._rejections.add(reason, now):
+            self._log.warning("input.rejected", reason=reason, token=token)
+        if opened and self._rejection_alarm is not None:
+            self._rejection_alarm.set(self._rejections.window)
+
+    def sum_rejections(self, now: float) -> None:
+        """When the window has ended: input.rejected with count and reasons (reason ->
+        count) for the rejections that got no line of their own. `now` inf: all of them."""
+        summary = self._rejections.due(now)
+        if summary is not None:
+            self._log.warning("input.rejected", count=summary.count, reasons=summary.reasons)
+
+    def _rejection_window_ended(self) -> None:
+        """The alarm: sum up; a window not quite over (the loop's clock is cached, in ms)
+        sets it again for what is left."""
+        now = self._clock()
+        self.sum_rejections(now)
+        left = self._rejections.remaining(now)
+        if left is not None and self._rejection_alarm is not None:
+            self._rejection_alarm.set(left + ALARM_SLACK)
 
     def _rejected(self, source: Source, item: Rejected) -> None:
         """A token that is no usable URL: logged, and its source told (result -1)."""

@@ -72,6 +72,12 @@ class RejectionReport:
         self._flood_seen = now
         return Summary(sum(held.values()), held)
 
+    def remaining(self, now: float) -> float | None:
+        """Seconds until the current window ends (0 when it has), None when none is open."""
+        if self._started is None:
+            return None
+        return max(0.0, self._started + self.window - now)
+
     @property
     def window_open(self) -> bool:
         """A window is counting: call due() when it ends (a timer at most `window` away)."""

@@ -6,6 +6,7 @@ so nothing is installed and the whole recipe chain shows.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,12 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def planned(target: str, venv: Path) -> list[str]:
     if shutil.which("make") is None:
         pytest.skip("needs make (Debian package make)")
+    # Not the MAKEFLAGS of a `make test ARGS=...` running this test: its ARGS would leak in.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(
-        ["make", "-n", "-C", str(ROOT), target, f"VENV={venv}"],
+        ["make", "-n", "-C", str(ROOT), target, f"VENV={venv}", "ARGS="],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
+        env=env,
     )
     return [line for line in done.stdout.splitlines() if not line.startswith("make")]
 

@@ -80,6 +80,16 @@ class Waker(Handle, Protocol):
         coalesce into one call)."""
 
 
+class Alarm(Handle, Protocol):
+    """A one-shot timer set again and again (Driver.alarm)."""
+
+    def set(self, seconds: float) -> None:
+        """Call back once, `seconds` from now, replacing any earlier setting."""
+
+    def cancel(self) -> None:
+        """Forget the setting; it can be set again."""
+
+
 class Loop(Protocol):
     """The loop's services a source may use."""
 
@@ -90,6 +100,8 @@ class Loop(Protocol):
     def call_later(self, seconds: float, callback: Callable[[], None]) -> Handle: ...
 
     def waker(self, callback: Callable[[], None]) -> Waker: ...
+
+    def alarm(self, callback: Callable[[], None]) -> Alarm: ...
 
 
 # -- the two sides --------------------------------------------------------------

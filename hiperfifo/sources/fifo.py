@@ -15,6 +15,8 @@ import fcntl
 import os
 import re
 import stat
+import sys
+import termios
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from structlog.typing import FilteringBoundLogger
 
-from hiperfifo.sources.base import SHOWN_TOKEN_CHARS, Inbox, Loop, Watcher
+from hiperfifo.sources.base import SHOWN_TOKEN_CHARS, Alarm, Inbox, Loop, Watcher
 from hiperfifo.sources.base import Item as Item
 from hiperfifo.sources.base import Rejected as Rejected
 from hiperfifo.sources.base import Stop as Stop
@@ -206,6 +208,15 @@ class Fifo:
             return None
         return f"{self.path}: {' and '.join(problems)}: anyone who can write it chooses the URLs"
 
+    def unread(self) -> int:
+        """Bytes written into the pipe and not read yet (FIONREAD)."""
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(self.fd, termios.FIONREAD, buf)
+        except OSError:
+            return 0
+        return int.from_bytes(buf, sys.byteorder)
+
     def read(self, limit: int) -> bytes:
         """At most `limit` bytes; b"" when nothing is there right now."""
         try:
@@ -338,15 +349,24 @@ class FifoSource:
     journaled = True  # a pipe forgets what was read: --state-dir records it
 
     def __init__(
-        self, fifo: Fifo, mode: int, max_url_length: int, log: FilteringBoundLogger
+        self,
+        fifo: Fifo,
+        mode: int,
+        max_url_length: int,
+        log: FilteringBoundLogger,
+        token_timeout: float = 0.0,
     ) -> None:
         self.fifo = fifo  # the current one: it may be recreated
         self._mode = mode
         self._tokens = Tokenizer(max_url_length)
         self._log = log
+        # --token-timeout: seconds of quiet after which a token left open is complete (0: never)
+        self._token_timeout = token_timeout
         self._loop: Loop | None = None
         self._inbox: Inbox | None = None
         self._watch: Watcher | None = None
+        self._quiet: Alarm | None = None  # set while a token is open
+        self._quiet_set = False
         self._paused = False
         self._stopped = False
 
@@ -360,6 +380,8 @@ class FifoSource:
     def start(self, loop: Loop, inbox: Inbox) -> None:
         self._loop, self._inbox = loop, inbox
         self._watch = loop.watch_readable(self.fifo.fd, self._read)
+        if self._token_timeout > 0:
+            self._quiet = loop.alarm(self._went_quiet)
         if self.fifo.lost() is None:  # else its path is unknown (systemd's, renamed)
             loop.every(FIFO_CHECK_EVERY, self.check)
 
@@ -388,6 +410,28 @@ class FifoSource:
         assert self._inbox is not None
         data = self.fifo.read(READ_CHUNK)
         self._inbox.take(self, self._tokens.feed(data))
+        self._watch_open_token()
+
+    def _watch_open_token(self) -> None:
+        """A token the last read left open is complete after --token-timeout of quiet."""
+        if self._quiet is None:
+            return
+        if self._tokens.open:
+            self._quiet.set(self._token_timeout)
+            self._quiet_set = True
+        elif self._quiet_set:
+            self._quiet.cancel()
+            self._quiet_set = False
+
+    def _went_quiet(self) -> None:
+        """No byte for --token-timeout: the open token is complete, as if a newline had come
+        (`printf URL > fifo`). Not while bytes wait unread (input paused): the read that
+        takes them decides."""
+        self._quiet_set = False
+        if self._stopped or self.fifo.unread():
+            return
+        assert self._inbox is not None
+        self._inbox.take(self, self._tokens.flush())
 
     def check(self) -> None:
         """Every FIFO_CHECK_EVERY s: recreate a deleted FIFO; the daemon stops (exit 2)

@@ -146,3 +146,38 @@ def test_burst_of_20000_keeps_the_loop_responsive(
 def _write_ignoring_epipe(daemon: Daemon, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError):
         daemon.write(data)
+
+
+def test_ctrl_c_after_stop_aborts_and_says_so(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """`stop`, then one Ctrl-C during the drain: abort (130), and the lines say it was a
+    SIGINT during the drain after `stop`, not "a second SIGINT" (there was one)."""
+    daemon = run_daemon()
+    daemon.write(urls(http_server, "/hang", 2) + b"stop\n")
+    daemon.wait_for("transfer.added", 2)
+    daemon.wait_for("daemon.stopping")
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait() == 130
+    (aborting,) = daemon.events("daemon.aborting")
+    assert aborting["reason"] == "SIGINT during the drain (stop)"
+    done = daemon.events("transfer.done")
+    assert {e["result"] for e in done} == {42}
+    assert {e["error"] for e in done} == {"aborted by SIGINT during the drain (stop)"}
+    assert "second SIGINT" not in daemon.log.read_text()
+
+
+def test_second_ctrl_c_still_says_second_sigint(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """Ctrl-C twice: the transfers end with "aborted by a second SIGINT", as documented."""
+    daemon = run_daemon()
+    daemon.write(urls(http_server, "/hang", 1))
+    daemon.wait_for("transfer.added")
+    daemon.signal(signal.SIGINT)
+    daemon.wait_for("daemon.stopping")
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait() == 130
+    (aborting,) = daemon.events("daemon.aborting")
+    assert aborting["reason"] == "a second SIGINT"
+    assert daemon.events("transfer.done")[0]["error"] == "aborted by a second SIGINT"

@@ -63,3 +63,12 @@ def test_distinct_reasons_are_bounded() -> None:
     assert len(summary.reasons) == MAX_REASONS + 1
     assert summary.reasons[OTHER] == 10_000 - MAX_REASONS
     assert summary.count == 10_000
+
+
+def test_remaining_says_when_the_window_ends() -> None:
+    """An alarm that fires a little early learns how long is left (None: no window open)."""
+    report = RejectionReport(burst=1, window=1.0)
+    assert report.remaining(0.0) is None
+    report.add("a", 10.0)
+    assert report.remaining(10.25) == 0.75
+    assert report.remaining(11.5) == 0.0

@@ -169,7 +169,7 @@ def test_stopped_loop_sends_no_watchdog_pings(
 
 
 def test_loop_blocked_on_a_full_stdout_pipe_sends_no_watchdog_pings(
-    tmp_path: Path, notify_socket: Callable[..., NotifySocket]
+    tmp_path: Path, notify_socket: Callable[..., NotifySocket], dead_port: int
 ) -> None:
     """Logging to a pipe nobody reads blocks the loop in write(2): pings stop; drained, resume."""
     receiver = notify_socket(f"@hiperfifo-test-{os.getpid()}-blocked")
@@ -181,7 +181,9 @@ def test_loop_blocked_on_a_full_stdout_pipe_sends_no_watchdog_pings(
     try:
         receiver.wait_for("READY")
         fd = os.open(fifo, os.O_WRONLY)
-        os.write(fd, b"ftp://x " * 4000)  # 4000 input.rejected lines: far more than 64 KiB
+        # 2,000 refused URLs: transfer.added and transfer.done lines, far more than 64 KiB
+        # (junk would not do: past 10 a second, rejections are summed in one line)
+        os.write(fd, f"http://127.0.0.1:{dead_port}/x ".encode() * 2000)
         os.close(fd)
         time.sleep(0.4)  # the pipe fills; the loop sits in write(2)
         blocked = time.monotonic()
