@@ -1,17 +1,25 @@
 """Easy: one transfer's options in, and what curl_easy_getinfo would answer out.
 
-Holds no protocol logic: the multi runs it. Options are plain attributes,
-validated when the transfer starts (a bad URL fails at info_read time with
-URL_MALFORMAT, never as an exception here, so a daemon never dies of one).
+Holds no protocol logic: the multi runs it. Options are checked where they are
+set, in the constructor and on every later assignment (options.py's table: a
+wrong type is a TypeError, a wrong value a ValueError, naming the option).
+Each option is a property over a slot `_o_<name>` whose getter is C
+(operator.attrgetter), so the engine's reads stay cheap and the getinfo fields
+stay plain slots. Whether a URL is usable is the transfer's result
+(URL_MALFORMAT, UNSUPPORTED_PROTOCOL at info_read time), never an exception
+here, so a daemon never dies of one.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
-from typing import Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 from hiperfifo.engine.codes import Code
+from hiperfifo.engine.options import DEFAULT_CONNECT_TIMEOUT_MS, EASY_OPTIONS, Check
 from hiperfifo.engine.policy import NetworkPolicy
 
 WriteFunction = Callable[[bytes], "int | None"]
@@ -29,58 +37,66 @@ class InfoType(StrEnum):
 
 
 DebugFunction = Callable[[InfoType, str], None]
-DEFAULT_CONNECT_TIMEOUT_MS = 300_000  # libcurl's DEFAULT_CONNECT_TIMEOUT; what 0 means
+
+
+_INFO_SLOTS = (
+    "appconnect_time",
+    "connect_time",
+    "content_length",
+    "effective_url",
+    "error",
+    "http_version",
+    "local_port",
+    "multi",
+    "namelookup_time",
+    "num_connects",
+    "pretransfer_time",
+    "primary_ip",
+    "primary_port",
+    "redirect_count",
+    "redirect_time",
+    "response_code",
+    "result",
+    "size_download",
+    "starttransfer_time",
+    "total_time",
+)
 
 
 class Easy:
     """One transfer: set options, add it to a Multi, read the results after DONE."""
 
-    __slots__ = (
-        "accept_encoding",
-        "appconnect_time",
-        "body",
-        "ca_file",
-        "connect_time",
-        "connect_timeout_ms",
-        "content_length",
-        "debug_function",
-        "effective_url",
-        "error",
-        "fail_on_error",
-        "follow_location",
-        "header_function",
-        "headers",
-        "http_version",
-        "local_port",
-        "low_speed_limit",
-        "low_speed_time",
-        "max_filesize",
-        "max_redirs",
-        "method",
-        "multi",
-        "namelookup_time",
-        "network_policy",
-        "noproxy",
-        "num_connects",
-        "pretransfer_time",
-        "primary_ip",
-        "primary_port",
-        "private",
-        "progress_function",
-        "proxy",
-        "proxy_env",
-        "redirect_count",
-        "redirect_time",
-        "response_code",
-        "result",
-        "size_download",
-        "starttransfer_time",
-        "timeout_ms",
-        "total_time",
-        "url",
-        "verify",
-        "write_function",
-    )
+    __slots__ = _INFO_SLOTS + tuple(f"_o_{name}" for name in EASY_OPTIONS)
+
+    multi: Any  # the Multi this easy is in, if any (None)
+
+    if TYPE_CHECKING:  # the options as the engine reads them (properties, made below)
+        url: str
+        write_function: WriteFunction | None
+        header_function: HeaderFunction | None
+        progress_function: ProgressFunction | None
+        debug_function: DebugFunction | None
+        follow_location: bool
+        max_redirs: int
+        connect_timeout_ms: int
+        timeout_ms: int
+        low_speed_limit: int
+        low_speed_time: int
+        method: str
+        headers: tuple[tuple[str, str], ...]
+        body: bytes | None
+        verify: bool
+        ca_file: str | None
+        accept_encoding: str | None  # None: no Accept-Encoding; "" (or True): all we decode
+        max_filesize: int
+        fail_on_error: bool
+        proxy: str | None  # "http://host:port"; None or "": direct (unless proxy_env)
+        noproxy: str | None  # curl's no_proxy list
+        # With proxy=None: http_proxy/https_proxy/all_proxy/no_proxy as libcurl reads them
+        # from the environment, chosen again for every redirect hop; the caller passes it.
+        proxy_env: Mapping[str, str] | None
+        network_policy: NetworkPolicy | None  # checked on every address before connecting
+        private: Any
 
     def __init__(
         self,
@@ -110,34 +126,9 @@ class Easy:
         network_policy: NetworkPolicy | None = None,
         private: Any = None,
     ) -> None:
-        self.url = url
-        self.write_function = write_function
-        self.header_function = header_function
-        self.progress_function = progress_function
-        self.debug_function = debug_function
-        self.follow_location = follow_location
-        self.max_redirs = max_redirs
-        self.connect_timeout_ms = connect_timeout_ms or DEFAULT_CONNECT_TIMEOUT_MS  # 0: default
-        self.timeout_ms = timeout_ms
-        self.low_speed_limit = low_speed_limit
-        self.low_speed_time = low_speed_time
-        self.method = method
-        self.headers = tuple(headers)
-        self.body = body
-        self.verify = verify
-        self.ca_file = ca_file
-        self.accept_encoding = accept_encoding  # None: no Accept-Encoding; "": all we decode
-        self.max_filesize = max_filesize
-        self.fail_on_error = fail_on_error
-        self.proxy = proxy  # "http://host:port"; None or "": direct
-        self.noproxy = noproxy  # curl's no_proxy list
-        # With proxy=None: http_proxy/https_proxy/all_proxy/no_proxy as libcurl reads them from
-        # the environment, chosen again for every redirect hop; the caller passes the mapping.
-        self.proxy_env = proxy_env
-        self.network_policy = network_policy  # checked on every address before connecting
-        self.private = private
-        self.multi: Any = None  # the Multi this easy is in, if any
-        self.reset_info()
+        # The body is generated from EASY_OPTIONS below (_init_from_table), as dataclasses do:
+        # each option stored as given when it is the default, else checked first.
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<Easy {self.url!r} result={self.result.name} status={self.response_code}>"
@@ -163,3 +154,53 @@ class Easy:
         self.starttransfer_time = 0.0
         self.total_time = 0.0
         self.redirect_time = 0.0
+
+
+def _option(name: str, check: Check) -> property:
+    """A property over the slot _o_<name>: a C getter, a setter that checks."""
+    slot = f"_o_{name}"
+    store = getattr(Easy, slot).__set__
+
+    def set_option(easy: Easy, value: Any) -> None:
+        store(easy, check(name, value))
+
+    return property(attrgetter(slot), set_option, doc=f"Option {name} (options.py).")
+
+
+def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
+    """Easy.__init__ with the stub's signature: per option, one line of
+    `self._o_NAME = NAME if NAME is DEFAULT else check("NAME", NAME)` (url always checked),
+    then the getinfo fields. A default is valid by definition; anything else is checked."""
+    signature = inspect.signature(stub)
+    names = [name for name in signature.parameters if name != "self"]
+    if names != list(EASY_OPTIONS):
+        raise TypeError(f"Easy() takes {names}, EASY_OPTIONS has {list(EASY_OPTIONS)}")
+    scope: dict[str, Any] = {}
+    lines = []
+    for name in names:
+        default = signature.parameters[name].default
+        scope[f"_check_{name}"] = EASY_OPTIONS[name]
+        checked = f"_check_{name}({name!r}, {name})"
+        if default is inspect.Parameter.empty:
+            lines.append(f"    self._o_{name} = {checked}")
+        else:
+            scope[f"_default_{name}"] = default
+            kept = f"{name} if {name} is _default_{name}"
+            lines.append(f"    self._o_{name} = {kept} else {checked}")
+    parameters = ", ".join(["self", names[0], "*", *(f"{n}=_default_{n}" for n in names[1:])])
+    source = "\n".join(
+        [f"def __init__({parameters}):", *lines, "    self.multi = None", "    self.reset_info()"]
+    )
+    exec(source, scope)  # our own text, built from the table above
+    init: Callable[..., None] = scope["__init__"]
+    init.__doc__ = stub.__doc__
+    init.__qualname__ = stub.__qualname__
+    init.__module__ = stub.__module__
+    init.__annotations__ = stub.__annotations__
+    init.__signature__ = signature  # type: ignore[attr-defined]
+    return init
+
+
+Easy.__init__ = _init_from_table(Easy.__init__)  # type: ignore[method-assign]
+for _name, _check in EASY_OPTIONS.items():
+    setattr(Easy, _name, _option(_name, _check))

@@ -21,6 +21,7 @@ from hiperfifo.engine.codes import POLL_IN, SOCKET_TIMEOUT, Code, MCode, MultiEr
 from hiperfifo.engine.deadlines import Deadlines
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
+from hiperfifo.engine.options import check_multi
 from hiperfifo.engine.pollset import PollSet
 from hiperfifo.engine.pool import Pool
 from hiperfifo.engine.resolver import GetAddrInfo, Resolver
@@ -56,10 +57,12 @@ class Multi:
         resolver_threads: int = 4,
         getaddrinfo: GetAddrInfo | None = None,
     ) -> None:
-        _check_limit("max_total_connections", max_total_connections)
-        _check_limit("max_host_connections", max_host_connections)
-        if max_connects is not None:
-            _check_limit("max_connects", max_connects)
+        max_total_connections = check_multi("max_total_connections", max_total_connections)
+        max_host_connections = check_multi("max_host_connections", max_host_connections)
+        max_idle_age = check_multi("max_idle_age", max_idle_age)
+        clock = check_multi("clock", clock)
+        resolver_threads = check_multi("resolver_threads", resolver_threads)
+        getaddrinfo = check_multi("getaddrinfo", getaddrinfo)
         self.socket_function = socket_function
         self.timer_function = timer_function
         self.max_connects = max_connects
@@ -104,6 +107,32 @@ class Multi:
         if not self._closed:
             self.close()
 
+    # --- options changeable at any time, checked on assignment (options.py) ----------------
+
+    @property
+    def socket_function(self) -> SocketFunction | None:
+        return self._socket_function
+
+    @socket_function.setter
+    def socket_function(self, value: SocketFunction | None) -> None:
+        self._socket_function: SocketFunction | None = check_multi("socket_function", value)
+
+    @property
+    def timer_function(self) -> TimerFunction | None:
+        return self._timer_function
+
+    @timer_function.setter
+    def timer_function(self, value: TimerFunction | None) -> None:
+        self._timer_function: TimerFunction | None = check_multi("timer_function", value)
+
+    @property
+    def max_connects(self) -> int | None:
+        return self._max_connects
+
+    @max_connects.setter
+    def max_connects(self, value: int | None) -> None:
+        self._max_connects: int | None = check_multi("max_connects", value)
+
     # --- limits (changeable at run time; L5) -------------------------------------------
 
     @property
@@ -112,8 +141,7 @@ class Multi:
 
     @max_total_connections.setter
     def max_total_connections(self, value: int) -> None:
-        _check_limit("max_total_connections", value)
-        self._pool.max_total = value
+        self._pool.max_total = check_multi("max_total_connections", value)
 
     @property
     def max_host_connections(self) -> int:
@@ -121,8 +149,7 @@ class Multi:
 
     @max_host_connections.setter
     def max_host_connections(self, value: int) -> None:
-        _check_limit("max_host_connections", value)
-        self._pool.max_host = value
+        self._pool.max_host = check_multi("max_host_connections", value)
 
     # --- the API -------------------------------------------------------------------
 
@@ -310,12 +337,13 @@ class Multi:
                 return
 
     def _max_idle(self) -> int:
-        if self.max_connects is not None:
-            return self.max_connects
+        max_connects = self._max_connects
+        if max_connects is not None:
+            return max_connects
         return 4 * max(self._alive, 1)
 
     def _announce(self, easy: Easy | None, fd: int, what: int, socketp: Any) -> bool:
-        function = self.socket_function
+        function = self._socket_function
         if function is None:
             return True
         guard = self._guard
@@ -339,7 +367,7 @@ class Multi:
         if earliest is None and self._timer_last is None:
             return  # -1 never twice in a row, never first
         self._timer_last = earliest
-        function = self.timer_function
+        function = self._timer_function
         if function is None:
             return
         try:
@@ -359,8 +387,3 @@ class Multi:
             self._dead = exc
         if self._died_now is None:
             self._died_now = exc
-
-
-def _check_limit(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise MultiError(MCode.BAD_FUNCTION_ARGUMENT, f"{name} must be an int >= 0, not {value!r}")

@@ -46,8 +46,15 @@ class Response:
         easy.response_code = head.status
         easy.http_version = head.http_version
         if easy.debug_function is not None:  # curl's CURLINFO_HEADER_IN
-            with self._guard.calling():
-                easy.debug_function(InfoType.HEADER_IN, b"".join(head.lines()).decode("latin-1"))
+            try:
+                with self._guard.calling():
+                    easy.debug_function(
+                        InfoType.HEADER_IN, b"".join(head.lines()).decode("latin-1")
+                    )
+            except Exception as exc:
+                raise TransferError(
+                    Code.ABORTED_BY_CALLBACK, f"debug callback raised: {exc!r}"
+                ) from exc
         if easy.header_function is not None:
             for line in head.lines():
                 self._deliver(easy.header_function, line)
@@ -116,16 +123,18 @@ class Response:
         guard.depth += 1  # guard.calling(), inlined: this runs for every block of every body
         try:
             taken = function(data)
+            short = taken is not None and bool(taken != len(data))  # the callback's object
         except Exception as exc:
             raise TransferError(
                 Code.WRITE_ERROR, f"Failure writing output to destination: {exc!r}"
             ) from exc
         finally:
             guard.depth -= 1
-        if taken is not None and taken != len(data):
+        if short:
             raise TransferError(
                 Code.WRITE_ERROR,
-                f"Failure writing output to destination, passed {len(data)} returned {taken}",
+                "Failure writing output to destination, "
+                f"passed {len(data)} returned {_shown(taken)}",
             )
 
     def _progress(self) -> None:
@@ -135,7 +144,7 @@ class Response:
         total = max(easy.content_length, 0)
         try:
             with self._guard.calling():
-                abort = easy.progress_function(total, easy.size_download, 0, 0)
+                abort = bool(easy.progress_function(total, easy.size_download, 0, 0))
         except Exception as exc:
             raise TransferError(Code.ABORTED_BY_CALLBACK, f"Callback aborted: {exc!r}") from exc
         if abort:
@@ -148,3 +157,8 @@ def _check_locations(head: ResponseHead) -> None:
     found = {value for name, value in head.headers if value and name.lower() == b"location"}
     if len(found) > 1:
         raise TransferError(Code.WEIRD_SERVER_REPLY, "Multiple Location headers")
+
+
+def _shown(value: object) -> str:
+    """What a callback returned, for an error text, without calling its own methods."""
+    return str(int(value)) if type(value) is int else type(value).__name__

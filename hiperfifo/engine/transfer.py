@@ -85,6 +85,7 @@ class Transfer:
     """Runs one Easy to completion; the result lands in the Easy."""
 
     __slots__ = (
+        "_debug_error",
         "_dialer",
         "_first_origin",
         "_fresh_only",
@@ -110,6 +111,7 @@ class Transfer:
         self.easy = easy
         self.svc = services
         self.state = TransferState.INIT
+        self._debug_error = ""  # a debug_function that raised: the transfer ends with 42
         self.target: Target | None = None
         self.origin: Origin = ("", "", 0, "")
         self.proxy: Target | None = None
@@ -141,6 +143,8 @@ class Transfer:
         try:
             while self.state is not TransferState.DONE and self._step():
                 pass
+            if self._debug_error and self.state is not TransferState.DONE:
+                raise TransferError(Code.ABORTED_BY_CALLBACK, self._debug_error)
         except TransferError as exc:
             self._finish(exc.code, exc.text)
 
@@ -153,10 +157,16 @@ class Transfer:
         self.state = state
 
     def _debug(self, kind: InfoType, text: str) -> None:
+        """Call debug_function; one that raises is not called again, and the transfer ends
+        with ABORTED_BY_CALLBACK when it next runs (never an exception out of the API)."""
         debug = self.easy.debug_function
-        if debug is not None:
+        if debug is None or self._debug_error:
+            return
+        try:
             with self.svc.guard.calling():
                 debug(kind, text)
+        except Exception as exc:
+            self._debug_error = f"debug callback raised: {exc!r}"
 
     def _send(self, conn: Connection, data: bytes) -> None:
         """Queue a request's bytes; its head goes to the debug function (curl's HEADER_OUT)."""
