@@ -68,15 +68,18 @@ def resolve(argv: Sequence[str] | None, environ: Mapping[str, str], stdout_is_tt
     """Command line over environment over defaults; raises ConfigError, SystemExit(2)."""
     args = vars(parser().parse_args(argv))
     raw: dict[str, str | None] = {}
+    env_given: set[str] = set()  # options whose value came from HIPERFIFO_*: errors name it
     for option in OPTIONS:
         from_env = environ.get(option.env) or None
         given = args[option.name]
         if isinstance(given, list):  # a repeatable option: every value, joined by commas
             given = ",".join(given)
+        if given is None and from_env is not None:
+            env_given.add(option.name)
         raw[option.name] = given if given is not None else from_env
     if raw["log_format"] is None:
         raw["log_format"] = "console" if stdout_is_tty and raw["log_file"] is None else "json"
-    return build(raw, proxy_environ(environ))
+    return build(raw, proxy_environ(environ), from_env=env_given)
 
 
 PROXY_VARIABLES = (

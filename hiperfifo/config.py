@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,25 @@ ENV_PREFIX = "HIPERFIFO_"
 
 
 class ConfigError(ValueError):
-    """A bad option value; the message names the option and the problem."""
+    """A bad option value; the message names the option and the problem.
+
+    `option` and `problem` are set when the check knew which option it judged, so
+    build() can name it as the user gave it (the flag, or the HIPERFIFO_ variable).
+    """
+
+    def __init__(self, message: str, option: str | None = None, problem: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+        self.problem = problem or message
+
+
+def _flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bad(name: str, problem: str) -> ConfigError:
+    """The error for option `name` (as its flag; build() may name the variable instead)."""
+    return ConfigError(f"{_flag_of(name)}: {problem}", option=name, problem=problem)
 
 
 def _mode(text: str) -> int:
@@ -222,6 +240,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_max_time", _seconds, "0", "S", "no retry starts after S seconds (0: no bound)"),
 )
 
+_BY_NAME = {option.name: option for option in OPTIONS}
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -263,24 +283,24 @@ class Config:
     proxy_environ: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        _at_least("--max-total-connections", self.max_total_connections, 1)
-        _at_least("--max-host-connections", self.max_host_connections, 1)
-        _at_least("--max-url-length", self.max_url_length, 16)
-        _at_least("--max-queued", self.max_queued, 1)
-        _at_least("--speed-limit", self.speed_limit, 0)
-        _at_least("--speed-time", self.speed_time, 1)
-        _not_negative("--connect-timeout", self.connect_timeout)
-        _not_negative("--timeout", self.timeout)
-        _not_negative("--shutdown-timeout", self.shutdown_timeout)
-        _not_negative("--token-timeout", self.token_timeout)
-        _at_least("--max-redirs", self.max_redirs, 0)
-        _at_least("--retry", self.retry, 0)
-        _not_negative("--retry-delay", self.retry_delay)
-        _not_negative("--retry-max-time", self.retry_max_time)
+        _at_least("max_total_connections", self.max_total_connections, 1)
+        _at_least("max_host_connections", self.max_host_connections, 1)
+        _at_least("max_url_length", self.max_url_length, 16)
+        _at_least("max_queued", self.max_queued, 1)
+        _at_least("speed_limit", self.speed_limit, 0)
+        _at_least("speed_time", self.speed_time, 1)
+        _not_negative("connect_timeout", self.connect_timeout)
+        _not_negative("timeout", self.timeout)
+        _not_negative("shutdown_timeout", self.shutdown_timeout)
+        _not_negative("token_timeout", self.token_timeout)
+        _at_least("max_redirs", self.max_redirs, 0)
+        _at_least("retry", self.retry, 0)
+        _not_negative("retry_delay", self.retry_delay)
+        _not_negative("retry_max_time", self.retry_max_time)
         if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"--log-format: {self.log_format!r} is not one of {LOG_FORMATS}")
+            raise _bad("log_format", f"{self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"--log-level: {self.log_level!r} is not one of {LOG_LEVELS}")
+            raise _bad("log_level", f"{self.log_level!r} is not one of {LOG_LEVELS}")
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -317,18 +337,30 @@ def _ms(seconds: float) -> int:
     return 0 if seconds <= 0 else max(1, round(seconds * 1000))
 
 
-def _at_least(flag: str, value: int, low: int) -> None:
+def _at_least(name: str, value: int, low: int) -> None:
     if value < low:
-        raise ConfigError(f"{flag}: must be at least {low}, got {value}")
+        raise _bad(name, f"must be at least {low}, got {value}")
 
 
-def _not_negative(flag: str, value: float) -> None:
+def _not_negative(name: str, value: float) -> None:
     if value < 0:
-        raise ConfigError(f"{flag}: must not be negative, got {value}")
+        raise _bad(name, f"must not be negative, got {value}")
 
 
-def build(raw: dict[str, str | None], proxy_environ: tuple[tuple[str, str], ...] = ()) -> Config:
-    """Parse option texts (missing or None: the default) into a validated Config."""
+def build(
+    raw: dict[str, str | None],
+    proxy_environ: tuple[tuple[str, str], ...] = (),
+    from_env: Collection[str] = (),
+) -> Config:
+    """Parse option texts (missing or None: the default) into a validated Config.
+
+    A bad value's error names the option as it was given: its HIPERFIFO_ variable for
+    the names in `from_env` (cli.py read them from the environment), else its flag.
+    """
+
+    def given_as(option: Option) -> str:
+        return option.env if option.name in from_env else option.flag
+
     values: dict[str, Any] = {}
     for option in OPTIONS:
         text = raw.get(option.name)
@@ -339,5 +371,11 @@ def build(raw: dict[str, str | None], proxy_environ: tuple[tuple[str, str], ...]
         try:
             values[option.name] = option.parse(text)
         except ConfigError as exc:
-            raise ConfigError(f"{option.flag}: {exc}") from None
-    return Config(**values, proxy_environ=proxy_environ)
+            raise ConfigError(f"{given_as(option)}: {exc}", option.name, str(exc)) from None
+    try:
+        return Config(**values, proxy_environ=proxy_environ)
+    except ConfigError as exc:
+        judged = _BY_NAME.get(exc.option or "")
+        if judged is None or judged.name not in from_env:
+            raise
+        raise ConfigError(f"{judged.env}: {exc.problem}", judged.name, exc.problem) from None

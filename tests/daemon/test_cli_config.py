@@ -79,14 +79,48 @@ def test_bad_flag_and_bad_env_exit_2(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert b"--max-total-connections" in err
-    proc = spawn(["--fifo", str(tmp_path / "f")], env={"HIPERFIFO_TIMEOUT": "soon"})
+    proc = spawn(["--fifo", str(tmp_path / "f")], env={"HIPERFIFO_TIMEOUT": "abc"})
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2
-    assert b"--timeout" in err
+    assert (
+        err.decode().strip()
+        == "hiperfifo: error: HIPERFIFO_TIMEOUT: not a number of seconds: 'abc'"
+    )
     proc = spawn(["--no-such-flag"])
     proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HIPERFIFO_TIMEOUT": "abc"}, "HIPERFIFO_TIMEOUT: not a number of seconds: 'abc'"),
+        ({"HIPERFIFO_MAX_TOTAL_CONNECTIONS": "0"}, "HIPERFIFO_MAX_TOTAL_CONNECTIONS: must be at"),
+        ({"HIPERFIFO_TIMEOUT": "-1"}, "HIPERFIFO_TIMEOUT: must not be negative, got -1.0"),
+        ({"HIPERFIFO_LOG_LEVEL": "loud"}, "HIPERFIFO_LOG_LEVEL: 'loud' is not one of"),
+        ({"HIPERFIFO_FAIL": "maybe"}, "HIPERFIFO_FAIL: not a boolean (true/false): 'maybe'"),
+        ({"HIPERFIFO_PROXY": "ftp://x:1"}, "HIPERFIFO_PROXY: only http:// proxies"),
+        ({"HIPERFIFO_MAX_FILESIZE": "1T"}, "HIPERFIFO_MAX_FILESIZE: not a size in bytes"),
+        ({"HIPERFIFO_DENY_NETWORK": "10.0.0.0/33"}, "HIPERFIFO_DENY_NETWORK: not a network"),
+    ],
+)
+def test_a_bad_environment_variable_is_named_in_the_error(
+    env: dict[str, str], message: str
+) -> None:
+    """A bad value read from the environment names the variable, not the flag."""
+    with pytest.raises(ConfigError) as info:
+        resolve([], env, stdout_is_tty=False)
+    assert str(info.value).startswith(message)
+
+
+def test_the_command_line_wins_and_is_named_when_it_is_bad() -> None:
+    """A good flag over a bad variable is fine; a bad flag is named as the flag."""
+    assert resolve(["--timeout", "3"], {"HIPERFIFO_TIMEOUT": "abc"}, False).timeout == 3.0
+    with pytest.raises(ConfigError, match=r"^--timeout: not a number of seconds: 'x'"):
+        resolve(["--timeout", "x"], {"HIPERFIFO_TIMEOUT": "3"}, stdout_is_tty=False)
+    with pytest.raises(ConfigError, match=r"^--max-queued: must be at least 1, got 0"):
+        resolve(["--max-queued", "0"], {}, stdout_is_tty=False)
 
 
 def test_version_and_help() -> None:
