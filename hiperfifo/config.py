@@ -13,10 +13,13 @@ import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hiperfifo.redact import redact
+
+if TYPE_CHECKING:
+    from hiperfifo.retry import RetryPolicy
 
 LOG_FORMATS = ("json", "logfmt", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -294,13 +297,23 @@ class Config:
         _not_negative("shutdown_timeout", self.shutdown_timeout)
         _not_negative("token_timeout", self.token_timeout)
         _at_least("max_redirs", self.max_redirs, 0)
-        _at_least("retry", self.retry, 0)
-        _not_negative("retry_delay", self.retry_delay)
-        _not_negative("retry_max_time", self.retry_max_time)
+        self.retry_policy  # noqa: B018 - the retry bounds are RetryPolicy's
         if self.log_format not in LOG_FORMATS:
             raise _bad("log_format", f"{self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:
             raise _bad("log_level", f"{self.log_level!r} is not one of {LOG_LEVELS}")
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """--retry, --retry-max-time, --retry-delay as the policy (validated by it)."""
+        # retry.py brings the engine's result codes: imported when a Config is built, not
+        # when `hiperfifo send` imports this module
+        from hiperfifo.retry import RetryPolicy, RetryPolicyError
+
+        try:
+            return RetryPolicy(self.retry, self.retry_max_time, self.retry_delay)
+        except RetryPolicyError as exc:
+            raise _bad(exc.option, exc.problem) from None
 
     @property
     def connect_timeout_ms(self) -> int:

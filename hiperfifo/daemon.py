@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import signal
 import sys
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import ExitStack
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -26,16 +26,36 @@ from hiperfifo.config import Config
 from hiperfifo.driver import Driver, OnDone
 from hiperfifo.engine import Message, Multi
 from hiperfifo.intake import RETRY_EVERY, Intake
-from hiperfifo.jobs import FEED_PER_CONNECTION, Jobs, Phase
+from hiperfifo.jobs import FEED_PER_CONNECTION, Jobs, Phase, connection_budget
 from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.output import Output, OutputError, make_output
-from hiperfifo.sources.base import Source
+from hiperfifo.retry import Alarm
+from hiperfifo.sources.base import Loop, Source
 from hiperfifo.sources.fifo import FifoError, FifoSource, open_fifo
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_ABORTED = 130
-FD_RESERVE = 32  # descriptors kept for all but connections: FIFO, logs, journal, loop, resolver
+
+
+class EventLoop(Loop, Protocol):
+    """What the daemon needs of its loop: driver.Driver, or a test's loop in-process."""
+
+    def alarm(self, callback: Callable[[], None]) -> Alarm: ...
+
+    def on_signal(self, signum: int, callback: Callable[[int], None]) -> object: ...
+
+    def every_iteration(self, callback: Callable[[], None]) -> object: ...
+
+    def before_waiting(self, callback: Callable[[], None]) -> object: ...
+
+    def collect(self) -> None: ...
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Daemon:
@@ -51,7 +71,7 @@ class Daemon:
         watchdog: float | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        driver: Callable[[Multi, OnDone], Driver] = Driver,
+        driver: Callable[[Multi, OnDone], EventLoop] = Driver,
     ) -> None:
         self._config = config
         self._sources = list(sources)
@@ -245,32 +265,6 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
         except Exception:
             log.exception("daemon.crashed")
             return EXIT_INTERNAL
-
-
-def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:
-    """--max-total-connections, within what RLIMIT_NOFILE allows (raising the soft limit first).
-
-    Past the descriptor limit, socket() fails and transfers end with 7; below it they wait
-    for a connection slot instead.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = wanted + FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return wanted
-    budget = max(1, soft - FD_RESERVE)
-    log.warning(
-        "daemon.limited",
-        reason=f"--max-total-connections {wanted} lowered to {budget}: "
-        f"the descriptor limit (ulimit -n) is {soft}",
-    )
-    return budget
 
 
 def _usage_error(log: FilteringBoundLogger, message: str) -> int:

@@ -1,6 +1,7 @@
 """The jobs: one `Job` per accepted URL, from transfer.added to transfer.done.
 
-Owns the queue of accepted URLs not yet in the engine, feeding the engine in
+Owns the connection budget (--max-total-connections within the descriptor
+limit), the queue of accepted URLs not yet in the engine, feeding the engine in
 batches, each attempt's `Easy` (the options from the command line), retries
 (`RetryWaits`), the transfer.done line and its fields, the counters, and
 ending what is left on abort. It never reads the clock itself (one is passed
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import resource
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from hiperfifo.engine import Code, Easy, InfoType, Message, Multi, NetworkPolicy
 from hiperfifo.journal import Journal, NullJournal
 from hiperfifo.output import Output, Sink
 from hiperfifo.redact import redact
-from hiperfifo.retry import Alarm, RetryAfter, RetryPolicy, RetryWaits
+from hiperfifo.retry import Alarm, RetryAfter, RetryWaits
 from hiperfifo.sources.base import Source
 
 PROGRESS_EVERY = 1.0  # seconds between transfer.progress lines of one transfer
@@ -41,6 +43,7 @@ FEED_PER_CONNECTION = 16
 # for a 0 ms timer, and one batch of adds costs one timer and one loop iteration where one
 # add per finished transfer costs one each (33,000 timer callbacks for 20,000 URLs).
 FEED_BATCH_DIVISOR = 4
+FD_RESERVE = 32  # descriptors kept for all but connections: FIFO, logs, journal, loop, resolver
 
 
 class Phase(Enum):
@@ -131,7 +134,7 @@ class Jobs:
         self._feed_limit = feed_limit
         self._feed_low = feed_limit - max(1, feed_limit // FEED_BATCH_DIVISOR)
         self._last_remaining = 0.0
-        self._retry = RetryPolicy(config.retry, config.retry_max_time, config.retry_delay)
+        self._retry = config.retry_policy
         self.waiting = RetryWaits(alarm(self._retry_due), clock)
         self._drain_until = float("inf")  # no retry may start after this (clock())
         self._easy_options = easy_options(
@@ -340,6 +343,32 @@ class Jobs:
             url=redact(url),
             reason=f"{why}; kept for the next start",
         )
+
+
+def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:
+    """--max-total-connections, within what RLIMIT_NOFILE allows (raising the soft limit first).
+
+    Past the descriptor limit, socket() fails and transfers end with 7; below it they wait
+    for a connection slot instead.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    budget = max(1, soft - FD_RESERVE)
+    log.warning(
+        "daemon.limited",
+        reason=f"--max-total-connections {wanted} lowered to {budget}: "
+        f"the descriptor limit (ulimit -n) is {soft}",
+    )
+    return budget
 
 
 def easy_options(

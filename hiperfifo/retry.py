@@ -40,7 +40,12 @@ _RETRY = "retry"  # the one deadline name each waiting id has
 
 
 class RetryPolicyError(ValueError):
-    """A retry setting that makes no sense."""
+    """A retry setting that makes no sense: which option (its Config name), and why."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"--{option.replace('_', '-')}: {problem}")
+        self.option = option
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +65,12 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0:
-            raise RetryPolicyError(f"--retry: must not be negative, got {self.retries}")
-        for name, value in (("--retry-max-time", self.max_time), ("--retry-delay", self.delay)):
-            if not (math.isfinite(value) and value >= 0):
-                raise RetryPolicyError(f"{name}: must be a finite number >= 0, got {value}")
+            raise RetryPolicyError("retry", f"must be at least 0, got {self.retries}")
+        for name, value in (("retry_max_time", self.max_time), ("retry_delay", self.delay)):
+            if not math.isfinite(value):
+                raise RetryPolicyError(name, f"must be a finite number, got {value}")
+            if value < 0:
+                raise RetryPolicyError(name, f"must not be negative, got {value}")
 
     def is_transient(self, result: Code, status: int | None) -> bool:
         """True for the results worth another attempt (HTTP status: with or without --fail)."""
