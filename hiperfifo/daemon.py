@@ -29,7 +29,6 @@ from hiperfifo.intake import RETRY_EVERY, Intake
 from hiperfifo.jobs import FEED_PER_CONNECTION, Jobs, Phase, connection_budget
 from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.output import Output, OutputError, make_output
-from hiperfifo.retry import Alarm
 from hiperfifo.sources.base import Loop, Source
 from hiperfifo.sources.fifo import FifoError, FifoSource, open_fifo
 
@@ -40,8 +39,6 @@ EXIT_ABORTED = 130
 
 class EventLoop(Loop, Protocol):
     """What the daemon needs of its loop: driver.Driver, or a test's loop in-process."""
-
-    def alarm(self, callback: Callable[[], None]) -> Alarm: ...
 
     def on_signal(self, signum: int, callback: Callable[[int], None]) -> object: ...
 
