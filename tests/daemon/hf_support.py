@@ -187,6 +187,19 @@ class Daemon:
                 raise AssertionError(f"{len(found)}/{count} {name} after {timeout}s:\n{tail}")
             time.sleep(0.02)
 
+    def wait_for_match(self, name: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        """Wait until a `name` event with these field values is logged; return the first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.proc.poll() is not None
+            for event in self.events(name):
+                if all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            if exited or time.monotonic() > deadline:
+                tail = "\n".join(self.lines()[-10:])
+                raise AssertionError(f"no {name} with {fields} after {timeout}s:\n{tail}")
+            time.sleep(0.02)
+
     def write(self, data: bytes) -> None:
         """One writer: open the FIFO, write everything, close."""
         fd = os.open(self.fifo, os.O_WRONLY)

@@ -28,11 +28,11 @@ def test_queue_remaining_at_most_once_a_second_and_at_zero(
     daemon = run_daemon("--max-total-connections", "2")
     daemon.write(urls(http_server, "/slow/0.1", 40))
     daemon.wait_for("transfer.done", 40)
-    last = daemon.wait_for("queue.remaining")[-1]
+    daemon.wait_for_match("queue.remaining", running=0, queued=0)
     daemon.write(b"stop\n")
     assert daemon.wait() == 0
     lines = daemon.events("queue.remaining")
-    assert (last["running"], last["queued"]) == (0, 0)
+    assert (lines[-1]["running"], lines[-1]["queued"]) == (0, 0)
     before_zero = [e for e in lines if e["running"] > 0]
     assert before_zero, "no queue.remaining while transfers ran"
     gaps = [when(b) - when(a) for a, b in itertools.pairwise(before_zero)]

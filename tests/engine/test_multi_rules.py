@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import selectors
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -229,9 +230,12 @@ def test_rule_1_add_handle_does_no_io_and_arms_timer_zero(
     for i in range(3):
         loop.multi.add_handle(Easy(http_server.url(f"/{i}")))
         assert loop.calls[-1] == ("timer", 0)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    for i in range(3, 6):
+        loop.multi.add_handle(Easy(http_server.url(f"/{i}")))
+    assert set(os.listdir("/proc/self/fd")) == fds_before, "add_handle opened a descriptor"
     assert loop.socket_calls() == []
     assert loop.multi.timeout() == 0
-    time.sleep(0.1)
     assert http_server.accepted == 0, "add_handle must not connect"
 
 
@@ -506,10 +510,24 @@ def test_rule_4_one_call_goes_as_far_as_it_can(
         loop.step(0.02)
     assert server.requests
     assert loop.messages == []
-    time.sleep(0.8)  # the whole response is now in the socket buffer
     [fd] = loop.watched
+    wait_until_received(fd, HELLO)  # the whole response is now in the socket buffer
     assert loop.action(fd, CSELECT_IN) == 0
     assert [(m.easy, m.result) for m in loop.messages] == [(easy, Code.OK)]
+
+
+def wait_until_received(fd: int, ending: bytes, timeout: float = 10.0) -> None:
+    """Until the bytes waiting unread on socket `fd` end with `ending` (peeked, not read)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT).endswith(ending):
+                    return
+            except BlockingIOError:
+                pass
+            assert time.monotonic() < deadline, "the response never arrived"
+            time.sleep(0.01)
 
 
 # --- rule 5 -----------------------------------------------------------------------
