@@ -341,7 +341,7 @@ class Run:
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Any] | Callable[[], Sequence[Any]],
         journal: Journal | None = None,
         clock_start: float = 1000.0,
         jump_while_busy: bool = False,
@@ -352,9 +352,9 @@ class Run:
         self.clock = FakeClock(clock_start)
         self.loop = FakeLoop(self.clock, jump_while_busy)
         self.config = Config(**options)
-        self.sources = sources
+        self.sources = sources() if callable(sources) else sources  # built after the logs
         self.daemon = Daemon(
-            self.config, sources, Output(), journal, clock=self.clock, driver=self.loop
+            self.config, self.sources, Output(), journal, clock=self.clock, driver=self.loop
         )
         self.status: int | None = None
 

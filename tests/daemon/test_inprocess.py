@@ -6,6 +6,7 @@ jumps when the loop is quiet, so backoffs and drain deadlines take no time.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -13,8 +14,10 @@ from pathlib import Path
 from hf_support import Server
 from inprocess import ListSource, Run
 
+from hiperfifo import logs
 from hiperfifo.journal import Journal
 from hiperfifo.sources.base import Rejected, Stop, Url
+from hiperfifo.sources.fifo import FifoSource, open_fifo
 
 
 def test_intake_accepts_urls_acts_on_stop_and_rejects_what_follows(
@@ -180,3 +183,33 @@ def test_abort_with_a_journal_defers_journaled_urls_for_the_next_start(
         assert [url for _, url in again.unfinished()] == [http_server.url("/hang")]
     finally:
         again.close()
+
+
+def test_the_fifo_source_in_process_reads_urls_and_recreates_a_deleted_fifo(
+    http_server: Server, tmp_path: Path
+) -> None:
+    """FifoSource on the in-process loop: URLs written before the start are fetched; the
+    FIFO deleted at 1 s is recreated by the next check (fifo.recreated) and read: a URL
+    and `stop` written into the new one end the run, exit 0."""
+    path = tmp_path / "in.fifo"
+    fifo = open_fifo(path, 0o600)
+    writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(writer, f"{http_server.url('/size/1')} {http_server.url('/size/2')}\n".encode())
+    os.close(writer)
+
+    def write_into_the_new_one() -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, f"{http_server.url('/size/3')}\nstop\n".encode())
+        os.close(fd)
+
+    run = Run(lambda: [FifoSource(fifo, 0o600, 8192, logs.get())])
+    run.at(1.0, path.unlink)
+    run.at(3.0, write_into_the_new_one)
+    try:
+        assert run.run() == 0
+    finally:
+        run.sources[0].close()
+    (recreated,) = run.events("fifo.recreated")
+    assert recreated["reason"] == "deleted"
+    assert [e["bytes"] for e in run.events("transfer.done")] == [1, 2, 3]
+    assert not path.exists()  # ours, and closed: unlinked
