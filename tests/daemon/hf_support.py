@@ -264,3 +264,26 @@ def fill(path: Path) -> None:
     with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
         while True:
             f.write(b"\0" * 4096)
+
+
+def url_list(server: Any, path: str, count: int, first: int = 0) -> list[str]:
+    """`count` distinct URLs of `path` on `server` (?n=first, ?n=first+1, ...)."""
+    return [server.url(f"{path}?n={i}") for i in range(first, first + count)]
+
+
+def lines(urls: list[str]) -> bytes:
+    """URLs as FIFO input, one a line."""
+    return "".join(f"{url}\n" for url in urls).encode()
+
+
+def url_lines(server: Any, path: str, count: int, first: int = 0) -> bytes:
+    """url_list() as FIFO input."""
+    return lines(url_list(server, path, count, first))
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A /proc/PID/status size in KiB: "VmHWM" (peak RSS), "VmRSS"..."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")

@@ -6,13 +6,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
-from hf_support import WAIT, Daemon, Server
-
-
-def urls(server: Server, path: str, count: int) -> bytes:
-    return "".join(f"{server.url(path)}?n={i}\n" for i in range(count)).encode()
+from hf_support import WAIT, Daemon, Server, status_kib, url_lines
 
 
 def count(daemon: Daemon, event: str) -> int:
@@ -30,13 +25,6 @@ def wait_count(daemon: Daemon, event: str, n: int, timeout: float = WAIT) -> Non
         time.sleep(0.1)
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_100000_queued_urls_cost_about_48_mib(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:
@@ -44,12 +32,13 @@ def test_100000_queued_urls_cost_about_48_mib(
     docs/daemon.md says. Measured (3 runs): VmHWM 48.7 MiB, 27.9 MiB of it the idle daemon,
     so ~21 MiB (~210 bytes a URL) for the queue; bounds: 60 MiB peak, 30 MiB growth."""
     daemon = run_daemon("--shutdown-timeout", "0")
-    idle = peak_rss_mib(daemon.proc.pid)
-    writer = threading.Thread(target=daemon.write, args=(urls(http_server, "/hang", 100_000),))
+    idle = status_kib(daemon.proc.pid, "VmHWM") / 1024
+    data = url_lines(http_server, "/hang", 100_000)
+    writer = threading.Thread(target=daemon.write, args=(data,))
     writer.start()
     writer.join(60)
     wait_count(daemon, "transfer.added", 100_000, timeout=60)
-    peak = peak_rss_mib(daemon.proc.pid)
+    peak = status_kib(daemon.proc.pid, "VmHWM") / 1024
     print(f"100,000 queued URLs: VmHWM {peak:.1f} MiB, idle {idle:.1f} MiB")
     assert peak < 60
     assert peak - idle < 30
@@ -62,7 +51,7 @@ def test_past_max_queued_the_fifo_waits_and_nothing_is_lost(
     """--max-queued 500: input.paused, the writer blocks; once answered, every URL done once."""
     daemon = run_daemon("--max-queued", "500", "--max-total-connections", "4")
     http_server.gate.clear()
-    data = urls(http_server, "/gate", 5_000)
+    data = url_lines(http_server, "/gate", 5_000)
     writer = threading.Thread(target=daemon.write, args=(data,))
     writer.start()
     (paused,) = daemon.wait_for("input.paused")
@@ -93,7 +82,7 @@ def test_stop_drains_the_daemon_queue_too(
 ) -> None:
     """3,000 URLs and `stop` in one write with a small engine share: all 3,000 fetched."""
     daemon = run_daemon("--max-total-connections", "2")
-    daemon.write(urls(http_server, "/size/3", 3_000) + b"stop\n")
+    daemon.write(url_lines(http_server, "/size/3", 3_000) + b"stop\n")
     assert daemon.wait(60) == 0
     done = daemon.events("transfer.done")
     assert len(done) == 3_000

@@ -12,11 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from hf_support import Daemon, Server, spawn
-
-
-def urls(server: Server, path: str, n: int) -> bytes:
-    return "".join(f"{server.url(f'{path}?n={i}')}\n" for i in range(n)).encode()
+from hf_support import Daemon, Server, spawn, url_lines
 
 
 def test_stop_in_the_same_write_fetches_everything_before_it(
@@ -24,7 +20,8 @@ def test_stop_in_the_same_write_fetches_everything_before_it(
 ) -> None:
     """URLs then `stop` in one write: all fetched, exit 0, the FIFO it created removed."""
     daemon = run_daemon()
-    daemon.write(urls(http_server, "/slow/0.3", 20) + b"stop\n" + urls(http_server, "/late", 1))
+    late = url_lines(http_server, "/late", 1)
+    daemon.write(url_lines(http_server, "/slow/0.3", 20) + b"stop\n" + late)
     assert daemon.wait() == 0
     done = daemon.events("transfer.done")
     assert len(done) == 20
@@ -41,7 +38,7 @@ def test_sigterm_drains_in_flight_transfers(
 ) -> None:
     """SIGTERM while 10 transfers run: they finish with result 0, then exit 0."""
     daemon = run_daemon()
-    daemon.write(urls(http_server, "/slow/1", 10))
+    daemon.write(url_lines(http_server, "/slow/1", 10))
     daemon.wait_for("transfer.added", 10)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
@@ -56,7 +53,7 @@ def test_shutdown_timeout_aborts_the_rest_with_42(
 ) -> None:
     """--shutdown-timeout 1: hanging and queued transfers end as 42, exit 0, in time."""
     daemon = run_daemon("--shutdown-timeout", "1", "--max-host-connections", "2")
-    daemon.write(urls(http_server, "/hang", 5) + urls(http_server, "/size/5", 1))
+    daemon.write(url_lines(http_server, "/hang", 5) + url_lines(http_server, "/size/5", 1))
     daemon.wait_for("transfer.added", 6)
     started = time.monotonic()
     daemon.write(b"stop\n")
@@ -75,7 +72,7 @@ def test_second_sigint_aborts_at_once_with_130(
 ) -> None:
     """SIGINT drains; a second SIGINT aborts: every transfer done with 42, exit 130."""
     daemon = run_daemon("--max-host-connections", "3")
-    daemon.write(urls(http_server, "/hang", 8))
+    daemon.write(url_lines(http_server, "/hang", 8))
     daemon.wait_for("transfer.added", 8)
     daemon.signal(signal.SIGINT)
     daemon.wait_for("daemon.stopping")
@@ -109,7 +106,7 @@ def test_existing_fifo_is_reused_and_kept(
     os.mkfifo(tmp_path / "in.fifo", 0o600)
     daemon = run_daemon()
     assert daemon.events("daemon.started")[0]["created_fifo"] is False
-    daemon.write(urls(http_server, "/x", 1) + b"stop\n")
+    daemon.write(url_lines(http_server, "/x", 1) + b"stop\n")
     assert daemon.wait() == 0
     assert stat.S_ISFIFO(os.stat(tmp_path / "in.fifo").st_mode)
 
@@ -128,7 +125,7 @@ def test_burst_of_20000_keeps_the_loop_responsive(
     """20,000 URLs in one cat: SIGTERM acted on mid-burst (before the burst is all read, and
     within 2 s even on a loaded machine; typically ~10 ms); each URL read is done."""
     daemon = run_daemon("--max-total-connections", "4", "--shutdown-timeout", "0.5")
-    data = urls(http_server, "/hang", 20_000)
+    data = url_lines(http_server, "/hang", 20_000)
     writer = threading.Thread(target=_write_ignoring_epipe, args=(daemon, data), daemon=True)
     writer.start()
     daemon.wait_for("transfer.added", 2_000)
@@ -155,7 +152,7 @@ def test_ctrl_c_after_stop_aborts_and_says_so(
     """`stop`, then one Ctrl-C during the drain: abort (130), and the lines say it was a
     SIGINT during the drain after `stop`, not "a second SIGINT" (there was one)."""
     daemon = run_daemon()
-    daemon.write(urls(http_server, "/hang", 2) + b"stop\n")
+    daemon.write(url_lines(http_server, "/hang", 2) + b"stop\n")
     daemon.wait_for("transfer.added", 2)
     daemon.wait_for("daemon.stopping")
     daemon.signal(signal.SIGINT)
@@ -173,7 +170,7 @@ def test_second_ctrl_c_still_says_second_sigint(
 ) -> None:
     """Ctrl-C twice: the transfers end with "aborted by a second SIGINT", as documented."""
     daemon = run_daemon()
-    daemon.write(urls(http_server, "/hang", 1))
+    daemon.write(url_lines(http_server, "/hang", 1))
     daemon.wait_for("transfer.added")
     daemon.signal(signal.SIGINT)
     daemon.wait_for("daemon.stopping")

@@ -9,24 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from hf_support import Daemon, Server, fill, small_filesystem
-
-
-def urls(server: Server, path: str, first: int, count: int) -> list[str]:
-    return [server.url(f"{path}?n={i}") for i in range(first, first + count)]
-
-
-def lines(items: list[str]) -> bytes:
-    return ("\n".join(items) + "\n").encode()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+from hf_support import WAIT, Daemon, Server, fill, lines, small_filesystem, url_list
+from servers import wait_until
 
 
 def test_resumed_after_sigkill_none_lost_finished_ones_not_repeated(
@@ -36,14 +20,14 @@ def test_resumed_after_sigkill_none_lost_finished_ones_not_repeated(
     state = str(tmp_path / "state")
     limits = ("--max-total-connections", "500", "--max-host-connections", "500")
     first = run_daemon("--state-dir", state, *limits, "--max-queued", "100000")
-    early = urls(http_server, "/size/10", 0, 100)
+    early = url_list(http_server, "/size/10", 100, 0)
     first.write(lines(early))
     first.wait_for("transfer.done", 100)
     http_server.gate.clear()
-    held = urls(http_server, "/gate", 100, 5_500)
+    held = url_list(http_server, "/gate", 5_500, 100)
     first.write(lines(held))
     first.wait_for("transfer.added", 5_600)
-    assert wait_until(lambda: http_server.open_now >= 500)
+    assert wait_until(lambda: http_server.open_now >= 500, WAIT)
     first.proc.kill()
     first.proc.wait(5)
     http_server.gate.set()
@@ -70,10 +54,10 @@ def test_drain_timeout_defers_the_unfinished_to_the_next_start(
     """--state-dir, drain timed out: transfer.deferred, not 42; the next start fetches them."""
     state = str(tmp_path / "state")
     first = run_daemon("--state-dir", state, "--shutdown-timeout", "0.5")
-    first.write(lines(urls(http_server, "/size/5", 0, 10)))
+    first.write(lines(url_list(http_server, "/size/5", 10, 0)))
     first.wait_for("transfer.done", 10)
     http_server.gate.clear()
-    held = urls(http_server, "/gate", 10, 200)
+    held = url_list(http_server, "/gate", 200, 10)
     first.write(lines(held))
     first.wait_for("transfer.added", 210)
     first.signal(signal.SIGTERM)
@@ -98,7 +82,7 @@ def test_restart_after_clean_stop_resumes_nothing(
     """After `stop`, every URL is finished in the journal: the next start resumes none."""
     state = str(tmp_path / "state")
     first = run_daemon("--state-dir", state)
-    first.write(lines(urls(http_server, "/x", 0, 50)) + b"stop\n")
+    first.write(lines(url_list(http_server, "/x", 50, 0)) + b"stop\n")
     assert first.wait() == 0
     assert len(first.events("transfer.done")) == 50
     second = run_daemon("--state-dir", state)
@@ -129,11 +113,11 @@ def test_full_state_disk_refuses_input_keeps_transfers_and_recovers(
     with small_filesystem(state, "2m"):
         daemon = run_daemon("--state-dir", str(state))
         http_server.gate.clear()
-        running = urls(http_server, "/gate", 0, 20)
+        running = url_list(http_server, "/gate", 20, 0)
         daemon.write(lines(running))
         daemon.wait_for("transfer.added", 20)
         fill(state / "filler")
-        later = urls(http_server, "/later", 0, 300)
+        later = url_list(http_server, "/later", 300, 0)
         writer = threading.Thread(target=daemon.write, args=(lines(later),))
         writer.start()
         (refused,) = daemon.wait_for("input.refused")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hf_support import Daemon, Server, daemon_env
+from hf_support import Daemon, Server, daemon_env, status_kib
 from servers import (
     HTTPServer,
     Peer,
@@ -101,9 +101,9 @@ def test_one_megabyte_of_headers_is_56_with_memory_bounded(
     """A 1 MB header block: 56 (RECV_ERROR); the daemon's peak RSS grows by far less than that."""
     big = serve(HTTPServer(default=huge_headers(1_000_000)))
     daemon = run_daemon()
-    before = peak_rss_kib(daemon.proc.pid)
+    before = status_kib(daemon.proc.pid, "VmHWM")
     event = survives(daemon, http_server, big.url("/"), 56)
-    assert peak_rss_kib(daemon.proc.pid) - before < 2_000
+    assert status_kib(daemon.proc.pid, "VmHWM") - before < 2_000
     assert "header" in event["error"].lower()
 
 
@@ -199,13 +199,6 @@ def test_redirect_to_a_non_ascii_location_is_followed_percent_encoded(
     event = survives(daemon, http_server, odd.url("/latin1"), 0)
     assert (event["status"], event["redirects"]) == (200, 1)
     assert odd.paths() == ["/utf8", "/caf%C3%A9", "/latin1", "/caf%E9"]
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 LIMITS = ["--max-total-connections", "500", "--max-host-connections", "500"]  # past 64 fds

@@ -9,11 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from hf_support import Daemon, Server, fill, small_filesystem
-
-
-def urls(server: Server, path: str, count: int) -> bytes:
-    return "".join(f"{server.url(path)}?n={i}\n" for i in range(count)).encode()
+from hf_support import Daemon, Server, fill, small_filesystem, url_lines
 
 
 def when(event: dict[str, object]) -> float:
@@ -26,7 +22,7 @@ def test_queue_remaining_at_most_once_a_second_and_at_zero(
     """40 URLs of 0.1 s over 2 connections (about 2 s): queue.remaining lines at least 1 s
     apart, counts never growing, the last one at running 0, queued 0."""
     daemon = run_daemon("--max-total-connections", "2")
-    daemon.write(urls(http_server, "/slow/0.1", 40))
+    daemon.write(url_lines(http_server, "/slow/0.1", 40))
     daemon.wait_for("transfer.done", 40)
     daemon.wait_for_match("queue.remaining", running=0, queued=0)
     daemon.write(b"stop\n")
@@ -51,7 +47,7 @@ def test_journal_failed_when_finished_ids_cannot_be_deleted(
     with small_filesystem(state, "2m"):
         daemon = run_daemon("--state-dir", str(state))
         http_server.gate.clear()
-        daemon.write(urls(http_server, "/gate", 20))
+        daemon.write(url_lines(http_server, "/gate", 20))
         daemon.wait_for("transfer.added", 20)
         fill(state / "filler")
         http_server.gate.set()
@@ -103,7 +99,7 @@ def test_sigterm_finishes_queued_urls_not_only_running_ones(
     fetched OK (docs: stop lets every accepted transfer finish, those still queued too)."""
     daemon = run_daemon("--max-total-connections", "2")
     http_server.gate.clear()
-    daemon.write(urls(http_server, "/gate", 60))
+    daemon.write(url_lines(http_server, "/gate", 60))
     daemon.wait_for("transfer.added", 60)
     daemon.signal(signal.SIGTERM)
     (stopping,) = daemon.wait_for("daemon.stopping")

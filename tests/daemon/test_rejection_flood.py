@@ -7,20 +7,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from hf_support import WAIT, Daemon
+from hf_support import WAIT, Daemon, status_kib
 
 from hiperfifo.sources.fifo import Rejected, Tokenizer, Url
 
 SIZE = 10 * 1024 * 1024
-
-
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 def test_ten_megabytes_of_junk_is_a_bounded_number_of_lines(
@@ -35,7 +27,7 @@ def test_ten_megabytes_of_junk_is_a_bounded_number_of_lines(
     expected = sum(isinstance(item, Rejected) for item in items)
     assert expected > 100_000
     daemon = run_daemon("--token-timeout", "0")
-    before = rss_kib(daemon.proc.pid, "VmHWM")
+    before = status_kib(daemon.proc.pid, "VmHWM")
     started = time.monotonic()
     writer = threading.Thread(target=daemon.write, args=(junk + b"\n",))
     writer.start()
@@ -51,7 +43,7 @@ def test_ten_megabytes_of_junk_is_a_bounded_number_of_lines(
         assert time.monotonic() < deadline, f"{counted()} of {expected} rejections reported"
         time.sleep(0.05)
     elapsed = time.monotonic() - started
-    peak = rss_kib(daemon.proc.pid, "VmHWM")
+    peak = status_kib(daemon.proc.pid, "VmHWM")
     daemon.write(b"stop\n")
     assert daemon.wait() == 0
     lines = daemon.events("input.rejected")
