@@ -85,6 +85,22 @@ def http_server(serve: Callable[[HTTPServer], HTTPServer]) -> HTTPServer:
     )
 
 
+@pytest.fixture(scope="session")
+def ca() -> Any:
+    """A throw-away certificate authority (trustme) for the TLS servers (servers.tls_context)."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CA's certificate as a PEM file, for Easy(ca_file=...) and --cacert."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
 @pytest.fixture
 def names() -> Names:
     """The test's name service: `names["x.test"] = ["127.0.0.1"]`, or

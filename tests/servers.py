@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import h11
+import trustme
 
 HELLO = b"hello, world\n"  # the body of the standard test server's "/"
 POLL_INTERVAL = 0.05  # how often blocked server threads look at the stop flag
@@ -402,6 +403,20 @@ class HTTPServer(Server):
             route = self.routes.get(request.target.split("?")[0], self.default)
             if not route(request, peer):
                 return
+
+
+def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
+    """A server-side TLS context presenting `cert`, offering ALPN http/1.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def tls_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """server_context() for a certificate `ca` issues for `names` (127.0.0.1 and localhost
+    when none): every TLS test server, engine or daemon, is built on this."""
+    return server_context(ca.issue_cert(*(names or ("127.0.0.1", "localhost"))))
 
 
 # --- answers: each returns a Route, i.e. (request, peer) -> keep the connection? ---

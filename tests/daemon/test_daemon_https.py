@@ -15,6 +15,7 @@ import pytest
 import trustme
 from hf_support import WAIT, Daemon, Server, spawn
 from proxies import PROXY_KINDS, RealProxy, start_proxy
+from servers import tls_context
 
 from hiperfifo.config import ConfigError, build
 
@@ -80,24 +81,10 @@ def serving(server: ContentServer) -> Iterator[ContentServer]:
     thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
 @pytest.fixture
 def tls_server(ca: trustme.CA) -> Iterator[ContentServer]:
     """HTTPS on 127.0.0.1 with a certificate for 127.0.0.1 and localhost from `ca`."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    yield from serving(ContentServer(context))
+    yield from serving(ContentServer(tls_context(ca)))
 
 
 @pytest.fixture
@@ -125,7 +112,7 @@ def fetch(daemon: Daemon, *urls: str) -> list[dict[str, Any]]:
 
 
 def test_https_verified_with_cacert_and_refused_without(
-    run_daemon: Callable[..., Daemon], tls_server: ContentServer, ca_file: Path
+    run_daemon: Callable[..., Daemon], tls_server: ContentServer, ca_file: str
 ) -> None:
     """--cacert: 127.0.0.1 and localhost fetch (0); without it the same URL fails with 60."""
     urls = [tls_server.url("/a"), tls_server.url("/b", host="localhost")]
@@ -171,7 +158,7 @@ def test_proxy_option_for_http_and_connect_tunnel_for_https(
     real_proxy: RealProxy,
     content_server: ContentServer,
     tls_server: ContentServer,
-    ca_file: Path,
+    ca_file: str,
 ) -> None:
     """--proxy: http goes through the proxy as an absolute-URI request, https as CONNECT."""
     daemon = run_daemon("--proxy", real_proxy.url, "--cacert", str(ca_file))

@@ -6,7 +6,6 @@ a failure must leave nothing behind that hurts the next transfer.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from servers import (
     closes_before_any_byte,
     never_answers,
     raw,
+    tls_context,
 )
 
 from hiperfifo.engine import Code, Easy
@@ -159,10 +159,8 @@ def test_more_redirects_than_max_redirs_is_too_many_redirects_47(
 
 def tls_server(ca: trustme.CA, *names: str) -> HTTPServer:
     """An HTTPS server with a certificate for `names`, signed by `ca`."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
-    return HTTPServer(default=raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
-                      ssl_context=context)  # fmt: skip
+    ok = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    return HTTPServer(default=ok, ssl_context=tls_context(ca, *names))
 
 
 def test_untrusted_certificate_is_peer_failed_verification_60(

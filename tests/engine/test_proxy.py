@@ -3,14 +3,13 @@ proxies that misbehave."""
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Iterator
 
 import pytest
 import trustme
 from proxies import PROXY_KINDS, RealProxy, start_proxy
-from servers import Request, Server, closed_port
+from servers import Request, Server, closed_port, tls_context
 from tls_servers import HttpServer, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
@@ -31,9 +30,7 @@ def real_proxy(
 
 
 def tls_origin(ca: trustme.CA) -> HttpServer:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return HttpServer(lambda _r: HELLO, ssl_context=context)
+    return HttpServer(lambda _r: HELLO, ssl_context=tls_context(ca, "127.0.0.1"))
 
 
 def fetch(drv: SelectorDriver, url: str, **options: object) -> tuple[Easy, bytes]:

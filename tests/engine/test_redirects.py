@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import trustme
-from servers import Request, chunked_response
+from servers import Request, chunked_response, tls_context
 from tls_servers import HttpServer, response
 
 from hiperfifo.engine import Code, Easy
@@ -344,17 +342,12 @@ def test_cross_host_redirect_leaves_the_options_alone(drv: SelectorDriver) -> No
     ]
 
 
-def test_redirect_from_http_to_https(drv: SelectorDriver, tmp_path: Path) -> None:
+def test_redirect_from_http_to_https(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
     """An http URL redirecting to https: TLS to the new origin, no credentials carried over."""
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    tls = HttpServer(routes({"/secure": FINAL}), ssl_context=context)
+    tls = HttpServer(routes({"/secure": FINAL}), ssl_context=tls_context(ca, "127.0.0.1"))
     with tls, HttpServer(routes({"/start": moved(tls.url("/secure"), 301)})) as plain:
         easy, body = fetch(
-            drv, plain.url("/start"), follow_location=True, ca_file=str(ca_file), headers=SECRETS
+            drv, plain.url("/start"), follow_location=True, ca_file=ca_file, headers=SECRETS
         )
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"

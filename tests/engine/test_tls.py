@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from servers import Peer, Request, Server
+from servers import Peer, Request, Server, server_context, tls_context
 from tls_servers import HttpServer, answer_once, hold, relay, response
 
 from hiperfifo.engine import Code, Easy
@@ -23,18 +23,10 @@ from hiperfifo.engine.testing import SelectorDriver
 HELLO = response(200, b"hello over tls", [("Content-Type", "text/plain")])
 
 
-def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
-    """A server context presenting `cert`, offering ALPN http/1.1."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 def tls_server(ca: trustme.CA, *names: str, app: object = None) -> HttpServer:
     """An HTTPS keep-alive server whose certificate (for `names`) is signed by `ca`."""
-    cert = ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
-    return HttpServer(app or (lambda _request: HELLO), ssl_context=server_context(cert))  # type: ignore[arg-type]
+    context = tls_context(ca, *names)
+    return HttpServer(app or (lambda _request: HELLO), ssl_context=context)  # type: ignore[arg-type]
 
 
 def fetch(drv: SelectorDriver, url: str, **options: object) -> tuple[Easy, bytes]:
