@@ -17,7 +17,7 @@ from operator import itemgetter
 
 from structlog.typing import FilteringBoundLogger
 
-from hiperfifo.jobs import Jobs, Pending, Phase
+from hiperfifo.jobs import Jobs, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
@@ -124,7 +124,7 @@ class Intake:
                 log.info("transfer.added", id=transfer_id, url=redact(item.url))
             else:
                 log.info("transfer.added", id=transfer_id, url=redact(item.url), entry=item.entry)
-            queue.append(Pending(transfer_id, item.url, now, source, item.entry))
+            queue.append((transfer_id, item.url, now, source, item.entry))
         return True
 
     def _reject(self, reason: str, token: str) -> None:
@@ -172,7 +172,7 @@ class Intake:
         now = self._clock()
         for transfer_id, url in self._journal.unfinished():
             self._log.info("transfer.resumed", id=transfer_id, url=redact(url))
-            self._jobs.queue.append(Pending(transfer_id, url, now, source))
+            self._jobs.queue.append((transfer_id, url, now, source, None))
         self._jobs.feed()
 
     # -- input refused while the journal cannot be written, paused over a backlog --

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -54,14 +54,11 @@ class Phase(Enum):
     ABORTING = "aborting"  # second SIGINT, --shutdown-timeout: nothing more starts
 
 
-class Pending(NamedTuple):
-    """An accepted URL not yet handed to the engine."""
-
-    id: int
-    url: str
-    accepted: float  # clock() when accepted
-    source: Source
-    entry: str | None = None  # the source's name for it (a Redis entry id)
+# An accepted URL not yet handed to the engine: (id, url, accepted, source, entry), where
+# accepted is clock() when it was accepted and entry the source's name for it (a Redis
+# entry id) or None. A plain tuple: 100,000 of them may wait, and a NamedTuple costs
+# a Python-level __new__ per URL.
+Pending = tuple[int, str, float, Source, str | None]
 
 
 @dataclass(eq=False)
@@ -323,8 +320,7 @@ class Jobs:
             else:
                 self.report(job, Code.ABORTED_BY_CALLBACK, why)
         while self.queue:
-            pending = self.queue.popleft()
-            transfer_id, url, accepted, source, entry = pending
+            transfer_id, url, accepted, source, entry = self.queue.popleft()
             if keep and source.journaled:
                 self._defer(transfer_id, url, why)
                 continue
