@@ -35,19 +35,13 @@ def moved(location: str, status: int = 302, body: bytes = b"redirect body") -> b
 
 
 FINAL = response(200, b"final body")
+Fetch = Callable[..., tuple[Easy, bytes]]
 
 
-def fetch(drv: SelectorDriver, url: str, **options: object) -> tuple[Easy, bytes]:
-    body = bytearray()
-    easy = Easy(url, write_function=body.extend, **options)  # type: ignore[arg-type]
-    drv.perform(easy, timeout=20)
-    return easy, bytes(body)
-
-
-def test_without_follow_location_a_302_is_the_result(drv: SelectorDriver) -> None:
+def test_without_follow_location_a_302_is_the_result(fetch: Fetch) -> None:
     """Not following: OK with response_code 302, its body delivered, nothing else fetched."""
     with HttpServer(routes({"/start": moved("/final"), "/final": FINAL})) as srv:
-        easy, body = fetch(drv, srv.url("/start"))
+        easy, body = fetch(srv.url("/start"))
     assert (easy.result, easy.response_code) == (Code.OK, 302)
     assert body == b"redirect body"
     assert easy.effective_url == srv.url("/start")
@@ -55,7 +49,7 @@ def test_without_follow_location_a_302_is_the_result(drv: SelectorDriver) -> Non
     assert [r.target for r in srv.requests] == ["/start"]
 
 
-def test_follows_absolute_and_relative_locations(drv: SelectorDriver) -> None:
+def test_follows_absolute_and_relative_locations(fetch: Fetch) -> None:
     """Absolute, relative, dot-dot and root-relative Locations resolve like a browser's."""
     srv: HttpServer
     table: dict[str, Answer] = {
@@ -66,7 +60,7 @@ def test_follows_absolute_and_relative_locations(drv: SelectorDriver) -> None:
         "/f": FINAL,
     }
     with HttpServer(routes(table)) as srv:
-        easy, body = fetch(drv, srv.url("/a"), follow_location=True)
+        easy, body = fetch(srv.url("/a"), follow_location=True)
     assert easy.result is Code.OK, easy.error
     assert [r.target for r in srv.requests] == ["/a", "/b/c", "/b/d?x=1", "/e", "/f"]
     assert easy.response_code == 200
@@ -75,7 +69,7 @@ def test_follows_absolute_and_relative_locations(drv: SelectorDriver) -> None:
     assert body == b"final body"
 
 
-def test_redirect_bodies_are_not_delivered(drv: SelectorDriver) -> None:
+def test_redirect_bodies_are_not_delivered(fetch: Fetch) -> None:
     """Bodies of followed redirects (Content-Length and chunked) never reach write_function."""
     table: dict[str, Answer] = {
         "/1": moved("/2", body=b"FIRST-REDIRECT-BODY" * 100),
@@ -86,20 +80,18 @@ def test_redirect_bodies_are_not_delivered(drv: SelectorDriver) -> None:
     }
     headers: list[bytes] = []
     with HttpServer(routes(table)) as srv:
-        easy, body = fetch(
-            drv, srv.url("/1"), follow_location=True, header_function=headers.append
-        )
+        easy, body = fetch(srv.url("/1"), follow_location=True, header_function=headers.append)
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"
     assert easy.redirect_count == 2
     assert sum(line.startswith(b"HTTP/1.1 ") for line in headers) == 3
 
 
-def test_redirect_info_filled(drv: SelectorDriver) -> None:
+def test_redirect_info_filled(fetch: Fetch) -> None:
     """redirect_time is > 0 and within total_time; same-host hops reuse one connection."""
     table: dict[str, Answer] = {"/1": moved("/2"), "/2": moved("/3"), "/3": FINAL}
     with HttpServer(routes(table)) as srv:
-        easy, _ = fetch(drv, srv.url("/1"), follow_location=True)
+        easy, _ = fetch(srv.url("/1"), follow_location=True)
     assert easy.result is Code.OK, easy.error
     assert easy.redirect_count == 2
     assert 0 < easy.redirect_time <= easy.total_time
@@ -107,21 +99,21 @@ def test_redirect_info_filled(drv: SelectorDriver) -> None:
     assert srv.accepted == 1
 
 
-def test_redirect_that_closes_its_connection(drv: SelectorDriver) -> None:
+def test_redirect_that_closes_its_connection(fetch: Fetch) -> None:
     """A redirect answered with Connection: close: the next hop opens a new connection."""
     closing = response(302, b"bye", [("Location", "/final"), ("Connection", "close")])
     with HttpServer(routes({"/start": closing, "/final": FINAL})) as srv:
-        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+        easy, body = fetch(srv.url("/start"), follow_location=True)
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"
     assert easy.num_connects == 2
     assert srv.accepted == 2
 
 
-def test_redirect_loop_stops_at_max_redirs(drv: SelectorDriver) -> None:
+def test_redirect_loop_stops_at_max_redirs(fetch: Fetch) -> None:
     """A 302 to itself with max_redirs=3: TOO_MANY_REDIRECTS after 4 requests, as curl."""
     with HttpServer(routes({"/loop": moved("/loop")})) as srv:
-        easy, body = fetch(drv, srv.url("/loop"), follow_location=True, max_redirs=3)
+        easy, body = fetch(srv.url("/loop"), follow_location=True, max_redirs=3)
     assert easy.result is Code.TOO_MANY_REDIRECTS
     assert easy.error == "Maximum (3) redirects followed"
     assert easy.redirect_count == 3
@@ -129,10 +121,10 @@ def test_redirect_loop_stops_at_max_redirs(drv: SelectorDriver) -> None:
     assert body == b""
 
 
-def test_max_redirs_zero_refuses_the_first_redirect(drv: SelectorDriver) -> None:
+def test_max_redirs_zero_refuses_the_first_redirect(fetch: Fetch) -> None:
     """max_redirs=0 with follow_location: the first redirect is already too many (47)."""
     with HttpServer(routes({"/start": moved("/final"), "/final": FINAL})) as srv:
-        easy, _ = fetch(drv, srv.url("/start"), follow_location=True, max_redirs=0)
+        easy, _ = fetch(srv.url("/start"), follow_location=True, max_redirs=0)
     assert easy.result is Code.TOO_MANY_REDIRECTS
     assert [r.target for r in srv.requests] == ["/start"]
 
@@ -147,20 +139,20 @@ def hops(count: int) -> Callable[[Request], bytes]:
     return app
 
 
-def test_default_max_redirs_is_thirty(drv: SelectorDriver) -> None:
+def test_default_max_redirs_is_thirty(fetch: Fetch) -> None:
     """libcurl's default: 30 redirects are followed, the 31st is TOO_MANY_REDIRECTS."""
     with HttpServer(hops(30)) as srv:
-        ok, _ = fetch(drv, srv.url("/0"), follow_location=True)
+        ok, _ = fetch(srv.url("/0"), follow_location=True)
     with HttpServer(hops(31)) as srv:
-        too_many, _ = fetch(drv, srv.url("/0"), follow_location=True)
+        too_many, _ = fetch(srv.url("/0"), follow_location=True)
     assert (ok.result, ok.redirect_count) == (Code.OK, 30)
     assert (too_many.result, too_many.redirect_count) == (Code.TOO_MANY_REDIRECTS, 30)
 
 
-def test_max_redirs_minus_one_is_unlimited(drv: SelectorDriver) -> None:
+def test_max_redirs_minus_one_is_unlimited(fetch: Fetch) -> None:
     """CURLOPT_MAXREDIRS -1 means no limit: a 40-hop chain ends OK."""
     with HttpServer(hops(40)) as srv:
-        easy, body = fetch(drv, srv.url("/0"), follow_location=True, max_redirs=-1)
+        easy, body = fetch(srv.url("/0"), follow_location=True, max_redirs=-1)
     assert easy.result is Code.OK, easy.error
     assert easy.redirect_count == 40
     assert body == b"final body"
@@ -180,13 +172,13 @@ def test_max_redirs_minus_one_is_unlimited(drv: SelectorDriver) -> None:
     ],
 )
 def test_redirect_method_and_body(
-    drv: SelectorDriver, status: int, method: str, then_method: str, body_kept: bool
+    fetch: Fetch, status: int, method: str, then_method: str, body_kept: bool
 ) -> None:
     """301/302 turn POST into GET, 303 turns all but HEAD into GET, 307/308 keep both."""
     table = {"/start": moved("/final", status), "/final": FINAL}
     upload = None if method == "HEAD" else b"field=value"
     with HttpServer(routes(table)) as srv:
-        easy, _ = fetch(drv, srv.url("/start"), follow_location=True, method=method, body=upload)
+        easy, _ = fetch(srv.url("/start"), follow_location=True, method=method, body=upload)
     assert easy.result is Code.OK, easy.error
     first, second = srv.requests
     assert (first.method, first.body) == (method, upload or b"")
@@ -202,10 +194,10 @@ def test_redirect_method_and_body(
 @pytest.mark.parametrize(
     "location", ["ftp://127.0.0.1/file", "file:///etc/passwd", "gopher://127.0.0.1/"]
 )
-def test_redirect_to_other_schemes_refused(drv: SelectorDriver, location: str) -> None:
+def test_redirect_to_other_schemes_refused(fetch: Fetch, location: str) -> None:
     """Only http and https are followed: anything else is UNSUPPORTED_PROTOCOL (1)."""
     with HttpServer(routes({"/start": moved(location)})) as srv:
-        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+        easy, body = fetch(srv.url("/start"), follow_location=True)
     assert easy.result is Code.UNSUPPORTED_PROTOCOL
     assert location.split(":")[0] in easy.error
     assert body == b""
@@ -221,23 +213,21 @@ def test_redirect_to_other_schemes_refused(drv: SelectorDriver, location: str) -
     ],
     ids=["space", "utf8", "fragment"],
 )
-def test_location_is_encoded_like_curl(
-    drv: SelectorDriver, location: bytes, arrives_as: str
-) -> None:
+def test_location_is_encoded_like_curl(fetch: Fetch, location: bytes, arrives_as: str) -> None:
     """Spaces and raw UTF-8 in a Location are percent-encoded as curl does; no fragment sent."""
     raw = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: " + location + b"\r\n\r\n"
     table: dict[str, Answer] = {"/start": raw}
     with HttpServer(routes(table, default=FINAL)) as srv:
-        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+        easy, body = fetch(srv.url("/start"), follow_location=True)
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"
     assert [r.target.lower() for r in srv.requests] == ["/start", arrives_as]
 
 
-def test_302_without_location_is_the_result(drv: SelectorDriver) -> None:
+def test_302_without_location_is_the_result(fetch: Fetch) -> None:
     """A redirect status with no Location header ends the transfer OK with its body."""
     with HttpServer(routes({"/start": response(302, b"nowhere to go")})) as srv:
-        easy, body = fetch(drv, srv.url("/start"), follow_location=True)
+        easy, body = fetch(srv.url("/start"), follow_location=True)
     assert (easy.result, easy.response_code, easy.redirect_count) == (Code.OK, 302, 0)
     assert body == b"nowhere to go"
 
@@ -245,17 +235,17 @@ def test_302_without_location_is_the_result(drv: SelectorDriver) -> None:
 SECRETS = (("Authorization", "Bearer secret"), ("Cookie", "session=secret"))
 
 
-def test_credentials_kept_on_the_same_host(drv: SelectorDriver) -> None:
+def test_credentials_kept_on_the_same_host(fetch: Fetch) -> None:
     """Authorization and Cookie headers go with a redirect that stays on the same origin."""
     with HttpServer(routes({"/start": moved("/final"), "/final": FINAL})) as srv:
-        easy, _ = fetch(drv, srv.url("/start"), follow_location=True, headers=SECRETS)
+        easy, _ = fetch(srv.url("/start"), follow_location=True, headers=SECRETS)
     assert easy.result is Code.OK, easy.error
     for request in srv.requests:
         assert request.header("authorization") == "Bearer secret"
         assert request.header("cookie") == "session=secret"
 
 
-def test_credentials_not_sent_to_another_host(drv: SelectorDriver) -> None:
+def test_credentials_not_sent_to_another_host(fetch: Fetch) -> None:
     """127.0.0.1 → localhost: a user's Authorization and Cookie are not sent to the new host."""
     srv: HttpServer
     table: dict[str, Answer] = {
@@ -263,7 +253,7 @@ def test_credentials_not_sent_to_another_host(drv: SelectorDriver) -> None:
         "/final": FINAL,
     }
     with HttpServer(routes(table)) as srv:
-        easy, body = fetch(drv, srv.url("/start"), follow_location=True, headers=SECRETS)
+        easy, body = fetch(srv.url("/start"), follow_location=True, headers=SECRETS)
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"
     first, second = srv.requests
@@ -274,7 +264,7 @@ def test_credentials_not_sent_to_another_host(drv: SelectorDriver) -> None:
     assert second.header("cookie") is None
 
 
-def test_url_credentials_not_sent_to_another_host(drv: SelectorDriver) -> None:
+def test_url_credentials_not_sent_to_another_host(fetch: Fetch) -> None:
     """user:password@ in the URL authenticates the first host only."""
     srv: HttpServer
     table: dict[str, Answer] = {
@@ -283,19 +273,19 @@ def test_url_credentials_not_sent_to_another_host(drv: SelectorDriver) -> None:
     }
     with HttpServer(routes(table)) as srv:
         url = srv.url("/start").replace("http://", "http://user:pw@")
-        easy, _ = fetch(drv, url, follow_location=True)
+        easy, _ = fetch(url, follow_location=True)
     assert easy.result is Code.OK, easy.error
     first, second = srv.requests
     assert first.header("authorization") == "Basic dXNlcjpwdw=="
     assert second.header("authorization") is None
 
 
-def test_credentials_not_sent_to_another_port(drv: SelectorDriver) -> None:
+def test_credentials_not_sent_to_another_port(fetch: Fetch) -> None:
     """Same host, other port: another origin, no Authorization (curl >= 7.83, CVE-2022-27776)."""
     with HttpServer(routes({"/final": FINAL})) as other:
         table = {"/start": moved(other.url("/final"))}
         with HttpServer(routes(table)) as srv:
-            easy, _ = fetch(drv, srv.url("/start"), follow_location=True, headers=SECRETS)
+            easy, _ = fetch(srv.url("/start"), follow_location=True, headers=SECRETS)
     assert easy.result is Code.OK, easy.error
     assert srv.requests[0].header("authorization") == "Bearer secret"
     (arrived,) = other.requests
@@ -303,7 +293,7 @@ def test_credentials_not_sent_to_another_port(drv: SelectorDriver) -> None:
     assert arrived.header("cookie") is None
 
 
-def test_credentials_return_with_the_first_host(drv: SelectorDriver) -> None:
+def test_credentials_return_with_the_first_host(fetch: Fetch) -> None:
     """127.0.0.1 → localhost → 127.0.0.1: sent, withheld, sent again (as curl does)."""
     srv: HttpServer
     table: dict[str, Answer] = {
@@ -312,7 +302,7 @@ def test_credentials_return_with_the_first_host(drv: SelectorDriver) -> None:
         "/back": FINAL,
     }
     with HttpServer(routes(table)) as srv:
-        easy, _ = fetch(drv, srv.url("/start"), follow_location=True, headers=SECRETS)
+        easy, _ = fetch(srv.url("/start"), follow_location=True, headers=SECRETS)
     assert easy.result is Code.OK, easy.error
     assert [r.header("authorization") for r in srv.requests] == [
         "Bearer secret",
@@ -342,12 +332,12 @@ def test_cross_host_redirect_leaves_the_options_alone(drv: SelectorDriver) -> No
     ]
 
 
-def test_redirect_from_http_to_https(drv: SelectorDriver, ca: trustme.CA, ca_file: str) -> None:
+def test_redirect_from_http_to_https(fetch: Fetch, ca: trustme.CA, ca_file: str) -> None:
     """An http URL redirecting to https: TLS to the new origin, no credentials carried over."""
     tls = HttpServer(routes({"/secure": FINAL}), ssl_context=tls_context(ca, "127.0.0.1"))
     with tls, HttpServer(routes({"/start": moved(tls.url("/secure"), 301)})) as plain:
         easy, body = fetch(
-            drv, plain.url("/start"), follow_location=True, ca_file=ca_file, headers=SECRETS
+            plain.url("/start"), follow_location=True, ca_file=ca_file, headers=SECRETS
         )
     assert easy.result is Code.OK, easy.error
     assert body == b"final body"
