@@ -287,3 +287,20 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} for {pid}")
+
+
+SD_ACTIVATE = 'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=urls; exec "$@"'
+
+
+def activated(fd: int, args: list[str]) -> subprocess.Popen[bytes]:
+    """`python -m hiperfifo args` with `fd` as its fd 3 and LISTEN_PID/LISTEN_FDS set, as
+    systemd's socket activation does (bash moves the fd: dash allows fds 0-9 only)."""
+    move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+    return subprocess.Popen(
+        ["bash", "-c", move + SD_ACTIVATE, "bash", sys.executable, "-m", "hiperfifo", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env(),
+        pass_fds=(fd,),
+    )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hf_support import Daemon, Server, daemon_env, spawn
+from hf_support import Daemon, Server, activated, spawn
 
 NOTICE = 3.0  # seconds: "within a few seconds"
 
@@ -67,30 +65,13 @@ def test_fifo_replaced_by_a_regular_file_drains_and_exits_2(
     assert daemon.fifo.read_text() == "http://example.invalid/\n"  # never replaced
 
 
-SD_ACTIVATE = 'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-
-
 def test_systemd_fifo_deleted_exits_2(tmp_path: Path) -> None:
     """A FIFO handed over by systemd (LISTEN_FDS) and then deleted: fifo.lost and exit 2."""
     path = tmp_path / "urls.fifo"
     os.mkfifo(path, 0o620)
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     log = tmp_path / "daemon.log"
-    args = [sys.executable, "-m", "hiperfifo", "--log-file", str(log), "--fifo", "unused"]
-    proc = subprocess.Popen(
-        [
-            "bash",
-            "-c",
-            ("" if fd == 3 else f"exec 3<&{fd} {fd}<&-; ") + SD_ACTIVATE,
-            "bash",
-            *args,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=daemon_env(),
-        pass_fds=(fd,),
-    )
+    proc = activated(fd, ["--log-file", str(log), "--fifo", "unused"])
     os.close(fd)
     daemon = Daemon(proc, path, log)
     try:

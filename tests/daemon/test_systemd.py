@@ -9,8 +9,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import termios
 import threading
 import time
@@ -18,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hf_support import WAIT, Daemon, Server, daemon_env, spawn
+from hf_support import WAIT, Daemon, Server, activated, spawn
 
 from hiperfifo.systemd import Notifier, take_listen_fds, watchdog_interval
 
@@ -294,21 +292,6 @@ def test_take_listen_fds_removes_the_variables_whoever_they_were_for() -> None:
 
 
 # -- socket activation: the FIFO as fd 3 -------------------------------------
-
-SD_ACTIVATE = 'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=urls; exec "$@"'
-
-
-def activated(fd: int, args: list[str]) -> subprocess.Popen[bytes]:
-    """`python -m hiperfifo args` with `fd` as its fd 3 and LISTEN_PID set, as systemd does."""
-    move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "  # bash: dash allows fds 0-9 only
-    return subprocess.Popen(
-        ["bash", "-c", move + SD_ACTIVATE, "bash", sys.executable, "-m", "hiperfifo", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=daemon_env(),
-        pass_fds=(fd,),
-    )
 
 
 def test_listen_fds_fifo_is_read_and_never_unlinked(tmp_path: Path, http_server: Server) -> None:
