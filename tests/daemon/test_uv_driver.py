@@ -191,3 +191,35 @@ def test_paused_watch_leaves_bytes_unread_until_resumed() -> None:
     driver.close()
     os.close(read_fd)
     os.close(write_fd)
+
+
+def test_a_waker_sent_from_another_thread_runs_its_callback_on_the_loop() -> None:
+    """Driver.waker (uv Async), as a source on its own thread uses it: each send() from the
+    thread leads to a callback on the loop's thread; stop() closes it with the driver."""
+    driver = Driver(Multi(), lambda _messages: None)
+    ran_on: list[int] = []
+    sent = threading.Event()
+
+    def woken() -> None:
+        ran_on.append(threading.get_ident())
+        if sent.is_set():
+            driver.stop()
+
+    waker = driver.waker(woken)
+
+    def thread_body() -> None:
+        waker.send()
+        sent.set()
+        waker.send()
+
+    watchdog = driver.call_later(WAIT, driver.stop)
+    thread = threading.Thread(target=thread_body)
+    thread.start()
+    driver.run()
+    thread.join(WAIT)
+    watchdog.stop()
+    assert ran_on  # the sends may coalesce into one call, never into none
+    assert set(ran_on) == {threading.get_ident()}
+    waker.stop()
+    driver.close()
+    assert [h for h in driver.loop.handles if isinstance(h, pyuv.Async) and not h.closed] == []
