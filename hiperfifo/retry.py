@@ -149,7 +149,7 @@ class RetryWaits:
     def __init__(self, alarm: Alarm, clock: Callable[[], float]) -> None:
         self._alarm = alarm
         self._clock = clock
-        self._heap = Deadlines()
+        self._heap: Deadlines[str] = Deadlines()
         self._due: dict[int, float] = {}  # id -> when: for pop_later and the count
 
     def __len__(self) -> int:

@@ -2,7 +2,8 @@
 
 A Connection answers questions (`is_alive()`, `is_reusable()`) and moves
 bytes when told the socket is ready; it never waits. `OSError` from the
-socket is the caller's to map. Closing goes through the multi, which
+socket is the caller's to map, except in the TLS handshake, which maps its
+own failures (SSL_CONNECT_ERROR). Closing goes through the multi, which
 announces POLL_REMOVE first.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import socket
 
+from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import Http1
 from hiperfifo.engine.tls import TlsSession
 
@@ -126,6 +128,29 @@ class Connection:
                 return False
             self.outbuf = self.outbuf[sent:]
         return True
+
+    def handshake(self, view: memoryview) -> bool:
+        """Advance the TLS handshake as far as the socket allows; True when it is done."""
+        tls = self.tls
+        assert tls is not None
+        try:
+            while True:
+                done = tls.handshake()
+                self.queue_raw(tls.take_outgoing())
+                if not self.flush():
+                    return False
+                if done:
+                    return True
+                n = self.sock.recv_into(view)
+                if n == 0:
+                    raise TransferError(
+                        Code.SSL_CONNECT_ERROR, "Connection closed in the TLS handshake"
+                    )
+                tls.feed(view[:n])
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}") from exc
 
     def is_alive(self) -> bool:
         """A pooled connection is usable if the server has neither closed it nor spoken."""

@@ -1,21 +1,36 @@
 """Named deadlines in one heap (curl's Curl_expire, trio's Deadlines).
 
-Each owner (a transfer) has named deadlines: "run", "connect", "total",
-"speed", "eyeballs", ... Setting a name replaces its earlier instant; the
-heap keeps stale entries and skips them lazily, and is compacted when stale
-entries outnumber live ones (as asyncio does with cancelled timers), so a
-cleared 300 s deadline does not keep a finished transfer alive for 300 s.
+Each owner (a transfer) has named deadlines (the transfer names them with
+an IntEnum, `Due`: run, connect, total, speed, eyeballs). Setting a name
+replaces its earlier instant; the heap keeps stale entries and skips
+them lazily, and is compacted when stale entries outnumber live ones (as
+asyncio does with cancelled timers), so a cleared 300 s deadline does not
+keep a finished transfer alive for 300 s.
 Nothing here reads a clock: callers pass `now`.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+Name = TypeVar("Name", bound=Hashable)
 
 
-class Deadlines:
+class Due(enum.IntEnum):
+    """A transfer's deadline names (curl's Curl_expire ids); transfer.py maps each to a handler."""
+
+    RUN = enum.auto()  # run at once, from the timer (added, or left the pending queue)
+    CONNECT = enum.auto()  # CURLOPT_CONNECTTIMEOUT
+    TOTAL = enum.auto()  # CURLOPT_TIMEOUT
+    SPEED = enum.auto()  # judge the low-speed period
+    EYEBALLS = enum.auto()  # start the next happy-eyeballs attempt
+
+
+class Deadlines(Generic[Name]):
     """One heap of (instant, seq, owner, name) with lazy deletion; live ones by owner.
 
     Live deadlines are kept per owner (owner -> name -> seq), so that a transfer
@@ -24,15 +39,15 @@ class Deadlines:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Hashable, str]] = []
-        self._live: dict[Hashable, dict[str, int]] = {}
+        self._heap: list[tuple[float, int, Hashable, Name]] = []
+        self._live: dict[Hashable, dict[Name, int]] = {}
         self._count = 0  # live deadlines, over every owner
         self._seq = itertools.count()
 
     def __len__(self) -> int:
         return self._count
 
-    def set(self, owner: Hashable, name: str, when: float) -> None:
+    def set(self, owner: Hashable, name: Name, when: float) -> None:
         """Arm (or re-arm) `owner`'s deadline `name` at the absolute instant `when`."""
         seq = next(self._seq)
         mine = self._live.get(owner)
@@ -44,19 +59,19 @@ class Deadlines:
         heapq.heappush(self._heap, (when, seq, owner, name))
         self._compact_if_stale()
 
-    def clear(self, owner: Hashable, name: str) -> None:
+    def clear(self, owner: Hashable, name: Name) -> None:
         """Disarm one deadline; its heap entry is dropped when it surfaces or at compaction."""
         self._disarm(owner, (name,))
 
-    def clear_owner(self, owner: Hashable, names: tuple[str, ...]) -> None:
+    def clear_owner(self, owner: Hashable, names: tuple[Name, ...]) -> None:
         """Disarm every listed deadline of `owner`."""
         self._disarm(owner, names)
 
-    def is_set(self, owner: Hashable, name: str) -> bool:
+    def is_set(self, owner: Hashable, name: Name) -> bool:
         mine = self._live.get(owner)
         return mine is not None and name in mine
 
-    def _disarm(self, owner: Hashable, names: tuple[str, ...]) -> None:
+    def _disarm(self, owner: Hashable, names: tuple[Name, ...]) -> None:
         mine = self._live.get(owner)
         if not mine:
             return
@@ -67,7 +82,7 @@ class Deadlines:
             del self._live[owner]
         self._compact_if_stale()
 
-    def _is_live(self, seq: int, owner: Hashable, name: str) -> bool:
+    def _is_live(self, seq: int, owner: Hashable, name: Name) -> bool:
         mine = self._live.get(owner)
         return mine is not None and mine.get(name) == seq
 
@@ -89,10 +104,10 @@ class Deadlines:
             heapq.heappop(heap)
         return None
 
-    def pop_expired(self, now: float) -> list[tuple[Hashable, str]]:
+    def pop_expired(self, now: float) -> list[tuple[Hashable, Name]]:
         """Remove and return every live deadline at or before `now`, earliest first."""
         heap = self._heap
-        expired: list[tuple[Hashable, str]] = []
+        expired: list[tuple[Hashable, Name]] = []
         while heap and heap[0][0] <= now:
             _when, seq, owner, name = heapq.heappop(heap)
             mine = self._live.get(owner)

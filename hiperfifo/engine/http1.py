@@ -104,9 +104,30 @@ class ResponseHead(NamedTuple):
         return None
 
 
-# Event kinds returned by Http1.receive(): ("head", ResponseHead), ("info", ResponseHead),
-# ("data", bytes), ("end", None)
-Event = tuple[str, object]
+class Head(NamedTuple):
+    """Event: the final response head."""
+
+    head: ResponseHead
+
+
+class Info(NamedTuple):
+    """Event: an informational (1xx) response head; the final one is still to come."""
+
+    head: ResponseHead
+
+
+class Data(NamedTuple):
+    """Event: body bytes, as they came (still encoded)."""
+
+    data: bytes
+
+
+class End(NamedTuple):
+    """Event: the response ended; the connection may carry the next request if reusable()."""
+
+
+END = End()  # the only End there is: no allocation per response
+Event = Head | Info | Data | End  # what Http1.receive() returns, in order
 # A parsed head: its kind ("head" or "info"), the head, its body framing, whether it closes.
 _Parsed = tuple[str, ResponseHead, int, bool]
 
@@ -263,7 +284,7 @@ class Http1:
         events: list[Event] = []
         while self._end >= 0:
             kind, response, length, closes = self._parse(self._end)
-            events.append((kind, response))
+            events.append(Head(response) if kind == "head" else Info(response))
             if kind == "head":
                 self._start_body(length, closes, events)
                 break
@@ -285,7 +306,7 @@ class Http1:
         elif length > 0:
             body = bytes(head[start : start + length])
             if body:
-                events.append(("data", body))
+                events.append(Data(body))
             if len(body) == length:
                 self._finish(keep_alive and len(head) == start + length, events)
             else:
@@ -301,13 +322,13 @@ class Http1:
             else:
                 self._until_close = True
                 if rest:
-                    events.append(("data", rest))
+                    events.append(Data(rest))
         self._reset_head()
 
     def _finish(self, reusable: bool, events: list[Event]) -> None:
         self._done = True
         self._reusable = reusable
-        events.append(("end", None))
+        events.append(END)
 
     def _receive_body(self, data: bytes) -> list[Event]:
         left = self._body_left
@@ -316,13 +337,13 @@ class Http1:
             raise TransferError(Code.PARTIAL_FILE, f"end of response with {left} bytes missing")
         if len(data) < left:
             self._body_left = left - len(data)
-            return [("data", data)]
+            return [Data(data)]
         self._body_left = None
         self._done = True
         if len(data) > left:  # bytes beyond the body: never parse them as the next response
             self._reusable = False
             data = data[:left]
-        return [("data", data), ("end", None)]
+        return [Data(data), END]
 
     def _receive_chunked(self, data: bytes) -> list[Event]:
         chunks = self._chunks
@@ -332,7 +353,7 @@ class Http1:
                 Code.PARTIAL_FILE, "transfer closed with outstanding read data remaining"
             )
         pieces, left = chunks.feed(data)
-        events: list[Event] = [("data", piece) for piece in pieces]
+        events: list[Event] = [Data(piece) for piece in pieces]
         if left is not None:  # the last chunk and its trailers are in
             self._chunks = None
             self._finish(self._reusable and not left, events)
@@ -340,7 +361,7 @@ class Http1:
 
     def _receive_until_close(self, data: bytes) -> list[Event]:
         if data:
-            return [("data", data)]
+            return [Data(data)]
         self._until_close = False
         events: list[Event] = []
         self._finish(False, events)

@@ -16,7 +16,7 @@ from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.decoding import Decoder
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
-from hiperfifo.engine.http1 import ResponseHead
+from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead
 
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
 
@@ -38,6 +38,18 @@ class Response:
         self._decoder: Decoder | None = None
         self.head: ResponseHead | None = None
         self.skip_body = False
+
+    def feed(self, events: list[Event]) -> bool:
+        """Deliver one read's events; True when the response ended (nothing after it is ours)."""
+        for event in events:
+            if isinstance(event, Data):
+                self.on_body(event.data)
+            elif isinstance(event, End):
+                self.on_end()
+                return True
+            else:
+                self.on_head(event.head, final=isinstance(event, Head))
+        return False
 
     def on_head(self, head: ResponseHead, final: bool) -> None:
         easy = self._easy

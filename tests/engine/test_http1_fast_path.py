@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hiperfifo.engine.codes import Code, TransferError
-from hiperfifo.engine.http1 import Http1, ResponseHead
+from hiperfifo.engine.http1 import Data, End, Head, Http1, ResponseHead
 
 Outcome = tuple[object, ...]
 
@@ -95,13 +95,12 @@ def ours_response(method: str, chunks: list[bytes], *, fast_path: bool = True) -
     ended = False
     try:
         for chunk in chunks:
-            for kind, value in http.receive(chunk):
-                if kind == "head":
-                    head = value
-                elif kind == "data":
-                    assert isinstance(value, bytes)
-                    body += value
-                elif kind == "end":
+            for event in http.receive(chunk):
+                if isinstance(event, Head):
+                    head = event.head
+                elif isinstance(event, Data):
+                    body += event.data
+                elif isinstance(event, End):
                     ended = True
             if ended:
                 break
@@ -325,8 +324,8 @@ def test_ordinary_response_never_builds_h11(reads: int) -> None:
     events = []
     for i in range(0, len(response), step):
         events += http.receive(response[i : i + step])
-    kinds = [kind for kind, _ in events]
-    assert kinds == ["head", *["data"] * (len(kinds) - 2), "end"]
-    assert b"".join(v for k, v in events if isinstance(v, bytes)) == b"abc"
+    kinds = [type(event) for event in events]
+    assert kinds == [Head, *[Data] * (len(kinds) - 2), End]
+    assert b"".join(event.data for event in events if isinstance(event, Data)) == b"abc"
     assert http.reusable()
     assert http._conn is None  # no h11 connection was made for it

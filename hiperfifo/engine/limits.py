@@ -1,0 +1,51 @@
+"""Time and speed limits, in pure code: the low-speed check and the timeout texts.
+
+The low-speed check (CURLOPT_LOW_SPEED_LIMIT / CURLOPT_LOW_SPEED_TIME,
+curl's speedcheck.c): every `period` seconds the bytes received since the
+last mark are compared with `limit` bytes/s; too few fails the transfer
+with OPERATION_TIMEDOUT. The transfer arms the deadlines; nothing here
+reads a clock. The texts are libcurl's.
+"""
+
+from __future__ import annotations
+
+from hiperfifo.engine.codes import Code, TransferError
+
+
+class SpeedCheck:
+    """Bytes received at the last mark, and when."""
+
+    __slots__ = ("_bytes", "_since", "limit", "period")
+
+    def __init__(self, limit: int, period: int) -> None:
+        self.limit = limit  # bytes per second
+        self.period = period  # seconds
+        self._since = 0.0
+        self._bytes = 0
+
+    def mark(self, now: float, received: int) -> float:
+        """Start a period at `now`; returns the instant it is to be judged."""
+        self._since = now
+        self._bytes = received
+        return now + self.period
+
+    def check(self, now: float, received: int) -> float:
+        """Judge the period ending `now` (TransferError if too slow); the next one's end."""
+        if (received - self._bytes) / max(now - self._since, 1e-9) < self.limit:
+            raise TransferError(
+                Code.OPERATION_TIMEDOUT,
+                f"Operation too slow. Less than {self.limit} bytes/sec transferred "
+                f"the last {self.period} seconds",
+            )
+        return self.mark(now, received)
+
+
+def connect_timeout_text(elapsed: float) -> str:
+    return f"Connection timed out after {int(elapsed * 1000)} milliseconds"
+
+
+def total_timeout_text(elapsed: float, received: int) -> str:
+    return (
+        f"Operation timed out after {int(elapsed * 1000)} milliseconds "
+        f"with {received} bytes received"
+    )

@@ -1,0 +1,143 @@
+"""The transfers of one multi in motion: run what an event concerns, then settle it.
+
+A ready fd runs its owner, a finished lookup its transfer, an expired
+deadline its handler; a transfer that left the pending queue during an API
+call runs before the call returns. After a transfer ran it is settled:
+queued if it waits for a slot, its sockets synced (the PollSet's diff),
+collected if it finished (a message, and a slot for the next pending one).
+The multi keeps the API, the guard and the callbacks; this room keeps the
+transfers, the running count and the finished-message queue.
+
+HTTP/2 seam: a connection carrying several transfers would own its fd in
+the PollSet; `act_on_fd` would run it and settle each transfer it moved.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from hiperfifo.engine.deadlines import Deadlines, Due
+from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.pending import PendingQueue
+from hiperfifo.engine.pollset import PollSet
+from hiperfifo.engine.resolver import Resolver
+from hiperfifo.engine.transfer import Transfer, TransferState
+
+
+class Runner:
+    """Transfers by Easy, the pending queue, and what finished but was not read yet."""
+
+    __slots__ = (
+        "_clock",
+        "_deadlines",
+        "_pollset",
+        "_resolver",
+        "_resumed",
+        "alive",
+        "messages",
+        "pending",
+        "transfers",
+    )
+
+    def __init__(
+        self,
+        pollset: PollSet,
+        deadlines: Deadlines[Due],
+        resolver: Resolver,
+        clock: Callable[[], float],
+    ) -> None:
+        self._pollset = pollset
+        self._deadlines = deadlines
+        self._resolver = resolver
+        self._clock = clock
+        self.transfers: dict[Easy, Transfer] = {}  # added and not removed, finished included
+        self.alive = 0  # transfers not finished
+        self.messages: dict[Easy, None] = {}  # finished, unread, oldest first
+        self.pending = PendingQueue()
+        self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
+
+    def add(self, transfer: Transfer) -> None:
+        """Take `transfer` in; it starts at the next run of expired deadlines."""
+        self.transfers[transfer.easy] = transfer
+        self.alive += 1
+        self._deadlines.set(transfer, Due.RUN, self._clock())
+
+    def remove(self, easy: Easy) -> None:
+        """Take `easy`'s transfer out; a running one stops and leaves no message."""
+        transfer = self.transfers.pop(easy)
+        self.messages.pop(easy, None)
+        self.pending.discard(transfer)
+        if not transfer.done:
+            self.alive -= 1
+            transfer.abort()
+            self._pollset.drop_owner(transfer)
+            self._release_pending(in_action=False)
+
+    def act_on_fd(self, fd: int) -> None:
+        owner = self._pollset.owner_of(fd)
+        if owner is self._resolver:
+            self.collect_lookups()
+        elif isinstance(owner, Transfer):
+            owner.run()
+            self._settle(owner)
+        # anything else: a late event for a socket already removed; ignore (rule 4)
+
+    def collect_lookups(self) -> None:
+        for resolved in self._resolver.collect():
+            transfer = resolved.token
+            if isinstance(transfer, Transfer) and self._is_mine(transfer):
+                transfer.on_resolved(resolved)
+                self._settle(transfer)
+
+    def run_all(self) -> None:
+        """Run every transfer that is neither finished nor queued (curl_multi_socket_all)."""
+        for transfer in list(self.transfers.values()):
+            if not transfer.done and transfer.state is not TransferState.PENDING:
+                transfer.run()
+                self._settle(transfer)
+
+    def run_expired(self) -> None:
+        self._run_resumed()
+        for owner, due in self._deadlines.pop_expired(self._clock()):
+            if isinstance(owner, Transfer) and not owner.done and self._is_mine(owner):
+                owner.on_deadline(due)
+                self._settle(owner)
+        self._run_resumed()
+
+    def _is_mine(self, transfer: Transfer) -> bool:
+        return self.transfers.get(transfer.easy) is transfer
+
+    def _run_resumed(self) -> None:
+        """Run the transfers that left the queue during this call, before it returns."""
+        resumed = self._resumed
+        while resumed:
+            transfer = resumed.popleft()
+            if not transfer.done and self._is_mine(transfer):
+                transfer.run()
+                self._settle(transfer)
+
+    def _settle(self, transfer: Transfer) -> None:
+        """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
+        if transfer.state is TransferState.PENDING:
+            self.pending.add(transfer)
+        self._pollset.sync(transfer, transfer.easy, transfer.wanted())
+        if transfer.done:
+            self.alive -= 1
+            self.messages[transfer.easy] = None
+            self._release_pending(in_action=True)
+
+    def _release_pending(self, in_action: bool) -> None:
+        """Let one queued transfer that can get a connection now proceed.
+
+        Inside socket_action it runs before the call returns (a plain queue); from
+        remove_handle, at the next socket_action, through a RUN deadline at now.
+        """
+        transfer = self.pending.take_ready()
+        if transfer is None:
+            return
+        transfer.resume()
+        if in_action:
+            self._resumed.append(transfer)
+        else:
+            self._deadlines.set(transfer, Due.RUN, self._clock())
