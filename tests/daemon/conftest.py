@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,16 +11,9 @@ from hf_support import Daemon, Server, spawn
 
 
 @pytest.fixture
-def http_server() -> Iterator[Server]:
-    """A keep-alive HTTP/1.1 server on 127.0.0.1, port 0, in a thread."""
-    server = Server()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+def http_server(serve: Callable[[Server], Server]) -> Server:
+    """hf_support's keep-alive HTTP/1.1 server on 127.0.0.1, port 0 (routes in its docstring)."""
+    return serve(Server())
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Helpers for the daemon tests: a real HTTP/1.1 keep-alive server and the real daemon.
 
-`Server` is a threaded stdlib server on 127.0.0.1 that counts connections;
+`Server` is the daemon tests' HTTP/1.1 keep-alive server (on tests/servers.py's core);
 `Daemon` wraps `python -m hiperfifo` run as a subprocess with its JSON log
 lines in a file. (A module with its own name, so that tests import it rather
 than `conftest`, which may exist in other test directories too.)
@@ -17,13 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from servers import report_unexpected
+from servers import HTTPServer, Peer, Request, report_unexpected, response_head
 
 WAIT = 20.0  # seconds: the bound on any single wait in these tests
 
@@ -34,120 +33,88 @@ def body_for(path: str, size: int) -> bytes:
     return seed[:size]
 
 
-class Handler(BaseHTTPRequestHandler):
-    """GET /size/N → N bytes; /hang → never answers; /slow/S → answers after S seconds;
-    /drip/N → N KiB, one every 0.25 s; /redirect/N → 302 chain ending at /size/10;
-    /status/C → status C; /gate → 16 bytes once server.gate is open; else 16 bytes."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.opened()
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.closed()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.note_request(self.path)
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        kind, arg = [*parts, "", ""][:2]
-        if kind == "hang":
-            self.server.stopping.wait(WAIT * 3)
-            self.close_connection = True
-            return
-        if kind == "drip":
-            self._drip(int(arg))
-            return
-        if kind == "slow":
-            self.server.stopping.wait(float(arg))
-        if kind == "gate":
-            self.server.wait_for_gate()
-        if kind == "redirect" and int(arg) > 0:
-            self._send(302, b"", [("Location", f"/redirect/{int(arg) - 1}")])
-            return
-        status = int(arg) if kind == "status" else 200
-        size = int(arg) if kind == "size" else 10 if kind == "redirect" else 16
-        self._send(status, body_for(self.path, size))
-
-    def _drip(self, chunks: int) -> None:
-        """1 KiB every 0.25 s, `chunks` times, with a Content-Length."""
-        self.send_response(200)
-        self.send_header("Content-Length", str(1024 * chunks))
-        self.end_headers()
-        for _ in range(chunks):
-            self.wfile.write(b"d" * 1024)
-            self.wfile.flush()
-            if self.server.stopping.wait(0.25):
-                return
-
-    def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def report_errors(server: object, expected: tuple[type[BaseException], ...]) -> None:
-    """For socketserver's handle_error: an exception not in `expected` fails the test
-    (tests/conftest.py reads what servers.report_unexpected recorded)."""
+    """For a stdlib socketserver's handle_error: an exception not in `expected` fails the
+    test (tests/conftest.py reads what servers.report_unexpected recorded)."""
     exc = sys.exc_info()[1]
     if exc is not None and not isinstance(exc, expected):
         report_unexpected(server, exc)
 
 
-class Server(ThreadingHTTPServer):
-    """The test server: counts connections open at once (and the peak) and requests."""
+class Server(HTTPServer):
+    """The daemon tests' server, on the one server core (tests/servers.py): keep-alive
+    HTTP/1.1 on 127.0.0.1, every request recorded, connections counted (`peak`).
 
-    daemon_threads = True
-    # clients that hang up early (timeouts, aborts) are expected; anything else fails the test
-    expected_errors: tuple[type[BaseException], ...] = (ConnectionError,)
-    request_queue_size = 1024
+    GET /size/N -> N bytes; /hang -> never answers; /slow/S -> answers after S seconds;
+    /drip/N -> N KiB, one every 0.25 s; /redirect/N -> 302 chain ending at /size/10;
+    /status/C -> status C; /gate -> 16 bytes once `gate` is open; else 16 bytes. Bodies
+    are body_for(target, size).
+    """
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.stopping = threading.Event()
+    def __init__(self, **kw: Any) -> None:
         self.gate = threading.Event()  # /gate requests wait until it is set
         self.gate.set()
-        self._lock = threading.Lock()
-        self.open_now = 0
-        self.peak = 0
-        self.connections = 0
-        self.requests: list[str] = []
+        super().__init__(default=self._answer, **kw)
 
-    def opened(self) -> None:
-        with self._lock:
-            self.open_now += 1
-            self.connections += 1
-            self.peak = max(self.peak, self.open_now)
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return (self.host, self.port)
 
-    def closed(self) -> None:
-        with self._lock:
-            self.open_now -= 1
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return self.accepted
 
-    def wait_for_gate(self) -> None:
-        while not self.gate.wait(0.05) and not self.stopping.is_set():
-            pass
+    @property
+    def open_now(self) -> int:
+        """Connections open now (closed ones count as closed as soon as their FIN is in)."""
+        return self.gauge.active
 
-    def note_request(self, path: str) -> None:
-        with self._lock:
-            self.requests.append(path)
+    def _answer(self, request: Request, peer: Peer) -> bool:
+        parts = [p for p in urlsplit(request.target).path.split("/") if p]
+        kind, arg = [*parts, "", ""][:2]
+        if kind == "hang":
+            peer.hold()
+            return False
+        if kind == "drip":
+            return self._drip(peer, int(arg))
+        if kind == "slow":
+            peer.sleep(float(arg))
+        if kind == "gate":
+            while not self.gate.wait(0.05):
+                peer.sleep(0)  # gives up when the server stops
+        if kind == "redirect" and int(arg) > 0:
+            return _send(peer, 302, b"", [("Location", f"/redirect/{int(arg) - 1}")])
+        status = int(arg) if kind == "status" else 200
+        size = int(arg) if kind == "size" else 10 if kind == "redirect" else 16
+        return _send(peer, status, body_for(request.target, size))
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        report_errors(self, self.expected_errors)
+    @staticmethod
+    def _drip(peer: Peer, chunks: int) -> bool:
+        """1 KiB every 0.25 s, `chunks` times, with a Content-Length."""
+        if not peer.send(response_head(200, "OK", [("Content-Length", str(1024 * chunks))])):
+            return False
+        for _ in range(chunks):
+            if not peer.send(b"d" * 1024):
+                return False
+            peer.sleep(0.25)
+        return True
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+    # the stdlib server's calls, for tests written against it: the server runs from the start
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.stopping.wait()
+
+    def shutdown(self) -> None:
+        self.close()
+
+    def server_close(self) -> None:
+        self.close()
+
+
+def _send(peer: Peer, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> bool:  # type: ignore[assignment]
+    reason = {200: "OK", 302: "Found"}.get(status, "Whatever")
+    head = response_head(status, reason, [*headers, ("Content-Length", str(len(body)))])
+    return peer.send(head + body)
 
 
 class Daemon:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -15,81 +12,44 @@ import pytest
 import trustme
 from hf_support import WAIT, Daemon, Server, spawn
 from proxies import PROXY_KINDS, RealProxy, start_proxy
-from servers import tls_context
+from servers import HTTPServer, Peer, Request, respond, tls_context
 
 from hiperfifo.config import ConfigError, build
 
 BODY = b"the same line again\n" * 200
 
 
-class ContentHandler(BaseHTTPRequestHandler):
-    """Any path: BODY, gzip-encoded when the request accepts gzip; records each request."""
-
-    protocol_version = "HTTP/1.1"
-    server: ContentServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        accepted = self.headers.get("Accept-Encoding")
-        self.server.seen.append((self.path, accepted))
-        body, headers = BODY, []
-        if accepted and "gzip" in accepted:
-            body, headers = gzip.compress(BODY), [("Content-Encoding", "gzip")]
-        self.send_response(200)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class ContentServer(Server):
-    """hf_support's threaded server with ContentHandler, optionally speaking TLS."""
-
-    # a client refusing our certificate is what some tests want
-    expected_errors = (ConnectionError, ssl.SSLError)
+class ContentServer(HTTPServer):
+    """Any path: BODY, gzip-encoded when the request accepts gzip; `seen` records each
+    request's (target, Accept-Encoding). TLS with a context (servers.tls_context)."""
 
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        super().__init__()
-        self.RequestHandlerClass = ContentHandler
-        self.context = context
         self.seen: list[tuple[str, str | None]] = []
+        super().__init__(default=self._answer, ssl_context=context)
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.context is None:
-            return sock, addr
-        # the handshake happens in the handler's thread, on its first read
-        return self.context.wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False
-        ), addr
+    def _answer(self, request: Request, peer: Peer) -> bool:
+        accepted = request.header("accept-encoding")
+        self.seen.append((request.target, accepted))
+        if accepted and "gzip" in accepted:
+            return respond(gzip.compress(BODY), headers=[("Content-Encoding", "gzip")])(
+                request, peer
+            )
+        return respond(BODY)(request, peer)
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        scheme = "https" if self.context else "http"
-        return f"{scheme}://{host}:{self.server_address[1]}{path}"
-
-
-def serving(server: ContentServer) -> Iterator[ContentServer]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    def url(self, path: str = "/", host: str | None = None, **kw: Any) -> str:  # type: ignore[override]
+        return super().url(path, host=host, **kw)
 
 
 @pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[ContentServer]:
+def tls_server(ca: trustme.CA, serve: Callable[[ContentServer], ContentServer]) -> ContentServer:
     """HTTPS on 127.0.0.1 with a certificate for 127.0.0.1 and localhost from `ca`."""
-    yield from serving(ContentServer(tls_context(ca)))
+    return serve(ContentServer(tls_context(ca)))
 
 
 @pytest.fixture
-def content_server() -> Iterator[ContentServer]:
-    yield from serving(ContentServer())
+def content_server(serve: Callable[[ContentServer], ContentServer]) -> ContentServer:
+    """Plain HTTP on 127.0.0.1."""
+    return serve(ContentServer())
 
 
 @pytest.fixture(params=PROXY_KINDS)
@@ -166,7 +126,7 @@ def test_proxy_option_for_http_and_connect_tunnel_for_https(
     assert (plain["result"], plain["status"], tls["result"], tls["status"]) == (0, 200, 0, 200)
     log = real_proxy.log()
     assert f"GET {content_server.url('/via-proxy')} HTTP/1.1" in log
-    assert f"CONNECT 127.0.0.1:{tls_server.server_address[1]} HTTP/1.1" in log
+    assert f"CONNECT 127.0.0.1:{tls_server.port} HTTP/1.1" in log
     assert daemon.events("daemon.started")[0]["proxy"] == real_proxy.url
 
 

@@ -89,7 +89,7 @@ def test_comma_separated_network_variables(
     assert results[http_server.url("/y")] == (0, "")
     assert results[f"http://127.0.0.3:{port}/z"][0] == 7
     assert "not in an allowed network" in results[f"http://127.0.0.3:{port}/z"][1]
-    assert http_server.requests == ["/y"]
+    assert http_server.paths() == ["/y"]
 
 
 def test_sigterm_finishes_queued_urls_not_only_running_ones(

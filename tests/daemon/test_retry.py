@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from hf_support import Daemon, report_errors
+from hf_support import Daemon
+from servers import HTTPServer, Peer, Request, respond
 
 from hiperfifo.engine import Code
 from hiperfifo.engine.testing import FakeClock
@@ -136,85 +134,62 @@ def test_retry_waits_pop_due_ids_in_order_with_the_alarm_at_the_earliest() -> No
 # -- a server that fails the first N requests of each key ----------------------
 
 
-class FlakyHandler(BaseHTTPRequestHandler):
-    """GET /KEY?fail=N&code=C&ra=R: the first N requests to KEY answer C (Retry-After: R).
-
-    With how=hang, how=nothing or how=garbage instead, the first N requests get no answer
-    until the client gives up (28 with --timeout), a close without a byte (52), or a broken
-    chunked body (56)."""
-
-    protocol_version = "HTTP/1.1"
-    server: FlakyServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        count = self.server.note(parts.path)
-        how = query.get("how", "status")
-        if count <= int(query.get("fail", "0")) and how != "status":
-            self.close_connection = True
-            if how == "hang":  # until the client times out and closes (or the test ends)
-                self.connection.settimeout(30)
-                with contextlib.suppress(OSError):
-                    self.connection.recv(1)
-            elif how == "garbage":
-                self.wfile.write(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n"
-                )
-            return  # how == "nothing": closed without a byte
-        if count <= int(query.get("fail", "0")):
-            status, body = int(query.get("code", "503")), b"try again\n"
-        else:
-            status, body = 200, b"finally ok\n"
-        self.send_response(status)
-        if status != 200 and "ra" in query:
-            retry_after = query["ra"]
-            if retry_after.startswith("date+"):  # an HTTP date that many seconds from now
-                later = datetime.now(UTC) + timedelta(seconds=float(retry_after[5:]))
-                retry_after = format_datetime(later, usegmt=True)
-            self.send_header("Retry-After", retry_after)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class FlakyServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        report_errors(self, (ConnectionError,))
+class FlakyServer(HTTPServer):
+    """GET /KEY?fail=N&code=C&ra=R: the first N requests to KEY answer C (Retry-After: R;
+    ra=date+S: an HTTP date S seconds from the answer), then 200. With how=hang,
+    how=nothing or how=garbage instead, the first N requests get no answer until the client
+    gives up (28 with --timeout), a close without a byte (52), or a broken chunked body (56).
+    `hits` has the time of each request, per path."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FlakyHandler)
         self.hits: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        super().__init__(default=self._answer)
+
+    def _answer(self, request: Request, peer: Peer) -> bool:
+        parts = urlsplit(request.target)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        count = self.note(parts.path)
+        how = query.get("how", "status")
+        failing = count <= int(query.get("fail", "0"))
+        if failing and how == "hang":  # until the client times out and closes
+            peer.hold()
+            return False
+        if failing and how == "nothing":
+            return False
+        if failing and how == "garbage":
+            peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n")
+            return False
+        status, body = (
+            (int(query.get("code", "503")), b"try again\n") if failing else (200, b"finally ok\n")
+        )
+        headers = []
+        if status != 200 and "ra" in query:
+            retry_after = query["ra"]
+            if retry_after.startswith("date+"):
+                later = datetime.now(UTC) + timedelta(seconds=float(retry_after[5:]))
+                retry_after = format_datetime(later, usegmt=True)
+            headers.append(("Retry-After", retry_after))
+        return respond(body, status=status, reason="Whatever", headers=headers)(request, peer)
 
     def note(self, key: str) -> int:
         with self._lock:
             self.hits.setdefault(key, []).append(time.monotonic())
             return len(self.hits[key])
 
-    def url(self, key: str, **query: object) -> str:
+    def url(self, key: str, **query: object) -> str:  # type: ignore[override]
         args = "&".join(f"{k}={quote(str(v))}" for k, v in query.items())
-        return f"http://127.0.0.1:{self.server_address[1]}/{key}?{args}"
+        return f"http://{self.netloc}/{key}?{args}"
 
     def gaps(self, key: str) -> list[float]:
-        times = self.hits.get("/" + key, [])
+        with self._lock:
+            times = list(self.hits.get("/" + key, []))
         return [b - a for a, b in itertools.pairwise(times)]
 
 
 @pytest.fixture
-def flaky() -> Iterator[FlakyServer]:
-    server = FlakyServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+def flaky(serve: Callable[[FlakyServer], FlakyServer]) -> FlakyServer:
+    return serve(FlakyServer())
 
 
 # -- the daemon ------------------------------------------------------------------
