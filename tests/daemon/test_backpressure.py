@@ -56,7 +56,7 @@ def test_past_max_queued_the_fifo_waits_and_nothing_is_lost(
     writer.start()
     (paused,) = daemon.wait_for("input.paused")
     assert paused["queued"] >= 500
-    time.sleep(0.5)
+    time.sleep(0.5)  # a window in which nothing more may be read (absence takes a while)
     added = count(daemon, "transfer.added")
     assert added < 500 + 4 * 16 + 300  # the queue, the engine's share, one read
     assert writer.is_alive()  # blocked on the full pipe: back-pressure

@@ -148,10 +148,11 @@ def test_broken_chunked_encoding_is_56(
     survives(run_daemon(), http_server, broken.url("/"), 56)
 
 
-def test_kept_alive_connection_closed_as_it_is_reused_is_retried(
+def test_kept_alive_connection_closed_while_idle_is_replaced(
     run_daemon: Callable[..., Daemon], http_server: Server, serve: Serve
 ) -> None:
-    """The server closes each kept-alive connection after one answer: the next is still OK."""
+    """The server closes each kept-alive connection after one answer: the pool finds it
+    closed before reuse, and the next transfer is OK on a fresh connection."""
     stale = serve(stale_after_first(b"first"))
     daemon = run_daemon("--max-host-connections", "1")
     for i in range(5):
