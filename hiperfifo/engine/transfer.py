@@ -59,7 +59,6 @@ class Transfer:
         "_fresh_only",
         "_opening",
         "_response",
-        "_retried",
         "_speed",
         "_start",
         "_trace",
@@ -91,8 +90,7 @@ class Transfer:
         self._opening: Opening | None = None  # a new connection being opened
         self._exchange: Exchange | None = None  # the request on self.conn
         self._response: Response | None = None
-        self._retried = False
-        self._fresh_only = False
+        self._fresh_only = False  # the request is sent again: not on a pooled connection
         self._speed: SpeedCheck | None = None
         self._first_origin: tuple[str, str, int] = ("", "", 0)
 
@@ -272,8 +270,8 @@ class Transfer:
         try:
             if not self._exchange.send():
                 return False
-        except Stale as exc:
-            return self._retry(exc)
+        except Stale:
+            return self._retry()
         self._set_state(TransferState.RECEIVING)
         return True
 
@@ -283,16 +281,15 @@ class Transfer:
         try:
             if not exchange.receive(self.svc.view):
                 return False
-        except Stale as exc:
-            return self._retry(exc)
+        except Stale:
+            return self._retry()
         self._on_end(exchange.response)
         return self.state is not TransferState.DONE
 
-    def _retry(self, stale: Stale) -> bool:
-        """The server closed a pooled connection as we reused it: once more, on a fresh one."""
-        if self._retried:
-            raise stale
-        self._retried = True
+    def _retry(self) -> bool:
+        """The request died on a pooled connection before any response byte: send it again,
+        on a fresh connection (which cannot be stale: so once per request, each redirect hop
+        being a request of its own, as libcurl's Curl_retry_request)."""
         self._drop_connection()
         self._fresh_only = True
         self._set_state(TransferState.CONNECT)
