@@ -82,32 +82,76 @@ def test_it(serve):
     result.stdout.fnmatch_lines(["*ERROR at teardown*", "*RuntimeError: raised while closing*"])
 
 
-def test_the_daemon_tests_stdlib_server_reports_too(inner: pytest.Pytester) -> None:
-    """hf_support's ThreadingHTTPServer: a handler exception (here int("x") for /status/x)
-    fails the test instead of printing to stderr."""
+def test_the_daemon_tests_server_reports_too(inner: pytest.Pytester) -> None:
+    """hf_support's Server (the daemon tests' http_server): a route that raises (here
+    int("x") for /status/x) fails the test."""
     inner.makepyfile(
         """
-import threading, urllib.request, urllib.error
+import urllib.request, urllib.error
 from hf_support import Server
 
-def test_it():
-    server = Server()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
+def test_it(serve):
+    server = serve(Server())
     try:
-        try:
-            urllib.request.urlopen(server.url("/status/x"), timeout=10).read()
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        urllib.request.urlopen(server.url("/status/x"), timeout=10).read()
+    except (urllib.error.URLError, ConnectionError, OSError):
+        pass
 """
     )
     result = inner.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ValueError: invalid literal for int()*"])
+
+
+def test_a_stdlib_socketserver_reports_through_report_errors(inner: pytest.Pytester) -> None:
+    """A stdlib ThreadingHTTPServer whose handle_error calls hf_support.report_errors: an
+    unexpected handler exception fails the test; an expected ConnectionError does not."""
+    inner.makepyfile(
+        """
+import threading, urllib.request, urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from hf_support import report_errors
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        raise ConnectionResetError if self.path == "/expected" else KeyError(self.path)
+
+    def log_message(self, *args):
+        pass
+
+class Stdlib(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        report_errors(self, (ConnectionError,))
+
+def get(server, path):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}{path}", timeout=10)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        pass
+
+def run(path):
+    server = Stdlib(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        get(server, path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+def test_expected():
+    run("/expected")
+
+def test_unexpected():
+    run("/unexpected")
+"""
+    )
+    result = inner.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*KeyError: '/unexpected'*"])
 
 
 def test_clean_servers_and_expected_hang_ups_pass(inner: pytest.Pytester) -> None:
