@@ -211,5 +211,7 @@ def test_the_fifo_source_in_process_reads_urls_and_recreates_a_deleted_fifo(
         run.sources[0].close()
     (recreated,) = run.events("fifo.recreated")
     assert recreated["reason"] == "deleted"
-    assert [e["bytes"] for e in run.events("transfer.done")] == [1, 2, 3]
+    fetched = [e["bytes"] for e in run.events("transfer.done")]
+    assert sorted(fetched[:2]) == [1, 2]  # the first two run at once: either may end first
+    assert fetched[2:] == [3]
     assert not path.exists()  # ours, and closed: unlinked
