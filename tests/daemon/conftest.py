@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hf_support import Daemon, Server, spawn
+from redis_support import SKIP_REASON, RedisServer, binary
 
 
 @pytest.fixture
@@ -47,3 +48,14 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         for stream in (daemon.proc.stdout, daemon.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server (appendonly, fsync always) on an ephemeral port, in tmp_path."""
+    if binary() is None:
+        pytest.skip(SKIP_REASON)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
