@@ -132,6 +132,33 @@ def _proxy(text: str) -> str:
     return text
 
 
+def _redis_url(text: str) -> str:
+    """redis://[user:password@]host[:port][/db], rediss:// (TLS) or unix:///path/to/socket."""
+    text = text.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"a Redis URL starts with redis://, rediss:// or unix://, got {_hide_password(text)!r}"
+        )
+    if scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: no host")
+    if scheme == "unix" and not parts.path:
+        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: no socket path")
+    return text
+
+
+def _name(text: str) -> str:
+    """A Redis key, group or consumer name: any non-empty text."""
+    if not text:
+        raise ConfigError("must not be empty")
+    return text
+
+
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
@@ -241,6 +268,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry", _count, "0", "N", "retries of a transient failure, as curl --retry"),
     Option("retry_delay", _seconds, "0", "S", "fixed wait between retries (0: 1 s doubling)"),
     Option("retry_max_time", _seconds, "0", "S", "no retry starts after S seconds (0: no bound)"),
+    Option("redis", _redis_url, None, "URL", "also take URLs from a Redis stream (redis://...)"),
+    Option("redis_stream", _name, "hiperfifo:urls", "KEY", "the stream of URLs (field url)"),
+    Option("redis_group", _name, "hiperfifo", "NAME", "consumer group shared by the daemons"),
+    Option("redis_consumer", _name, None, "NAME", "this daemon's consumer name"),
+    Option("redis_results", _name, "hiperfifo:results", "KEY", "the stream results go to"),
+    Option("redis_results_maxlen", _count, "1000000", "N", "results kept (approximate MAXLEN)"),
+    Option("redis_claim_idle", _seconds, "60", "S", "take over entries pending this long"),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -282,6 +316,13 @@ class Config:
     retry: int = 0
     retry_delay: float = 0.0
     retry_max_time: float = 0.0
+    redis: str | None = None  # None: no Redis stream, the FIFO only
+    redis_stream: str = "hiperfifo:urls"
+    redis_group: str = "hiperfifo"
+    redis_consumer: str | None = None  # None: the host name
+    redis_results: str = "hiperfifo:results"
+    redis_results_maxlen: int = 1_000_000
+    redis_claim_idle: float = 60.0
     # http_proxy, https_proxy, all_proxy, no_proxy (either case) as cli.py found them
     proxy_environ: tuple[tuple[str, str], ...] = ()
 
@@ -298,6 +339,9 @@ class Config:
         _not_negative("token_timeout", self.token_timeout)
         _at_least("max_redirs", self.max_redirs, 0)
         self.retry_policy  # noqa: B018 - the retry bounds are RetryPolicy's
+        _at_least("redis_results_maxlen", self.redis_results_maxlen, 1)
+        if not self.redis_claim_idle >= 0.1:
+            raise _bad("redis_claim_idle", f"must be at least 0.1, got {self.redis_claim_idle}")
         if self.log_format not in LOG_FORMATS:
             raise _bad("log_format", f"{self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:

@@ -227,3 +227,23 @@ def test_stop_reading_is_prompt_and_finish_flushes(
     add_urls(redis_server, 1)
     time.sleep(0.2)
     assert len(inbox.entries()) == 2
+
+
+def test_close_gives_back_what_was_never_answered(
+    redis_server: RedisServer, clients: Callable[..., tuple[StreamClient, Inbox]]
+) -> None:
+    """Held entries without a result at close() are claimable at once, not after the idle time."""
+    add_urls(redis_server, 3)
+    first, inbox = clients(consumer="first", claim_idle=30)
+    inbox.wait(lambda: len(inbox.entries()) == 3)
+    answered = inbox.entries()[0]
+    first.submit(result_for(answered))
+    first.close(5)
+    assert first.counts.acked == 1
+    assert first.counts.released == 2
+    began = time.monotonic()
+    _, other = clients(consumer="other", claim_idle=30)
+    other.wait(lambda: len(other.entries()) == 2)
+    assert time.monotonic() - began < 10  # not the 30 s idle time
+    assert all(e.claimed for e in other.entries())
+    assert answered.id not in {e.id for e in other.entries()}

@@ -117,6 +117,7 @@ class Counts:
     acked: int = 0  # results written and acked
     round_trips: int = 0  # request/answer exchanges with Redis, both threads
     refreshed: int = 0  # XCLAIM JUSTID of held entries
+    released: int = 0  # held entries given back unanswered (stop, abort)
 
 
 class Link:
@@ -167,6 +168,7 @@ class StreamClient:
         self.counts = Counts()
         self.ledger = Ledger(settings.window, settings.claim_idle / 6)
         self._wake = wake
+        self._wake_lock = threading.Lock()  # close() silences wake: the loop may be gone
         self._clock = clock
         self._link = Link(self._post, clock)
         self._claims = ClaimScan(every=max(settings.claim_idle / 2, 0.05))
@@ -176,6 +178,8 @@ class StreamClient:
         self._finishing = False  # no more results will come (under ledger.lock)
         self._reader_id: int | None = None  # CLIENT ID of the reader's connection
         self._unblock = False  # the writer should CLIENT UNBLOCK the reader (under lock)
+        self._releases: list[str] = []  # held entries to give back to the group (under lock)
+        self.paused = False  # the loop's back-pressure: no reads while True
         self._threads = [
             threading.Thread(target=self._read_forever, name="redis-reader", daemon=True),
             threading.Thread(target=self._write_forever, name="redis-writer", daemon=True),
@@ -202,6 +206,22 @@ class StreamClient:
             self._results.append(result)
             self.ledger.lock.notify_all()
 
+    def release(self, ids: list[str]) -> None:
+        """Give held entries back unanswered: pending as idle long enough to be claimed.
+
+        XCLAIM ... IDLE 2*S JUSTID keeps them in our pending list (our next start
+        reads them again) but lets any consumer's next XAUTOCLAIM pass take them.
+        """
+        with self.ledger.lock:
+            self._releases.extend(ids)
+            self.ledger.lock.notify_all()
+
+    def pause(self, paused: bool) -> None:
+        """Back-pressure from the loop: no reads while paused."""
+        with self.ledger.lock:
+            self.paused = paused
+            self.ledger.lock.notify_all()
+
     def stop_reading(self) -> None:
         """No new reads: a blocked XREADGROUP is cut short; ReaderStopped follows."""
         self._stop_reads.set()
@@ -216,25 +236,46 @@ class StreamClient:
             self.ledger.lock.notify_all()
 
     def close(self, timeout: float) -> None:
-        """Stop both threads, waiting at most `timeout` s for the last writes.
+        """After the loop: stop reading, write what is left, give back what was never
+        answered (release), and stop both threads, waiting at most `timeout` s.
 
-        What is still unwritten then stays pending in Redis (not acked): another
-        consumer claims it after --redis-claim-idle, or this one on its next start.
+        The loop is gone: nothing is posted any more. What cannot be written in
+        time (Redis unavailable) stays pending in Redis, not acked: another
+        consumer takes it after --redis-claim-idle, or this one on its next start.
         """
+        with self._wake_lock:
+            self._wake = _nothing
         self.stop_reading()
-        self.finish()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        reader, writer = self._threads
+        if reader.is_alive():
+            reader.join(max(0.0, deadline - time.monotonic()))
+        with self.ledger.lock:
+            answered = {result.entry for result in self._results}
+            answered.update(self._releases)
+            self._releases += [entry for entry in self.ledger.held if entry not in answered]
+            self._finishing = True
+            self.ledger.lock.notify_all()
+        if writer.is_alive():
+            writer.join(max(0.0, deadline - time.monotonic()))
         self._abandon.set()
+        self._stop_reads.set()
         with self.ledger.lock:
             self.ledger.lock.notify_all()
         for thread in self._threads:
-            thread.join(1.0)
+            if thread.is_alive():
+                thread.join(1.0)
 
     def _post(self, event: Event) -> None:
         self.outbox.append(event)
-        self._wake()
+        self._call_wake()
+
+    def _call_wake(self) -> None:
+        with self._wake_lock:
+            try:
+                self._wake()
+            except Exception:  # the loop closed its end: nobody to tell
+                self._wake = _nothing
 
     # -- connections --
 
@@ -291,7 +332,7 @@ class StreamClient:
 
     def _wait_for_credit(self) -> int:
         with self.ledger.lock:
-            while not self.ledger.credit() and not self._stop_reads.is_set():
+            while (self.paused or not self.ledger.credit()) and not self._stop_reads.is_set():
                 self.ledger.lock.wait(BLOCK_MS / 1000)
             return 0 if self._stop_reads.is_set() else self.ledger.credit()
 
@@ -350,7 +391,7 @@ class StreamClient:
             self.counts.read += len(taken)
         if taken:
             self.outbox.extend(taken)
-            self._wake()
+            self._call_wake()
 
     # -- the writer thread --
 
@@ -358,9 +399,10 @@ class StreamClient:
         backoff = Backoff()
         client: redis.Redis | None = None
         while not self._abandon.is_set():
-            batch, refresh, unblock, done = self._next_work()
-            if done:
+            work = self._next_work()
+            if work is None:
                 break
+            batch, refresh, releases, unblock = work
             try:
                 if client is None:
                     client = self._connect("writer")
@@ -370,6 +412,8 @@ class StreamClient:
                     self._refresh(client, refresh)
                 if batch:
                     self._write(client, batch)
+                if releases:
+                    self._release(client, releases)
                 self._link.answered()
                 backoff.reset()
             except REDIS_ERRORS as exc:
@@ -380,20 +424,21 @@ class StreamClient:
         _drop(client)
         self._post(WriterDone(len(self._results)))
 
-    def _next_work(self) -> tuple[list[Result], list[str], bool, bool]:
-        """Wait for results, a refresh that is due or an unblock; or (…, done=True)."""
+    def _next_work(self) -> tuple[list[Result], list[str], list[str], bool] | None:
+        """Wait for results, releases, a refresh that is due or an unblock; None: done."""
         with self.ledger.lock:
             while not self._abandon.is_set():
                 now = self._clock()
                 refresh = self.ledger.refresh_due(now)
                 unblock, self._unblock = self._unblock, False
-                if self._results or refresh or unblock:
-                    return self._results[:WRITE_BATCH], refresh, unblock, False
+                if self._results or self._releases or refresh or unblock:
+                    batch = self._results[:WRITE_BATCH]
+                    return batch, refresh, self._releases[:REFRESH_BATCH], unblock
                 if self._finishing:
-                    return [], [], False, True
+                    return None
                 due = self.ledger.next_refresh()
                 self.ledger.lock.wait(None if due is None else max(0.001, due - now))
-            return [], [], False, True
+            return None
 
     def _write(self, client: redis.Redis, batch: list[Result]) -> None:
         """XADD each result and XACK their entries in one MULTI/EXEC."""
@@ -430,10 +475,33 @@ class StreamClient:
             with self.ledger.lock:
                 self.ledger.refreshed(chunk, self._clock())
 
+    def _release(self, client: redis.Redis, ids: list[str]) -> None:
+        """XCLAIM ... 0 ids IDLE 2*S JUSTID: still ours, but claimable by anyone at once."""
+        settings = self.settings
+        idle_ms = int(settings.claim_idle * 2000)
+        client.xclaim(
+            settings.stream,
+            settings.group,
+            self.consumer,
+            0,
+            list[Any](ids),
+            idle=idle_ms,
+            justid=True,
+        )
+        self.counts.round_trips += 1
+        self.counts.released += len(ids)
+        with self.ledger.lock:
+            del self._releases[: len(ids)]
+            self.ledger.release(ids)
+
     def _unblock_reader(self, client: redis.Redis) -> None:
         if self._reader_id is not None:
             client.client_unblock(self._reader_id)
             self.counts.round_trips += 1
+
+
+def _nothing() -> None:
+    pass
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
