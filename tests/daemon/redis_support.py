@@ -47,11 +47,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; start(), kill(), start() again keeps port and data."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, fsync: str = "always") -> None:
         exe = binary()
         assert exe is not None, SKIP_REASON
         self.exe = exe
         self.dir = directory
+        self.fsync = fsync
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,7 +73,7 @@ class RedisServer:
                 "bind": "127.0.0.1",
                 "dir": str(self.dir),
                 "appendonly": "yes",
-                "appendfsync": "always",
+                "appendfsync": self.fsync,
                 "save": "",
                 "daemonize": "no",
                 "logfile": str(self.dir / "redis.log"),
