@@ -18,8 +18,8 @@ from structlog.typing import FilteringBoundLogger
 
 from hiperfifo.config import Config
 from hiperfifo.engine import Code
-from hiperfifo.fifo import classify, redact, show
-from hiperfifo.sources.base import Inbox, Item, Loop, Rejected, Stop, Url, Waker
+from hiperfifo.fifo import redact, show, url_problem
+from hiperfifo.sources.base import Inbox, Item, Loop, Rejected, Url, Waker
 from hiperfifo.sources.redis.client import (
     Available,
     Entry,
@@ -64,12 +64,16 @@ def check(entry: str, raw: bytes | None, max_length: int) -> Url | Rejected:
         return Rejected(f"url longer than {max_length} bytes", show(raw[: max_length + 1]), entry)
     if _WHITESPACE.search(raw):
         return Rejected("whitespace in URL", show(raw), entry)
-    item = classify(raw)
-    if isinstance(item, Stop):
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejected("not UTF-8", show(raw), entry)
+    if text == "stop":
         return Rejected("not a URL (stop is a word for the FIFO)", "stop", entry)
-    if isinstance(item, Rejected):
-        return Rejected(item.reason, item.token, entry)
-    return Url(item.url, entry)
+    reason = url_problem(text)
+    if reason:
+        return Rejected(reason, show(raw), entry)
+    return Url(text, entry)
 
 
 class RedisSource:
