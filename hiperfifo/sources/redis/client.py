@@ -32,6 +32,10 @@ BLOCK_MS = 2000  # XREADGROUP BLOCK while idle: a stop unblocks it at once (CLIE
 SOCKET_TIMEOUT = 10.0  # beyond BLOCK: a Redis that stopped answering is an outage
 CONNECT_TIMEOUT = 5.0
 WRITE_BATCH = 512  # results per MULTI/EXEC at most
+# A lone result waits this long for others to share its MULTI/EXEC (unless WRITE_SOON
+# are there already): a round trip costs the daemon far more than a result in it.
+WRITE_DELAY = 0.005
+WRITE_SOON = 64
 REFRESH_BATCH = 1000  # ids per XCLAIM at most
 URL_FIELD = b"url"
 # Every error is an outage (one redis.unavailable line, retried with backoff): refused or
@@ -207,8 +211,9 @@ class StreamClient:
     def submit(self, result: Result) -> None:
         """Write `result` and ack its entry (soon, in a batch; after an outage, later)."""
         self._results.append(result)
-        if self._writer_idle:
+        if self._writer_idle:  # the first result since the writer began to wait wakes it
             with self.ledger.lock:
+                self._writer_idle = False
                 self.ledger.lock.notify_all()
 
     def release(self, ids: list[str]) -> None:
@@ -437,6 +442,8 @@ class StreamClient:
                 now = self._clock()
                 refresh = self.ledger.refresh_due(now)
                 unblock, self._unblock = self._unblock, False
+                if self._results and not (refresh or unblock or self._releases):
+                    self._gather(now)
                 if self._results or self._releases or refresh or unblock:
                     self._writer_idle = False
                     batch = self._results[:WRITE_BATCH]
@@ -447,6 +454,17 @@ class StreamClient:
                 due = self.ledger.next_refresh()
                 self.ledger.lock.wait(None if due is None else max(0.001, due - now))
             return None
+
+    def _gather(self, now: float) -> None:
+        """Let a few results gather for one MULTI/EXEC: WRITE_SOON of them, or WRITE_DELAY s
+        (under the lock; the loop does not wake us for each one)."""
+        until = now + WRITE_DELAY
+        self._writer_idle = False
+        while len(self._results) < WRITE_SOON and not self._finishing:
+            left = until - self._clock()
+            if left <= 0:
+                return
+            self.ledger.lock.wait(left)
 
     def _write(self, client: redis.Redis, batch: list[Result]) -> None:
         """XADD each result and XACK their entries in one MULTI/EXEC."""

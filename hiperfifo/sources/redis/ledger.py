@@ -52,8 +52,14 @@ class Ledger:
     lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def credit(self) -> int:
-        """How many entries a read may take now."""
-        return max(0, self.window - len(self.held))
+        """How many entries a read may take now: 0 until a quarter of the window is free.
+
+        Reading as soon as one entry is acked would mean one small read (and one
+        wake-up of the loop) per small batch of acks; topping up by quarters keeps
+        reads large, as the daemon feeds its engine.
+        """
+        free = self.window - len(self.held)
+        return free if free >= max(1, self.window // 4) or not self.held else 0
 
     def take(self, ids: list[str], now: float) -> list[str]:
         """Hold `ids`; the ones not held already (a re-read or re-claim of ours is not new)."""
