@@ -9,7 +9,9 @@ leaves the entries a daemon never read to the others.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,12 +34,14 @@ def start(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartDaemon]:
     """Start a daemon named `name` on its own FIFO, consuming the test server's stream."""
     started: list[Daemon] = []
 
-    def run(name: str, *args: str, claim_idle: float = 60) -> Daemon:
+    def run(
+        name: str, *args: str, claim_idle: float = 60, env: dict[str, str] | None = None
+    ) -> Daemon:
         fifo = tmp_path / f"{name}.fifo"
         log = tmp_path / f"{name}.log"
         cli = ["--fifo", str(fifo), "--log-file", str(log), "--redis", redis_server.url]
         cli += ["--redis-consumer", name, "--redis-claim-idle", str(claim_idle), *args]
-        daemon = Daemon(spawn(cli, None, tmp_path), fifo, log)
+        daemon = Daemon(spawn(cli, env, tmp_path), fifo, log)
         started.append(daemon)
         daemon.wait_for("daemon.started")
         return daemon
@@ -250,3 +254,89 @@ def test_stop_leaves_unread_entries_to_the_others(
     done_second = {e["entry"] for e in second.events("transfer.done")}
     assert done_first | done_second == set(ids)
     assert not done_first & done_second
+
+
+def test_status_for_systemd_includes_the_stream_counts(
+    redis_server: RedisServer, http_server: Server, start: StartDaemon, tmp_path: Path
+) -> None:
+    """STATUS= (sd_notify) says what this consumer read, claimed, acked and holds."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(WAIT)
+        daemon = start("d1", env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        add_urls(redis_server, [http_server.url(f"/size/8?n={n}") for n in range(3)])
+        wait_for_results(redis_server, 3)
+        deadline = time.monotonic() + WAIT
+        status = ""
+        while "3 acked" not in status:
+            assert time.monotonic() < deadline, status
+            message = notify.recv(4096).decode()
+            status = dict(line.split("=", 1) for line in message.splitlines()).get("STATUS", "")
+        stop_all(daemon)
+    assert "3 done" in status
+    assert "stream 3 read, 0 claimed, 3 acked, 0 held" in status
+
+
+def test_without_redis_py_the_daemon_says_what_to_install(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """--redis where redis-py cannot be imported: exit 2 and one line naming the extra."""
+    shadow = tmp_path / "shadow" / "redis"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named redis')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
+    cli = ["--fifo", str(tmp_path / "in.fifo"), "--redis", redis_server.url]
+    proc = spawn(cli, env, tmp_path)
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 2
+    assert "pip install 'hiperfifo[redis]'" in err.decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("http://127.0.0.1:6379", "redis://, rediss:// or unix://"),
+        ("redis://:pw@127.0.0.1:99999/0", "bad Redis URL"),
+        ("redis:///0", "no host"),
+    ],
+)
+def test_a_bad_redis_url_is_refused_at_start(tmp_path: Path, value: str, message: str) -> None:
+    """A --redis URL that is not redis://, rediss:// or unix://: exit 2, password hidden."""
+    proc = spawn(["--fifo", str(tmp_path / "in.fifo"), "--redis", value], None, tmp_path)
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 2
+    assert message in err.decode()
+    assert "pw" not in err.decode()
+
+
+def test_redis_options_read_the_environment(
+    redis_server: RedisServer, http_server: Server, tmp_path: Path
+) -> None:
+    """HIPERFIFO_REDIS and HIPERFIFO_REDIS_* work as the options do (systemd drop-ins)."""
+    env = {
+        "HIPERFIFO_REDIS": redis_server.url,
+        "HIPERFIFO_REDIS_STREAM": "jobs",
+        "HIPERFIFO_REDIS_GROUP": "crawlers",
+        "HIPERFIFO_REDIS_CONSUMER": "env-host",
+        "HIPERFIFO_REDIS_RESULTS": "done",
+    }
+    fifo, log = tmp_path / "in.fifo", tmp_path / "env.log"
+    daemon = Daemon(spawn(["--fifo", str(fifo), "--log-file", str(log)], env, tmp_path), fifo, log)
+    try:
+        started = daemon.wait_for("daemon.started")[0]
+        assert started["redis_consumer"] == "env-host"
+        with redis_server.client() as r:
+            entry = r.xadd("jobs", {"url": http_server.url("/size/3")}).decode()
+            deadline = time.monotonic() + WAIT
+            while not r.xlen("done"):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            [(_, fields)] = r.xrange("done")
+            assert fields[b"entry"].decode() == entry
+            assert fields[b"consumer"] == b"env-host"
+            assert r.xinfo_groups("jobs")[0]["name"] == b"crawlers"
+        stop_all(daemon)
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+        daemon.proc.communicate(timeout=WAIT)  # and closes its pipes
