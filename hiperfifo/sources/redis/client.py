@@ -227,7 +227,9 @@ class StreamClient:
             self.ledger.lock.notify_all()
 
     def pause(self, paused: bool) -> None:
-        """Back-pressure from the loop: no reads while paused."""
+        """Back-pressure from the loop: no reads while paused (cheap when nothing changes)."""
+        if paused == self.paused:
+            return
         with self.ledger.lock:
             self.paused = paused
             self.ledger.lock.notify_all()
