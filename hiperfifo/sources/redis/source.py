@@ -35,6 +35,9 @@ from hiperfifo.sources.redis.client import (
 # yet acked): what the engine is fed at once, so a slow daemon does not hoard work a
 # fast one could do, and results waiting for Redis in an outage stay bounded.
 HELD_PER_CONNECTION = 16
+# At exit, the last results wait this long at most for a Redis that is unavailable (the
+# drain may have used --shutdown-timeout already, and systemd's TimeoutStopSec follows).
+CLOSE_WAIT_AT_MOST = 10.0
 RESULT_FIELDS = ("id", "url", "result", "result_name", "status", "bytes", "elapsed", "error")
 _WHITESPACE = re.compile(rb"[ \t\r\n\x0b\x0c]")
 _FIELD_TYPES = (str, int, float)
@@ -85,7 +88,7 @@ class RedisSource:
     def __init__(self, config: Config, log: FilteringBoundLogger) -> None:
         self.settings = settings(config)
         self._max_url_length = config.max_url_length
-        self._close_timeout = config.shutdown_timeout
+        self._close_timeout = min(config.shutdown_timeout, CLOSE_WAIT_AT_MOST)
         self._log = log.bind(source="redis")
         self._inbox: Inbox | None = None
         self._waker: Waker | None = None
