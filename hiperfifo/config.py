@@ -139,16 +139,16 @@ def _redis_url(text: str) -> str:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: {exc}") from None
+        raise ConfigError(f"bad Redis URL {redact(text)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"a Redis URL starts with redis://, rediss:// or unix://, got {_hide_password(text)!r}"
+            f"a Redis URL starts with redis://, rediss:// or unix://, got {redact(text)!r}"
         )
     if scheme != "unix" and not parts.hostname:
-        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: no host")
+        raise ConfigError(f"bad Redis URL {redact(text)!r}: no host")
     if scheme == "unix" and not parts.path:
-        raise ConfigError(f"bad Redis URL {_hide_password(text)!r}: no socket path")
+        raise ConfigError(f"bad Redis URL {redact(text)!r}: no socket path")
     return text
 
 

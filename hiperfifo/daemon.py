@@ -29,6 +29,7 @@ from hiperfifo.intake import RETRY_EVERY, Intake
 from hiperfifo.jobs import FEED_PER_CONNECTION, Jobs, Phase, connection_budget
 from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.output import Output, OutputError, make_output
+from hiperfifo.sources import redis as redis_source
 from hiperfifo.sources.base import Loop, Source
 from hiperfifo.sources.fifo import FifoError, FifoSource, open_fifo
 
@@ -102,10 +103,15 @@ class Daemon:
         )
         self.intake.sources = self._sources
         self._status = systemd.StatusReporter(
-            notifier or systemd.Notifier(None), watchdog, self.jobs.status, log
+            notifier or systemd.Notifier(None), watchdog, self._status_text, log
         )
         self._exit = EXIT_OK
         self._stopping: str | None = None  # why the drain began (stop, SIGTERM, SIGINT...)
+
+    def _status_text(self) -> str:
+        """STATUS= for systemd: the transfers, then what a source adds (a stream's counts)."""
+        parts = [self.jobs.status(), *(source.status() for source in self._sources)]
+        return "; ".join(part for part in parts if part)
 
     def __repr__(self) -> str:
         return f"<Daemon {self.jobs!r} {self.intake!r}>"
@@ -251,6 +257,14 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
             fifo, config.fifo_mode, config.max_url_length, log, config.token_timeout
         )
         opened.callback(source.close)  # the current FIFO: it may have been recreated
+        sources: list[Source] = [source]
+        if config.redis is not None:  # redis-py is imported only now
+            try:
+                shared = redis_source.load()(config, log)
+            except redis_source.RedisMissing as exc:
+                return _usage_error(log, str(exc))
+            opened.callback(shared.close)  # after the loop: the last results, then acks
+            sources.append(shared)
         if (warning := fifo.warning()) is not None:
             if config.strict:
                 return _usage_error(log, f"{warning} (refused: --strict)")
@@ -258,7 +272,7 @@ def run(config: Config, environ: MutableMapping[str, str] | None = None) -> int:
         try:
             notifier = systemd.Notifier.from_environ(environ)
             watchdog = systemd.watchdog_interval(environ, os.getpid())
-            return Daemon(config, [source], output, journal, notifier, watchdog).run()
+            return Daemon(config, sources, output, journal, notifier, watchdog).run()
         except Exception:
             log.exception("daemon.crashed")
             return EXIT_INTERNAL

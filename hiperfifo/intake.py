@@ -127,14 +127,15 @@ class Intake:
             queue.append((transfer_id, item.url, now, source, item.entry))
         return True
 
-    def _reject(self, reason: str, token: str) -> None:
+    def _reject(self, reason: str, token: str, entry: str | None = None) -> None:
         """input.rejected: one line each for the first few a second, then summed (a flood of
         junk must not flood the log)."""
         now = self._clock()
         self.sum_rejections(now)
         opened = not self._rejections.window_open
         if self._rejections.add(reason, now):
-            self._log.warning("input.rejected", reason=reason, token=token)
+            fields = {"entry": entry} if entry is not None else {}  # a stream entry's id
+            self._log.warning("input.rejected", reason=reason, token=token, **fields)
         if opened and self._rejection_alarm is not None:
             self._rejection_alarm.set(self._rejections.window)
 
@@ -156,7 +157,7 @@ class Intake:
 
     def _rejected(self, source: Source, item: Rejected) -> None:
         """A token that is no usable URL: logged, and its source told (result -1)."""
-        self._reject(item.reason, item.token)
+        self._reject(item.reason, item.token, item.entry)
         source.done(
             {
                 "entry": item.entry,

@@ -133,6 +133,9 @@ class Source(Protocol):
     def describe(self) -> dict[str, object]:
         """What daemon.started says about this source (the FIFO's path, ...)."""
 
+    def status(self) -> str:
+        """A few words for systemd's STATUS= line ("" for nothing to add)."""
+
     def start(self, loop: Loop, inbox: Inbox) -> None:
         """Begin reading; hand items to `inbox.take` from now on."""
 

@@ -377,6 +377,10 @@ class FifoSource:
     def describe(self) -> dict[str, object]:
         return {"fifo": str(self.fifo.path), "created_fifo": self.fifo.created}
 
+    def status(self) -> str:
+        """Nothing for STATUS= beyond the daemon's counts."""
+        return ""
+
     def start(self, loop: Loop, inbox: Inbox) -> None:
         self._loop, self._inbox = loop, inbox
         self._watch = loop.watch_readable(self.fifo.fd, self._read)

@@ -21,6 +21,7 @@ import pytest
 import redis
 from hf_support import WAIT, Daemon, Server, spawn
 from redis_support import RedisServer
+from test_docs import ALWAYS, documented_events, named
 
 STREAM = "hiperfifo:urls"
 RESULTS = "hiperfifo:results"
@@ -101,6 +102,16 @@ def stop_all(*daemons: Daemon) -> None:
         assert daemon.wait() == 0, daemon.stderr()
 
 
+def assert_documented(*daemons: Daemon) -> None:
+    """Every line these daemons logged is an event of docs/daemon.md with its keys named."""
+    rows = documented_events()
+    for daemon in daemons:
+        for event in daemon.events():
+            assert event["event"] in rows, f"{event['event']} is not in docs/daemon.md"
+            missing = set(event) - ALWAYS - named(rows[event["event"]])
+            assert not missing, f"{event['event']}: {missing} not in its row"
+
+
 def fetched(http_server: Server) -> Counter[str]:
     return Counter(http_server.requests)
 
@@ -134,6 +145,7 @@ def test_three_daemons_share_3000_urls_each_fetched_once(
         stopped = daemon.events("redis.stopped")[0]
         assert stopped["acked"] == len(done)
         assert stopped["round_trips"] < len(done)  # batches, not one exchange per URL
+    assert_documented(*daemons)
 
 
 def test_a_daemon_killed_mid_run_loses_nothing(
@@ -161,6 +173,7 @@ def test_a_daemon_killed_mid_run_loses_nothing(
     assert sum(len(d.events("redis.claimed")) for d in others) >= 1
     taken_over = {e["url"] for d in others for e in d.events("transfer.added")}
     assert read_by_victim - acked_by_victim <= taken_over  # the unacked ones were redone
+    assert_documented(*others)
 
 
 def test_a_slow_transfer_on_a_live_daemon_is_not_taken_from_it(
@@ -205,6 +218,7 @@ def test_redis_killed_and_restarted_mid_run_loses_nothing(
         assert len(daemon.events("redis.unavailable")) == 1
         assert len(daemon.events("redis.available")) == 1
     assert max(fetched(http_server).values()) == 1
+    assert_documented(*daemons)
 
 
 def test_bad_entries_are_rejected_answered_and_acked(
@@ -233,6 +247,7 @@ def test_bad_entries_are_rejected_answered_and_acked(
         assert by_entry[entry]["error"]
     assert by_entry[ids[5]]["result_name"] == "OK"
     assert pending(redis_server) == 0
+    assert_documented(daemon)
 
 
 def test_stop_leaves_unread_entries_to_the_others(

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from hiperfifo.config import Config
-from hiperfifo.engine import Code
-from hiperfifo.fifo import redact, show, url_problem
+from hiperfifo.redact import redact
 from hiperfifo.sources.base import Inbox, Item, Loop, Rejected, Url, Waker
+from hiperfifo.sources.fifo import show, url_problem
 from hiperfifo.sources.redis.client import (
     Available,
     Entry,
@@ -35,6 +35,9 @@ from hiperfifo.sources.redis.client import (
 # yet acked): what the engine is fed at once, so a slow daemon does not hoard work a
 # fast one could do, and results waiting for Redis in an outage stay bounded.
 HELD_PER_CONNECTION = 16
+# libcurl's CURLE_ABORTED_BY_CALLBACK: what the daemon's abort at --shutdown-timeout gives an
+# unfinished transfer. Such an entry was not fetched: it is given back, not answered.
+ABORTED = 42
 # At exit, the last results wait this long at most for a Redis that is unavailable (the
 # drain may have used --shutdown-timeout already, and systemd's TimeoutStopSec follows).
 CLOSE_WAIT_AT_MOST = 10.0
@@ -43,7 +46,34 @@ _WHITESPACE = re.compile(rb"[ \t\r\n\x0b\x0c]")
 _FIELD_TYPES = (str, int, float)
 
 
-def settings(config: Config) -> StreamSettings:
+class Options(Protocol):
+    """The daemon's settings this source reads (hiperfifo.config.Config has them)."""
+
+    @property
+    def redis(self) -> str | None: ...
+    @property
+    def redis_stream(self) -> str: ...
+    @property
+    def redis_group(self) -> str: ...
+    @property
+    def redis_consumer(self) -> str | None: ...
+    @property
+    def redis_results(self) -> str: ...
+    @property
+    def redis_results_maxlen(self) -> int: ...
+    @property
+    def redis_claim_idle(self) -> float: ...
+    @property
+    def max_queued(self) -> int: ...
+    @property
+    def max_total_connections(self) -> int: ...
+    @property
+    def max_url_length(self) -> int: ...
+    @property
+    def shutdown_timeout(self) -> float: ...
+
+
+def settings(config: Options) -> StreamSettings:
     """The stream settings of --redis and friends (config.redis must be set)."""
     assert config.redis is not None
     return StreamSettings(
@@ -85,11 +115,11 @@ class RedisSource:
     name = "redis"
     journaled = False  # the stream's pending list is the record, until the ack
 
-    def __init__(self, config: Config, log: FilteringBoundLogger) -> None:
+    def __init__(self, config: Options, log: FilteringBoundLogger) -> None:
         self.settings = settings(config)
         self._max_url_length = config.max_url_length
         self._close_timeout = min(config.shutdown_timeout, CLOSE_WAIT_AT_MOST)
-        self._log = log.bind(source="redis")
+        self._log = log
         self._inbox: Inbox | None = None
         self._waker: Waker | None = None
         self.client = StreamClient(self.settings, self._wake)
@@ -137,7 +167,7 @@ class RedisSource:
         entry = fields.get("entry")
         if not isinstance(entry, str):
             return
-        if fields.get("result") == int(Code.ABORTED_BY_CALLBACK):
+        if fields.get("result") == ABORTED:
             self.client.release([entry])  # not fetched: another consumer takes it at once
             return
         written: dict[str, str | int | float] = {}
