@@ -103,11 +103,117 @@ def engine_pyuv(url: str, count: int, concurrency: int) -> Result:
     return tally.result()
 
 
+# -- hiperfifo's engine under a plain pyuv loop over the public Multi API (hiperfifo.c's shape)
+
+
+def unique(url: str, i: int) -> str:
+    """The i-th URL of a run: the same resource, a URL of its own (`/1k?i=7`)."""
+    return f"{url}{'&' if '?' in url else '?'}i={i}"
+
+
+def engine_c_shape(url: str, count: int, concurrency: int) -> Result:
+    """At most `concurrency` Easy handles in the multi, a new one added as each finishes."""
+    return EngineCShape(url, count, concurrency).run()
+
+
+class EngineCShape:
+    """hiperfifo.c in Python over hiperfifo.engine: one Poll per announced socket, one Timer,
+    info_read after each socket_action. The application's own loop, not hiperfifo.driver."""
+
+    def __init__(self, url: str, count: int, concurrency: int) -> None:
+        import pyuv
+
+        from hiperfifo import engine
+
+        self.engine, self.pyuv = engine, pyuv
+        self.url = url
+        self.count = count
+        self.added = 0
+        self.running = 0
+        self.concurrency = concurrency
+        self.tally = Tally()
+        self.loop = pyuv.Loop()
+        self.timer = pyuv.Timer(self.loop)
+        self.polls: dict[int, Any] = {}
+        self.multi = engine.Multi(
+            socket_function=self.socket_function,
+            timer_function=self.timer_function,
+            max_total_connections=concurrency,
+        )
+        self.uv_events = {
+            engine.POLL_IN: pyuv.UV_READABLE,
+            engine.POLL_OUT: pyuv.UV_WRITABLE,
+            engine.POLL_INOUT: pyuv.UV_READABLE | pyuv.UV_WRITABLE,
+        }
+
+    def run(self) -> Result:
+        for _ in range(min(self.concurrency, self.count)):
+            self.add()
+        self.loop.run()
+        self.multi.close()
+        return self.tally.result()
+
+    def add(self) -> None:
+        easy = self.engine.Easy(unique(self.url, self.added), write_function=self.tally.write)
+        self.added += 1
+        self.running += 1
+        self.multi.add_handle(easy)
+
+    def check_info(self) -> None:
+        ok = self.engine.Code.OK
+        while (message := self.multi.info_read()) is not None:
+            easy = message.easy
+            error = "" if message.result == ok else f"{message.result.name}: {easy.error}"
+            self.tally.done(easy.response_code, error)
+            self.multi.remove_handle(easy)
+            self.running -= 1
+            if self.added < self.count:
+                self.add()
+        if self.running == 0:  # done: let loop.run() return
+            self.timer.stop()
+            for poll in self.polls.values():
+                poll.close()
+            self.polls.clear()
+
+    def on_poll(self, poll: Any, events: int, error: int | None) -> None:
+        engine, pyuv = self.engine, self.pyuv
+        flags = engine.CSELECT_ERR if error is not None else 0
+        if events & pyuv.UV_READABLE:
+            flags |= engine.CSELECT_IN
+        if events & pyuv.UV_WRITABLE:
+            flags |= engine.CSELECT_OUT
+        self.multi.socket_action(poll.fileno(), flags)
+        self.check_info()
+
+    def on_timeout(self, _timer: Any) -> None:
+        self.multi.socket_action(self.engine.SOCKET_TIMEOUT, 0)
+        self.check_info()
+
+    def socket_function(self, _easy: Any, fd: int, what: int, _socketp: Any) -> None:
+        if what == self.engine.POLL_REMOVE:
+            poll = self.polls.pop(fd, None)
+            if poll is not None:
+                poll.stop()
+                poll.close()
+            return
+        poll = self.polls.get(fd)
+        if poll is None:
+            poll = self.polls[fd] = self.pyuv.Poll(self.loop, fd)
+        poll.start(self.uv_events[what], self.on_poll)
+
+    def timer_function(self, timeout_ms: int) -> None:
+        if timeout_ms < 0:
+            self.timer.stop()
+        else:
+            self.timer.start(self.on_timeout, timeout_ms / 1000.0, 0.0)
+
+
 # -- pycurl's CurlMulti on pyuv through socket_action (hiperfifo.c's shape) ---------------
 
 
 def pycurl_pyuv(url: str, count: int, concurrency: int) -> Result:
-    """A pool of `concurrency` easy handles, each reused for the next URL when it finishes."""
+    """A pool of `concurrency` easy handles, each reused for the next URL when it finishes
+    (unique URLs, as engine-c-shape)."""
     return PycurlPyuv(url, count, concurrency).run()
 
 
@@ -120,6 +226,7 @@ class PycurlPyuv:
 
         self.pycurl, self.pyuv = pycurl, pyuv
         self.url = url
+        self.count = count
         self.left = count
         self.running = 0
         self.concurrency = concurrency
@@ -148,9 +255,9 @@ class PycurlPyuv:
         return self.tally.result()
 
     def start(self, handle: Any) -> None:
+        handle.setopt(self.pycurl.URL, unique(self.url, self.count - self.left))
         self.left -= 1
         self.running += 1
-        handle.setopt(self.pycurl.URL, self.url)
         self.multi.add_handle(handle)
 
     def recycle(self, handle: Any) -> None:
@@ -282,6 +389,7 @@ def httpx_client(url: str, count: int, concurrency: int) -> Result:
 CONTENDERS: dict[str, Callable[[str, int, int], Result]] = {
     "engine-selector": engine_selector,
     "engine-pyuv": engine_pyuv,
+    "engine-c-shape": engine_c_shape,
     "pycurl-pyuv": pycurl_pyuv,
     "aiohttp": aiohttp_client,
     "httpx": httpx_client,
@@ -290,6 +398,7 @@ CONTENDERS: dict[str, Callable[[str, int, int], Result]] = {
 IMPORTS = {
     "engine-selector": ("hiperfifo.engine", "hiperfifo.engine.testing"),
     "engine-pyuv": ("hiperfifo.engine", "hiperfifo.driver"),
+    "engine-c-shape": ("hiperfifo.engine", "pyuv"),
     "pycurl-pyuv": ("pycurl", "pyuv"),
     "aiohttp": ("asyncio", "aiohttp"),
     "httpx": ("asyncio", "httpx"),

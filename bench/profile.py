@@ -23,10 +23,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import run
+from bench import harness, report, workspace
 from bench.nginx import Nginx
 
-ROOT = run.ROOT
+ROOT = workspace.ROOT
 FLAME = ROOT / "bench" / "flame-small.svg"
 PY_SPY = Path(sys.executable).parent / "py-spy"
 SKIP_FRAMES = ("(<frozen runpy>)", "(bench/clients.py)")
@@ -49,16 +49,19 @@ def _client(url: str, count: int, concurrency: int) -> list[str]:
     return ["-m", "bench.clients", "engine-selector", url, str(count), str(concurrency), "now"]
 
 
-def py_spy(code: Path, url: str, count: int, concurrency: int, rate: int) -> tuple[list[str], int]:
-    """Sample a run; returns table lines and the number of samples."""
+def py_spy(
+    code: Path, url: str, count: int, concurrency: int, rate: int, flame: Path | None
+) -> tuple[list[str], int]:
+    """Sample a run (and draw `flame`, unless None); returns table lines and the samples."""
     cmd = [sys.executable, *_client(url, count, concurrency)]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         spy = [str(PY_SPY), "record", "-r", str(rate), "--nolineno"]
         subprocess.run([*spy, "-f", "raw", "-o", str(raw), "--", *cmd], cwd=code, check=True,
                        capture_output=True)  # fmt: skip
-        subprocess.run([*spy, "-f", "flamegraph", "-o", str(FLAME), "--", *cmd], cwd=code,
-                       check=True, capture_output=True)  # fmt: skip
+        if flame is not None:
+            subprocess.run([*spy, "-f", "flamegraph", "-o", str(flame), "--", *cmd], cwd=code,
+                           check=True, capture_output=True)  # fmt: skip
         stacks = raw.read_text().splitlines()
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
@@ -141,13 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--no-write", action="store_true")
-    p.add_argument("--code", type=Path, help="a bench.run snapshot to run from")
+    p.add_argument("--code", type=Path, help="a workspace.snapshot() to run from")
     p.add_argument("--version", help="what --code holds, for the text")
     p.add_argument("--commit", metavar="REF", help="profile hiperfifo/ as committed at REF")
     args = p.parse_args(argv)
-    run.raise_nofile()
-    code = args.code or run.snapshot(args.commit)
-    version = args.version or run.versions(args.commit)["hiperfifo"]
+    harness.raise_nofile()
+    commit = workspace.resolve(args.commit) if args.commit else None
+    code = args.code or workspace.snapshot(commit)
+    version = args.version or report.versions(commit)["hiperfifo"]
     try:
         return _profile(args, code, version)
     finally:
@@ -165,7 +169,8 @@ def _profile(args: argparse.Namespace, code: Path, version: str) -> int:
         url = server.url("1k")
         if PY_SPY.exists():
             print("profiling with py-spy ...", flush=True)
-            lines, samples = py_spy(code, url, args.count, args.concurrency, args.rate)
+            flame = None if args.no_write else FLAME
+            lines, samples = py_spy(code, url, args.count, args.concurrency, args.rate, flame)
             blocks += [
                 f"py-spy, {samples:,} on-CPU samples at {args.rate}/s "
                 f"(flame graph: [flame-small.svg](flame-small.svg)):",
@@ -193,7 +198,7 @@ def _profile(args: argparse.Namespace, code: Path, version: str) -> int:
     text = "\n".join(blocks)
     print(text)
     if not args.no_write:
-        run.write_readme({"bench:profile": text})
+        report.write_readme({"bench:profile": text})
     return 0
 
 

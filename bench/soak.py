@@ -1,7 +1,7 @@
 """Soak: the daemon under steady load for minutes, half of it against misbehaving servers.
 
 Starts `python -m hiperfifo` (with --state-dir, --timeout, --speed-limit) and
-local servers from tests/servers.py: one good, and one each that resets
+local servers from bench/misbehaving.py: one good, and one each that resets
 mid-body, truncates, never answers, sends garbage, 1 MB of headers, a
 redirect loop, bytes past Content-Length, broken chunks, closes kept-alive
 connections, or trickles one byte a second. A writer puts RATE URLs a
@@ -32,19 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from servers import (
-    HTTPServer,
-    answers_with,
-    huge_headers,
-    never_answers,
-    raw,
-    redirect,
-    respond,
-    stale_after_first,
-    trickle,
-)
+from bench import misbehaving
 
 WARM_UP = 60.0  # seconds before RSS and descriptors are judged
 RSS_SLACK_KIB = 8 * 1024  # growth allowed between the first and last third after warm-up
@@ -57,32 +45,6 @@ class Sample:
     rss_kib: int
     fds: int
     done: int
-
-
-def bad_servers() -> list[tuple[str, object]]:
-    """(name, server) of every misbehaviour, each a fresh local server."""
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
-    return [
-        (
-            "reset",
-            HTTPServer(
-                default=raw(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
-                    then="reset",
-                    delay=0.05,
-                )
-            ),
-        ),
-        ("truncated", answers_with(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")),
-        ("silent", never_answers()),
-        ("garbage", answers_with(b"HTXP/9 abc\r\n\r\n")),
-        ("headers", HTTPServer(default=huge_headers(1_000_000))),
-        ("loop", HTTPServer(default=redirect("/loop"))),
-        ("extra", HTTPServer(default=raw(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcXX"))),
-        ("chunks", HTTPServer(default=raw(chunked, then="close"))),
-        ("stale", stale_after_first(b"first")),
-        ("trickle", HTTPServer(default=trickle(b"x" * 50, interval=1.0))),
-    ]
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -169,12 +131,12 @@ def main() -> int:
     parser.add_argument("daemon_args", nargs="*", help="more daemon options (after --)")
     args = parser.parse_args()
 
-    good = HTTPServer({"/ok": respond(b"k" * 1024)})
-    bad = bad_servers()
+    good = misbehaving.good()
+    bad = misbehaving.bad()
     servers = [good, *(server for _, server in bad)]
     plan = []
     for name, server in bad:
-        plan += [good.url("/ok"), server.url(f"/{name}")]  # type: ignore[attr-defined]
+        plan += [good.url("/ok"), server.url(f"/{name}")]
     with tempfile.TemporaryDirectory(prefix="hiperfifo-soak-") as tmp:
         fifo, log = Path(tmp) / "in.fifo", Path(tmp) / "daemon.log"
         daemon = subprocess.Popen(
