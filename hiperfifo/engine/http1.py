@@ -155,6 +155,7 @@ class Http1:
         "_until_close",
         "cycles",
         "received",
+        "will_close",
     )
 
     def __init__(self, *, fast_path: bool = True) -> None:
@@ -183,6 +184,7 @@ class Http1:
         self._reusable = False  # ... and the connection may carry another request
         self.cycles = 0  # completed request/response cycles before this one
         self.received = 0  # bytes received in the current cycle
+        self.will_close = False  # the final head says the connection ends with this response
 
     # --- the request ---------------------------------------------------------------
 
@@ -273,33 +275,77 @@ class Http1:
         self._until_close = False
         self.cycles += 1
         self.received = 0
+        self.will_close = False
 
     def _receive_head(self, data: bytes) -> list[Event]:
         """Collect a head to its blank line, parse it, and start its body."""
         if self._done:  # bytes after the end: never parse them as the next response
             self._reusable = False
             return []
-        self._head += data
+        head = self._head
+        head += data
         self._scan_head(eof=not data)
+        end = self._end
+        if end < 0:
+            return []
+        parsed = _parse_head(head, end, self._method) if self._fast_path else None
+        if parsed is None or parsed[2] < 0:
+            return self._receive_heads(parsed)
+        # An ordinary head and a Content-Length (or no) body: inline, it is most of them.
+        response, length = parsed[1], parsed[2]
+        keep_alive = not parsed[3] and not self._closing
+        self.will_close = not keep_alive
+        self._in_head = False
+        events: list[Event] = [Head(response)]
+        if length == 0:
+            self._finish(keep_alive and len(head) == end, events)
+            self._reset_head()
+            return events
+        body = bytes(head[end : end + length])
+        if body:
+            events.append(Data(body))
+        if len(body) == length:
+            self._finish(keep_alive and len(head) == end + length, events)
+        else:
+            self._body_left = length - len(body)
+            self._reusable = keep_alive
+        self._reset_head()
+        return events
+
+    def _receive_heads(self, parsed: _Parsed | None) -> list[Event]:
+        """Every other case: 1xx heads, h11's heads, chunked and until-close bodies."""
         events: list[Event] = []
-        while self._end >= 0:
-            kind, response, length, closes = self._parse(self._end)
+        while True:
+            end = self._end
+            if parsed is None:
+                # The first blank line may come before the CRLF CRLF _scan_head found.
+                found = _BLANK_LINE.search(self._head, 0, end)
+                assert found is not None
+                end = self._end = found.end()
+                parsed = self._parse_h11(bytes(self._head[:end]))
+            kind, response, length, closes = parsed
+            if len(response.headers) + self._prior_lines > MAX_HEADER_LINES:
+                raise TransferError(
+                    Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
+                )
             events.append(Head(response) if kind == "head" else Info(response))
             if kind == "head":
                 self._start_body(length, closes, events)
-                break
+                return events
             # A 1xx: the next head starts with what followed it, judged at once.
-            end = self._end
             self._prior_bytes += end
             self._prior_lines += len(response.headers)
             self._reset_head(bytes(self._head[end:]))
             self._scan_head(eof=False)
-        return events
+            if self._end < 0:
+                return events
+            parsed = _parse_head(self._head, self._end, self._method) if self._fast_path else None
 
     def _start_body(self, length: int, closes: bool, events: list[Event]) -> None:
         head = self._head
         start = self._end
         keep_alive = not closes and not self._closing
+        self.will_close = not keep_alive
         self._in_head = False
         if length == 0:
             self._finish(keep_alive and len(head) == start, events)
@@ -385,9 +431,16 @@ class Http1:
         if not _HTTP_PREFIX.startswith(prefix) or (eof and len(prefix) < len(_HTTP_PREFIX)):
             raise self._bad_status_line("Received HTTP/0.9 when not allowed")
         if self._end < 0:
-            found = _BLANK_LINE.search(head, max(self._scanned - 2, 0))
-            if found is not None:
-                self._end = found.end()
+            # CRLF CRLF ends every ordinary head (one find). Only without it is the head
+            # searched for the blank line as h11 finds it (\n\r?\n); one that comes before a
+            # CRLF CRLF in the same read is found by the fallback (_receive_heads).
+            crlf = head.find(b"\r\n\r\n", max(self._scanned - 3, 0))
+            if crlf >= 0:
+                self._end = crlf + 4
+            else:
+                found = _BLANK_LINE.search(head, max(self._scanned - 2, 0))
+                if found is not None:
+                    self._end = found.end()
             self._scanned = size
         upto = self._end if self._end >= 0 else size
         total = self._prior_bytes + upto
@@ -426,16 +479,6 @@ class Http1:
         self._scanned = 0
         self._line_start = 0
         self._lines = 0
-
-    def _parse(self, end: int) -> _Parsed:
-        parsed = _parse_head(self._head, end, self._method) if self._fast_path else None
-        if parsed is None:
-            parsed = self._parse_h11(bytes(self._head[:end]))
-        if len(parsed[1].headers) + self._prior_lines > MAX_HEADER_LINES:
-            raise TransferError(
-                Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
-            )
-        return parsed
 
     def _parse_h11(self, raw: bytes) -> _Parsed:
         """A head the fast path declined: libcurl's verdicts first, then h11's."""
@@ -587,6 +630,8 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     if any(parts[::3]):
         return None
     headers = list(zip(parts[1::3], parts[2::3], strict=True))
+    if len(headers) > MAX_HEADER_LINES:
+        return None  # too many: the fallback says so
     lookup = {name.lower(): value for name, value in reversed(headers)}  # first one wins
     if len(lookup) != len(headers):  # a name repeats: h11 judges repeated framing headers
         names = [name.lower() for name, _value in headers]
@@ -594,11 +639,13 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
             if names.count(repeated) > 1:
                 return None
     coding = lookup.get(b"transfer-encoding")
-    if coding is not None and coding != b"chunked":
-        return None  # a list, or a case h11 would change: judged in _normalise
     length = lookup.get(b"content-length")
-    if length is not None and (len(length) > _FAST_LENGTH_DIGITS or not length.isdigit()):
-        return None  # a length h11 refuses, reads as a list, or one that may overflow
+    if (coding is not None and coding != b"chunked") or (
+        length is not None and (len(length) > _FAST_LENGTH_DIGITS or not length.isdigit())
+    ):
+        # a coding list, or a case h11 would change, is judged in _normalise; so is a
+        # length h11 refuses, reads as a list, or one that may overflow
+        return None
     connection = lookup.get(b"connection")
     closes = connection is not None and b"close" in [
         token.strip() for token in connection.lower().split(b",")
@@ -606,8 +653,14 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     status = int(status_line[1])
     reason = (status_line[2] or b"").decode("latin-1")
     response = ResponseHead(status, "1.1", reason, headers, lookup)
-    framing = _framing(method, status, coding is not None, None if length is None else int(length))
-    return "head", response, framing, closes or framing == UNTIL_CLOSE
+    # _framing(), inlined: this runs for every ordinary response
+    if method == b"HEAD" or status in _NO_BODY_STATUS or (method == b"CONNECT" and status < 300):
+        return "head", response, 0, closes
+    if coding is not None:
+        return "head", response, CHUNKED, closes
+    if length is None:
+        return "head", response, UNTIL_CLOSE, True
+    return "head", response, int(length), closes
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:

@@ -329,3 +329,22 @@ def test_ordinary_response_never_builds_h11(reads: int) -> None:
     assert b"".join(event.data for event in events if isinstance(event, Data)) == b"abc"
     assert http.reusable()
     assert http._conn is None  # no h11 connection was made for it
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\n\r\nab\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nX: y\n\nHTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["bare-lf-then-blank-crlf", "bare-lf-status-line", "bare-lf-blank-line"],
+)
+def test_the_first_blank_line_ends_the_head_however_split(response: bytes) -> None:
+    """A blank line after a bare-LF line ends the head even when a CRLF CRLF follows in the
+    same read (the fast path looks for CRLF CRLF only): every split, both paths, h11's answer."""
+    for cut in range(len(response) + 1):
+        chunks = [c for c in (response[:cut], response[cut:]) if c]
+        expected = h11_response("GET", chunks)
+        assert ours_response("GET", chunks) == expected, cut
+        assert ours_response("GET", chunks, fast_path=False) == expected, cut
