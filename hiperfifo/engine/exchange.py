@@ -71,6 +71,11 @@ class Exchange:
                 raise Stale(Code.GOT_NOTHING, "Empty reply from server")
             if self.response.feed(http.receive(data)):
                 return True
+            if self.response.skip_body and http.will_close:
+                # A redirect to follow on a connection that ends with it anyway: its body
+                # is not needed, and a server may keep sending it, or hold the connection
+                # open, forever (libcurl stops after the head too). The connection is closed.
+                return True
             if not data:
                 raise TransferError(Code.RECV_ERROR, "Connection closed before the response ended")
             budget -= len(data)

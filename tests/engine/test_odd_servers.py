@@ -66,6 +66,43 @@ def test_garbage_after_100_continue_is_weird_server_reply_8(
     assert easy.total_time < 4
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: /next\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.0 301 Moved Permanently\r\nLocation: /next\r\n\r\n",
+        b"HTTP/1.1 302 Found\r\nLocation: /next\r\nConnection: close\r\n"
+        b"Content-Length: 100000\r\n\r\n",
+    ],
+    ids=["close-no-length", "http10-no-length", "close-long-length"],
+)
+def test_redirect_on_a_closing_connection_is_followed_after_its_head(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer], head: bytes
+) -> None:
+    """A redirect whose connection ends with it, the server holding it open mid-body: when
+    following, libcurl stops after the head and follows (0); the engine waited for the close."""
+    stuck = in_pieces(head + b"<html>moved, and the rest never comes", then="hold")
+    server = serve(HTTPServer({"/next": respond(b"arrived")}, default=stuck))
+    easy, body = fetch(server.url("/start"), timeout_ms=5000, follow_location=True)
+    assert (easy.result, body) == (Code.OK, b"arrived"), easy.error
+    assert server.paths() == ["/start", "/next"]
+    assert easy.total_time < 4
+
+
+def test_redirect_on_a_kept_connection_is_read_to_its_end_and_the_connection_reused(
+    fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
+) -> None:
+    """The control: a redirect on a keep-alive connection is read whole (libcurl ignores its
+    body to keep the connection), and the next hop reuses the connection."""
+    moved = in_pieces(
+        b"HTTP/1.1 301 Moved\r\nLocation: /next\r\nContent-Length: 5\r\n\r\nmoved", then="keep"
+    )
+    server = serve(HTTPServer({"/next": respond(b"arrived")}, default=moved))
+    easy, body = fetch(server.url("/start"), timeout_ms=5000, follow_location=True)
+    assert (easy.result, body) == (Code.OK, b"arrived"), easy.error
+    assert server.accepted == 1
+
+
 # --- 2. what libcurl accepts ---------------------------------------------------------
 
 
