@@ -61,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _special_default(name: str) -> str:
-    return {"log_format": "json, console on a terminal", "log_file": "stdout"}.get(name, "-")
+    return {
+        "log_format": "json, console on a terminal",
+        "log_file": "stdout",
+        "redis": "none, the FIFO only",
+        "redis_consumer": "the host name",
+    }.get(name, "-")
 
 
 def resolve(argv: Sequence[str] | None, environ: Mapping[str, str], stdout_is_tty: bool) -> Config:
