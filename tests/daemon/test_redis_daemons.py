@@ -356,3 +356,48 @@ def test_redis_options_read_the_environment(
         if daemon.proc.poll() is None:
             daemon.proc.kill()
         daemon.proc.communicate(timeout=WAIT)  # and closes its pipes
+
+
+def test_redis_down_at_start_the_fifo_works_and_the_stream_follows(
+    redis_server: RedisServer, http_server: Server, start: StartDaemon
+) -> None:
+    """Redis not there when the daemon starts: redis.unavailable, FIFO URLs are fetched;
+    Redis starts: redis.available and the stream's entries are fetched; SIGTERM exits 0."""
+    redis_server.kill()
+    daemon = start("d1")
+    daemon.wait_for("redis.unavailable")
+    daemon.write(f"{http_server.url('/size/5?from=fifo')}\n".encode())
+    daemon.wait_for("transfer.done")
+    redis_server.start()
+    daemon.wait_for("redis.available")
+    [entry] = add_urls(redis_server, [http_server.url("/size/6?from=redis")])
+    wait_for_results(redis_server, 1)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    done = daemon.events("transfer.done")
+    assert [d.get("entry") for d in done] == [None, entry]
+    assert len(daemon.events("redis.unavailable")) == 1
+    assert pending(redis_server) == 0
+
+
+def test_an_entry_aborted_at_the_shutdown_timeout_goes_back_at_once(
+    redis_server: RedisServer, http_server: Server, start: StartDaemon
+) -> None:
+    """A transfer cut off by --shutdown-timeout (42) is not answered: its entry is given
+    back and another daemon takes it on its first claim pass, not after the idle time."""
+    http_server.gate.clear()  # /gate hangs until opened
+    first = start("first", "--shutdown-timeout", "0.5")
+    [entry] = add_urls(redis_server, [http_server.url("/gate")])
+    first.wait_for("transfer.added")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    assert first.events("transfer.done")[0]["result"] == 42
+    assert first.events("redis.stopped")[0]["released"] == 1
+    assert results(redis_server) == []
+    http_server.gate.set()
+    second = start("second", claim_idle=60)
+    wait_for_results(redis_server, 1, timeout=WAIT)  # far less than the 60 s idle time
+    stop_all(second)
+    [answer] = results(redis_server)
+    assert (answer["entry"], answer["consumer"], answer["result"]) == (entry, "second", "0")
+    assert second.events("redis.claimed")[0]["count"] == 1
