@@ -66,7 +66,6 @@ class Entry:
     id: str
     url: bytes | None
     claimed: bool = False  # taken over from another consumer (XAUTOCLAIM)
-    deliveries: int = 1
 
 
 @dataclass(frozen=True, slots=True)
