@@ -12,7 +12,7 @@ shared connection with the same calls (send, receive).
 
 from __future__ import annotations
 
-from hiperfifo.engine.codes import POLL_IN, POLL_OUT, Code, TransferError
+from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, Code, TransferError
 from hiperfifo.engine.connection import Connection
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.response import Response
@@ -27,34 +27,69 @@ class Stale(TransferError):
 class Exchange:
     """One HTTP/1.1 request/response cycle on `conn`."""
 
-    __slots__ = ("conn", "response", "sent")
+    __slots__ = ("conn", "ended", "response", "sent")
 
     def __init__(self, conn: Connection, response: Response, easy: Easy) -> None:
         """Ready to carry a request on `conn` (the caller queues its bytes); its getinfo."""
         self.conn = conn
         self.response = response
         self.sent = False
+        self.ended = False  # the response ended while the request was still going out
         easy.primary_ip, easy.primary_port = conn.peer()
         easy.local_port = conn.local_port()
         easy.http_version = "1.1"
 
-    def send(self) -> bool:
-        """Send what the socket takes; True once the whole request is out."""
+    def send(self, view: memoryview) -> bool:
+        """Send what the socket takes; True once the whole request is out, or once the
+        server refused it before the end (see _answered_early)."""
         conn = self.conn
         try:
             if not conn.flush():
-                return False
+                return self._answered_early(view)
         except OSError as exc:
+            # The server may have answered and closed on the unread rest (a reset): libcurl
+            # reads before it writes, so its answer wins over the failed send.
+            if self._answered_early(view, any_status=True):
+                return True
             raise self._failed(Code.SEND_ERROR, f"Send failure: {exc.strerror or exc}") from exc
         conn.requests += 1
         self.sent = True
         return True
 
+    def _answered_early(self, view: memoryview, *, any_status: bool = False) -> bool:
+        """The request is not all out: has the server answered already? libcurl reads while
+        it sends, and stops sending a request the server answers with a final status of 300
+        or more (HTTP error before end of send), closing the connection after the response:
+        a server that refuses an upload and stops reading it cannot hold the transfer. A
+        1xx or 2xx: keep sending. A close: the response's verdict (what came, or nothing)."""
+        conn = self.conn
+        try:
+            data = conn.read(view)
+        except OSError:
+            return False  # the next send says what happened
+        if data is None:
+            return False
+        if not data and not conn.http.received and conn.reused:
+            raise Stale(Code.SEND_ERROR, "Connection closed while sending the request")
+        if self.response.feed(conn.http.receive(data)):
+            self.ended = True
+        head = self.response.head
+        if head is None or (data and head.status < 300 and not any_status):
+            return False
+        conn.outbuf = memoryview(b"")  # the rest is not sent
+        conn.http.abandon()
+        conn.requests += 1
+        self.sent = True
+        return True
+
     def wanted(self) -> dict[int, int]:
-        return {self.conn.fd: POLL_IN if self.sent else POLL_OUT}
+        # While sending, an early answer is read too (libcurl's KEEP_SEND | KEEP_RECV).
+        return {self.conn.fd: POLL_IN if self.sent else POLL_INOUT}
 
     def receive(self, view: memoryview) -> bool:
         """Read and deliver what has come (READ_BUDGET at most); True once the response ended."""
+        if self.ended:
+            return True
         conn = self.conn
         http = conn.http
         budget = READ_BUDGET

@@ -258,6 +258,12 @@ class Http1:
             return self._receive_until_close(data)
         return self._receive_head(data)
 
+    def abandon(self) -> None:
+        """The request was cut short (a refused upload): the connection ends with this cycle."""
+        self._closing = True
+        self._reusable = False
+        self.will_close = True
+
     def reusable(self) -> bool:
         """True when the cycle ended cleanly and nothing unexpected was left behind."""
         return self._done and self._reusable

@@ -268,7 +268,7 @@ class Transfer:
     def _step_sending(self) -> bool:
         assert self._exchange is not None
         try:
-            if not self._exchange.send():
+            if not self._exchange.send(self.svc.view):
                 return False
         except Stale:
             return self._retry()

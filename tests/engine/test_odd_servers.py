@@ -103,6 +103,31 @@ def test_redirect_on_a_kept_connection_is_read_to_its_end_and_the_connection_reu
     assert server.accepted == 1
 
 
+@pytest.mark.parametrize("then_close", [False, True], ids=["held-open", "closed"])
+def test_upload_refused_early_ends_with_the_servers_answer(
+    fetch: Fetch, serve: Callable[[Server], Server], then_close: bool
+) -> None:
+    """A server that answers a POST with 413 after its head and stops reading the body: libcurl
+    reads while it sends, stops sending and reports the answer (0, 413); the engine waited to
+    write until timeout_ms (28)."""
+
+    def handler(peer: Peer) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = peer.recv()
+            if not more:
+                return
+            data += more
+        peer.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+        if not then_close:
+            peer.server.stopping.wait()  # neither reads nor closes
+
+    server = serve(Server(handler))
+    easy, body = fetch(server.url("/up"), timeout_ms=5000, method="POST", body=b"x" * (16 << 20))
+    assert (easy.result, easy.response_code, body) == (Code.OK, 413, b"big!"), easy.error
+    assert easy.total_time < 4
+
+
 # --- 2. what libcurl accepts ---------------------------------------------------------
 
 
