@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis_support import RedisServer
 
+from hiperfifo.sources.redis import reader, shared
 from hiperfifo.sources.redis.client import (
     Available,
     Entry,
@@ -88,6 +89,15 @@ def add_urls(server: RedisServer, count: int, stream: str = "hiperfifo:urls") ->
 
 def result_for(entry: Entry) -> Result:
     return Result(entry.id, {"entry": entry.id, "url": (entry.url or b"").decode(), "result": 0})
+
+
+def reader_blocked(server: RedisServer) -> bool:
+    """The reader's connection is inside a blocking XREADGROUP."""
+    with server.client() as r:
+        return any(
+            c.get("name", "").endswith(":reader") and "b" in c.get("flags", "")
+            for c in r.client_list()
+        )
 
 
 def pending(server: RedisServer) -> dict[str, int]:
@@ -208,16 +218,22 @@ def test_an_outage_is_one_unavailable_and_one_available_and_loses_nothing(
 
 
 def test_stop_reading_is_prompt_and_finish_flushes(
-    redis_server: RedisServer, clients: Callable[..., tuple[StreamClient, Inbox]]
+    redis_server: RedisServer,
+    clients: Callable[..., tuple[StreamClient, Inbox]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """stop_reading() cuts a blocked read short; finish() writes the last results first."""
+    """stop_reading() cuts a blocked read short (CLIENT UNBLOCK, not the end of BLOCK);
+    finish() writes the last results first."""
+    monkeypatch.setattr(shared, "BLOCK_MS", 30_000)  # a read that would block for 30 s
+    monkeypatch.setattr(reader, "BLOCK_MS", 30_000)
     add_urls(redis_server, 2)
     client, inbox = clients()
     inbox.wait(lambda: len(inbox.entries()) == 2)
+    inbox.wait(lambda: reader_blocked(redis_server))
     began = time.monotonic()
     client.stop_reading()
     inbox.wait(lambda: bool(inbox.of(ReaderStopped)))
-    assert time.monotonic() - began < 1.5  # BLOCK is 2 s: the unblock made it sooner
+    assert time.monotonic() - began < 15  # half the block: the unblock ended it
     for entry in inbox.entries():
         client.submit(result_for(entry))
     client.finish()

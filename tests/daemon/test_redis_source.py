@@ -152,8 +152,7 @@ def test_paused_source_reads_nothing(redis_server: RedisServer, loop: Driver) ->
     source = source_for(redis_server)
     inbox = Inbox()
     source.start(loop, inbox)
-    source.pause()
-    time.sleep(0.1)  # the reader is waiting for credit
+    source.pause()  # before the reader's first read: it waits for credit from the start
     add(redis_server, [{"url": "http://example.org/1"}])
     run_until(loop, lambda: source.client.counts.round_trips > 0)
     time.sleep(0.3)  # not synchronisation: a chance for a wrong read to show
