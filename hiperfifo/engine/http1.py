@@ -122,12 +122,18 @@ class Data(NamedTuple):
     data: bytes
 
 
+class Trailers(NamedTuple):
+    """Event: the trailer lines of a chunked body, each with its CRLF, just before End."""
+
+    lines: list[bytes]
+
+
 class End(NamedTuple):
     """Event: the response ended; the connection may carry the next request if reusable()."""
 
 
 END = End()  # the only End there is: no allocation per response
-Event = Head | Info | Data | End  # what Http1.receive() returns, in order
+Event = Head | Info | Data | Trailers | End  # what Http1.receive() returns, in order
 # A parsed head: its kind ("head" or "info"), the head, its body framing, whether it closes.
 _Parsed = tuple[str, ResponseHead, int, bool]
 
@@ -408,6 +414,8 @@ class Http1:
         events: list[Event] = [Data(piece) for piece in pieces]
         if left is not None:  # the last chunk and its trailers are in
             self._chunks = None
+            if chunks.trailers:
+                events.append(Trailers(chunks.trailers))
             self._finish(self._reusable and not left, events)
         return events
 
@@ -841,13 +849,14 @@ class _Chunks:
     libcurl's 4 KiB TOO_LARGE (100).
     """
 
-    __slots__ = ("_digits", "_left", "_state", "_trailer")
+    __slots__ = ("_digits", "_left", "_state", "_trailer", "trailers")
 
     def __init__(self) -> None:
         self._state = _HEX
         self._digits = bytearray()  # the hex digits of the size being read
         self._left = 0  # bytes of the current chunk still due
         self._trailer = bytearray()  # the trailer line being read
+        self.trailers: list[bytes] = []  # the trailer lines read, each with CRLF (libcurl's)
 
     def feed(self, data: bytes) -> tuple[list[bytes], int | None]:
         """The data pieces in `data`, and None, or (at the end) how many bytes follow it."""
@@ -916,7 +925,9 @@ class _Chunks:
         if not self._trailer:  # no (more) trailers: this is the final line break
             self._state = _TRAILER_END
             return i
-        _check_trailer(bytes(self._trailer))
+        line = bytes(self._trailer)
+        _check_trailer(line)
+        self.trailers.append(line + b"\r\n")
         self._trailer.clear()
         self._state = _TRAILER_CR
         return i if byte == _LF else i + 1  # already on the LF, or past the CR

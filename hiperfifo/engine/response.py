@@ -16,7 +16,7 @@ from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.decoding import Decoder
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
-from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead
+from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead, Trailers
 
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
 
@@ -47,6 +47,8 @@ class Response:
             elif isinstance(event, End):
                 self.on_end()
                 return True
+            elif isinstance(event, Trailers):
+                self.on_trailers(event.lines)
             else:
                 self.on_head(event.head, final=isinstance(event, Head))
         return False
@@ -72,6 +74,13 @@ class Response:
                 self._deliver(easy.header_function, line)
         if final:
             self._on_final_head(head)
+
+    def on_trailers(self, lines: list[bytes]) -> None:
+        """A chunked body's trailers go to the header callback, as libcurl writes them."""
+        function = self._easy.header_function
+        if function is not None:
+            for line in lines:
+                self._deliver(function, line)
 
     def redirect_location(self) -> bytes | None:
         """Where to go next, when following redirects and this response is one."""

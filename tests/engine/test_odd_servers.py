@@ -443,10 +443,13 @@ def test_bad_chunked_trailer_is_weird_server_reply_8(
 def test_good_chunked_trailer_is_read_and_the_connection_kept(
     fetch: Fetch, serve: Callable[[HTTPServer], HTTPServer]
 ) -> None:
-    """The control: a well-formed trailer, the connection reused for the next request."""
-    reply = CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-T: ok\r\n\r\n"
+    """The control: well-formed trailers (one ended by a bare LF) reach the header callback
+    after the head, as libcurl writes them; the connection is reused for the next request."""
+    reply = CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX-T: ok\r\nX-U: lf\n\r\n"
     server = serve(HTTPServer(default=in_pieces(reply, then="keep")))
-    first, body = fetch(server.url("/1"), timeout_ms=5000)
+    lines: list[bytes] = []
+    first, body = fetch(server.url("/1"), timeout_ms=5000, header_function=lines.append)
+    assert lines[-3:] == [b"\r\n", b"X-T: ok\r\n", b"X-U: lf\r\n"]
     second, again = fetch(server.url("/2"), timeout_ms=5000)
     assert (first.result, body, second.result, again) == (Code.OK, b"hello", Code.OK, b"hello")
     assert server.accepted == 1
