@@ -53,7 +53,8 @@ def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) ->
 
 def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Server) -> None:
     """One connection slot, two servers in turn: every switch closes a socket and opens
-    one with the same number, watched by the same (restarted) Poll; all transfers finish."""
+    another, mostly with the same number; a number used again is watched by the same
+    (restarted) Poll; all transfers finish."""
     other = Server()
     thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
@@ -78,9 +79,13 @@ def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Serv
     assert sorted(m.easy.size_download for m in finished) == list(range(10))
     assert {m.result for m in finished} == {Code.OK}
     assert http_server.connections + other.connections == 10  # a new socket for each
-    assert len(assigned) > 1  # sockets the engine announced as new
-    assert len({fd for fd, _poll in assigned}) == 1  # ... with the number just freed
-    assert len({id(poll) for _fd, poll in assigned}) == 1  # ... and the same Poll again
+    # Sockets the engine announced as new; most take the number just freed (the kernel gives
+    # the lowest free one), but another thread of this process (a test server) may take it
+    # in between: whichever number recurs, it comes back with the same (restarted) Poll.
+    numbers = [fd for fd, _poll in assigned]
+    assert len(numbers) > len(set(numbers)), numbers  # some number was used again
+    polls = {fd: {id(poll) for number, poll in assigned if number == fd} for fd in numbers}
+    assert all(len(ids) == 1 for ids in polls.values()), polls
 
 
 def test_zero_timeout_runs_on_the_next_iteration_not_reentrantly() -> None:
