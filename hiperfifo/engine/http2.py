@@ -20,6 +20,7 @@ stalls holds at most its own window and stalls nobody else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from hiperfifo.engine.codes import Code
+from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import ResponseHead
 
 MAX_HEADER_LIST = 100 * 1024  # as HTTP/1.1's head (libcurl's CURL_MAX_HTTP_HEADER)
@@ -45,6 +46,18 @@ _LAST_STREAM_ID = 2**31 - 1
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host")
 )
+
+# RFC 9110's token and field-value (no CR, LF, NUL, other controls, or whitespace at the ends):
+# what h2's outbound validation would check, done once per distinct (name, value).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+_PATH = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # checked, by (name, value)
+_FIELDS_KEPT = 1024
+_PRIVATE = frozenset(("authorization", "proxy-authorization", "cookie"))
+_LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_CONNECTION_SPECIFIC = _HOP_BY_HOP - {b"host"}
+_SEEN: set[tuple[bytes, bytes]] = set()  # response header fields judged well-formed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -129,7 +142,15 @@ class _Connection(h2.connection.H2Connection):
         return super()._receive_frame(frame)
 
 
-_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
+# Headers are checked by _field() and _head() (once per distinct header, not per request).
+_CONFIG = h2.config.H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+)
 
 
 class Http2:
@@ -224,19 +245,26 @@ class Http2:
         authority = b""
         fields: Headers = []
         for name, value in headers:
-            lname = name.lower().encode("ascii")
+            field = _field(name, value)
+            lname = field[0]
             if lname == b"host":
-                authority = authority or value.encode("ascii")
+                authority = authority or field[1]
             elif lname == b"te":
-                if value.strip().lower() == "trailers":
+                if field[1].lower() == b"trailers":
                     fields.append((lname, b"trailers"))
             elif lname not in _HOP_BY_HOP:
-                fields.append((lname, value.encode("latin-1")))
+                fields.append(field)
+        method_b = method.encode("ascii", "replace")
+        target_b = target.encode("ascii", "replace")
+        if not _TOKEN.fullmatch(method_b) or not _PATH.fullmatch(target_b) or not authority:
+            raise TransferError(
+                Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {method!r} {target!r}"
+            )
         block: Headers = [
-            (b":method", method.encode("ascii")),
+            (b":method", method_b),
             (b":scheme", scheme.encode("ascii")),
             (b":authority", authority),
-            (b":path", target.encode("ascii")),
+            (b":path", target_b),
             *fields,
         ]
         conn = self._h2
@@ -327,15 +355,27 @@ class Http2:
     # --- internals ---------------------------------------------------------------------
 
     def _on_response(self, event: h2.events.ResponseReceived, out: list[Event]) -> None:
-        sid = event.stream_id
-        if sid in self._streams:
-            out.append(StreamHead(sid, _head(event.headers), True))
+        self._on_head(event.stream_id, event.headers, True, out)
 
     def _on_info(self, event: h2.events.InformationalResponseReceived, out: list[Event]) -> None:
-        sid = event.stream_id
         self._h2.control += 1  # an endless run of 1xx heads is a flood like any other
-        if sid in self._streams:
-            out.append(StreamHead(sid, _head(event.headers), False))
+        self._on_head(event.stream_id, event.headers, False, out)
+
+    def _on_head(self, sid: int, headers: Headers, final: bool, out: list[Event]) -> None:
+        if sid not in self._streams:
+            return
+        head = _head(headers)
+        if isinstance(head, ResponseHead):
+            out.append(StreamHead(sid, head, final))
+            return
+        # A malformed response (RFC 9113 8.1.1) is a stream error, as nghttp2 treats it.
+        self._streams.discard(sid)
+        self._bodies.pop(sid, None)
+        try:
+            self._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+        except h2.exceptions.H2Error:
+            pass
+        out.append(StreamReset(sid, Code.HTTP2_STREAM, f"Invalid HTTP/2 response: {head}", False))
 
     def _on_data(self, event: h2.events.DataReceived, out: list[Event]) -> None:
         sid = event.stream_id
@@ -424,17 +464,62 @@ class Http2:
                 conn.end_stream(sid)
 
 
-def _head(headers: Headers) -> ResponseHead:
-    status = 0
+def _field(name: str, value: str) -> tuple[bytes, bytes]:
+    """(lower-case name, value) as bytes, checked; remembered, credentials excepted."""
+    key = (name, value)
+    field = _FIELDS.get(key)
+    if field is None:
+        name_b = name.lower().encode("ascii", "replace")
+        value_b = value.encode("latin-1", "replace")
+        if not _TOKEN.fullmatch(name_b) or not _VALUE.fullmatch(value_b):
+            raise TransferError(
+                Code.BAD_FUNCTION_ARGUMENT, f"Invalid request header: {name!r}: {value!r}"
+            )
+        field = (name_b, value_b)
+        if name_b.decode() not in _PRIVATE:
+            if len(_FIELDS) >= _FIELDS_KEPT:
+                _FIELDS.clear()
+            _FIELDS[key] = field
+    return field
+
+
+def _head(headers: Headers) -> ResponseHead | str:
+    """The response head, or why it is malformed (RFC 9113 8.2, 8.3.2): h2's inbound
+    checks, done here with every distinct (name, value) judged once."""
+    status = b""
     fields: Headers = []
     lookup: dict[bytes, bytes] = {}
-    for name, value in headers:
-        if name == b":status":
-            status = int(value)
-        elif not name.startswith(b":"):
-            fields.append((name, value))
-            lookup.setdefault(name, value)
-    return ResponseHead(status, "2", "", fields, lookup)
+    seen = _SEEN
+    for field in headers:
+        name, value = field
+        if name[:1] == b":":
+            if name != b":status" or status or fields:
+                return f"pseudo-header {name!r} misplaced"
+            status = value
+            continue
+        if field not in seen:
+            reason = _bad_field(name, value)
+            if reason:
+                return reason
+            if len(seen) >= _FIELDS_KEPT:
+                seen.clear()
+            seen.add(field)
+        fields.append(field)
+        if name not in lookup:
+            lookup[name] = value
+    if len(status) != 3 or not status.isdigit():
+        return f"bad :status {status!r}"
+    return ResponseHead(int(status), "2", "", fields, lookup)
+
+
+def _bad_field(name: bytes, value: bytes) -> str:
+    if not _LOWER_TOKEN.fullmatch(name):
+        return f"bad header name {name!r}"
+    if not _VALUE.fullmatch(value):
+        return f"bad value of header {name.decode()}"
+    if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+        return f"connection-specific header {name.decode()}"
+    return ""
 
 
 _HANDLERS: dict[type, Callable[[Http2, Any, list[Event]], None]] = {

@@ -10,7 +10,7 @@ import hpack
 import pytest
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame
 
-from hiperfifo.engine.codes import Code
+from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http2 import (
     CONTROL_BURST,
     MAX_HEADER_LIST,
@@ -361,3 +361,62 @@ def test_pings_at_an_honest_rate_are_answered() -> None:
     assert len(acks) == 3000
     pair.respond(sid)
     assert StreamEnd(sid) in pair.to_client()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Evil", "a\r\nInjected: 1"), ("Bad Name", "v"), ("X-Nul", "a\x00b"), ("X-Space", " v")],
+)
+def test_invalid_request_header_is_refused(name: str, value: str) -> None:
+    """A header h2 must not send (CR/LF/NUL, a space in a name, edge whitespace): 43."""
+    pair = Pair()
+    with pytest.raises(TransferError) as caught:
+        pair.client.open_stream("GET", "https", "/", [*GET, (name, value)], None)
+    assert caught.value.code is Code.BAD_FUNCTION_ARGUMENT
+    assert pair.client.streams == 0
+    assert pair.client.free_slots == 100
+
+
+def test_repeated_headers_are_checked_once_and_sent_alike() -> None:
+    """The same headers on 3 streams arrive the same 3 times (the check is remembered)."""
+    pair = Pair()
+    headers = [*GET, ("X-Thing", "caf\xe9")]
+    for _ in range(3):
+        pair.client.open_stream("GET", "https", "/", headers, None)
+    requests = [e for e in pair.to_server() if isinstance(e, h2.events.RequestReceived)]
+    assert [r.headers[-1] for r in requests] == [(b"x-thing", b"caf\xe9")] * 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ([(b":status", b"200"), (b"X-Upper", b"1")], "bad header name"),
+        ([(b":status", b"200"), (b"connection", b"close")], "connection-specific"),
+        ([(b":status", b"200"), (b"x-a", b"b\r\nc")], "bad value"),
+        ([(b"x-a", b"1"), (b":status", b"200")], "misplaced"),
+        ([(b":status", b"20x")], "bad :status"),
+        ([(b":status", b"200"), (b":path", b"/")], "misplaced"),
+    ],
+    ids=["uppercase", "connection", "crlf", "pseudo-after", "status", "request-pseudo"],
+)
+def test_malformed_response_head_resets_only_its_stream(
+    fields: list[tuple[bytes, bytes]], reason: str
+) -> None:
+    """A malformed head is a stream error (92, RST_STREAM PROTOCOL_ERROR); the rest go on."""
+    pair = Pair()
+    bad, good = pair.get("/bad"), pair.get("/good")
+    pair.to_server()
+    block = pair_encoder(pair).encode(fields)
+    raw = HeadersFrame(bad, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+    events = pair.client.receive(raw, 0.0)
+    (reset,) = events
+    assert isinstance(reset, StreamReset)
+    assert (reset.stream_id, reset.code, reset.retry) == (bad, Code.HTTP2_STREAM, False)
+    assert reason in reset.text
+    pair.respond(good)
+    assert StreamEnd(good) in pair.to_client()
+
+
+def pair_encoder(pair: Pair) -> hpack.Encoder:
+    """The server's HPACK encoder: a raw block must share its dynamic table."""
+    return pair.server.encoder
