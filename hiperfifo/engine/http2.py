@@ -34,7 +34,7 @@ from h2.errors import ErrorCodes
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import ResponseHead
 
-MAX_HEADER_LIST = 100 * 1024  # as HTTP/1.1's head (libcurl's CURL_MAX_HTTP_HEADER)
+MAX_HEADER_LIST = 100 * 1024  # decoded header list of one head (libcurl: CURL_MAX_HTTP_HEADER)
 STREAM_WINDOW = 1 << 20  # what one stream may have in flight before we consume it
 CONNECTION_WINDOW = 16 << 20  # what all streams together may have in flight
 MAX_CONCURRENT_STREAMS = 100  # libcurl's default CURLMOPT_MAX_CONCURRENT_STREAMS
