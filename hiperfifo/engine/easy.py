@@ -45,7 +45,7 @@ _INFO_SLOTS = (
     "content_length",
     "effective_url",
     "error",
-    "http_version",
+    "http_version_used",
     "local_port",
     "multi",
     "namelookup_time",
@@ -96,6 +96,10 @@ class Easy:
         # from the environment, chosen again for every redirect hop; the caller passes it.
         proxy_env: Mapping[str, str] | None
         network_policy: NetworkPolicy | None  # checked on every address before connecting
+        # CURLOPT_HTTP_VERSION as set; reading it after a transfer gives what the transfer
+        # used (CURLINFO_HTTP_VERSION: "2" or "1.1"), see http_version_used.
+        http_version: str
+        http_version_wanted: str  # the option as set, whatever a transfer used
         private: Any
 
     def __init__(
@@ -124,6 +128,7 @@ class Easy:
         noproxy: str | None = None,
         proxy_env: Mapping[str, str] | None = None,
         network_policy: NetworkPolicy | None = None,
+        http_version: str = "2",
         private: Any = None,
     ) -> None:
         # The body is generated from EASY_OPTIONS below (_init_from_table), as dataclasses do:
@@ -138,7 +143,7 @@ class Easy:
         self.result = Code.OK
         self.error = ""
         self.response_code = 0
-        self.http_version = ""
+        self.http_version_used = ""  # "2", "1.1" (or "1.0"): what the last hop spoke
         self.effective_url = self.url
         self.redirect_count = 0
         self.size_download = 0
@@ -204,3 +209,17 @@ def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
 Easy.__init__ = _init_from_table(Easy.__init__)  # type: ignore[method-assign]
 for _name, _check in EASY_OPTIONS.items():
     setattr(Easy, _name, _option(_name, _check))
+
+
+def _http_version(easy: Easy) -> str:
+    return easy.http_version_used or easy.http_version_wanted
+
+
+# One name for curl's two calls: the option until a transfer
+# used a version (CURLOPT_HTTP_VERSION), then that version (CURLINFO_HTTP_VERSION).
+Easy.http_version_wanted = property(attrgetter("_o_http_version"))  # type: ignore[assignment]
+Easy.http_version = property(  # type: ignore[assignment]
+    _http_version,
+    _option("http_version", EASY_OPTIONS["http_version"]).fset,
+    doc="The option; after a transfer, what it used.",
+)

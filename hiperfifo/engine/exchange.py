@@ -12,9 +12,12 @@ shared connection with the same calls (send, receive).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, Code, TransferError
 from hiperfifo.engine.connection import Connection
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.debug import head_out
+from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.response import Response
 
 READ_BUDGET = 1 << 20  # bytes read from one socket per run, so one fast peer cannot starve others
@@ -29,15 +32,26 @@ class Exchange:
 
     __slots__ = ("conn", "ended", "response", "sent")
 
-    def __init__(self, conn: Connection, response: Response, easy: Easy) -> None:
-        """Ready to carry a request on `conn` (the caller queues its bytes); its getinfo."""
+    def __init__(
+        self,
+        conn: Connection,
+        response: Response,
+        easy: Easy,
+        request: tuple[str, str, list[tuple[str, str]], bytes | None],
+        trace: Callable[[InfoType, str], None] | None = None,
+    ) -> None:
+        """Queue `request` (method, target, headers, body) on `conn`; fill its getinfo."""
         self.conn = conn
         self.response = response
         self.sent = False
         self.ended = False  # the response ended while the request was still going out
         easy.primary_ip, easy.primary_port = conn.peer()
         easy.local_port = conn.local_port()
-        easy.http_version = "1.1"
+        easy.http_version_used = "1.1"
+        data = conn.http.request(*request)
+        conn.queue(data)
+        if trace is not None:
+            trace(InfoType.HEADER_OUT, head_out(data))
 
     def send(self, view: memoryview) -> bool:
         """Send what the socket takes; True once the whole request is out, or once the

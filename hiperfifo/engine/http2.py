@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import h2.config
 import h2.connection
@@ -42,7 +42,7 @@ MAX_CONCURRENT_STREAMS = 100  # libcurl's default CURLMOPT_MAX_CONCURRENT_STREAM
 # the server may send: a burst, then a steady rate. An honest server sends a handful.
 CONTROL_BURST = 1000
 CONTROL_RATE = 100.0  # per second, refilling the burst
-_LAST_STREAM_ID = 2**31 - 1
+_IDS = 2**31 - 4  # the highest stream id after which one more can still be opened
 _HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host")
 )
@@ -54,6 +54,7 @@ _VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\
 _PATH = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # checked, by (name, value)
 _FIELDS_KEPT = 1024
+_DECODED_KEPT = 256  # header blocks remembered per connection
 _PRIVATE = frozenset(("authorization", "proxy-authorization", "cookie"))
 _LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _CONNECTION_SPECIFIC = _HOP_BY_HOP - {b"host"}
@@ -96,6 +97,42 @@ class StreamReset(NamedTuple):
 Event = StreamHead | StreamData | StreamEnd | StreamReset
 
 
+class _DecodeCache:
+    """h2's HPACK decoder, with the headers of a header block seen before remembered.
+
+    Sound only while the dynamic table is empty and cannot grow (we advertise
+    SETTINGS_HEADER_TABLE_SIZE 0): a block's headers then depend on its bytes
+    alone. nginx sends the same block for every response of a second (the Date
+    changes), so most blocks skip the Huffman decoding, the costliest part.
+    """
+
+    __slots__ = ("_cache", "_decoder")
+
+    def __init__(self, decoder: Any) -> None:
+        object.__setattr__(self, "_decoder", decoder)
+        object.__setattr__(self, "_cache", {})
+
+    def decode(self, data: Any, raw: bool = False) -> Any:
+        decoder = self._decoder
+        table = decoder.header_table
+        if table.maxsize or table.dynamic_entries:
+            return decoder.decode(data, raw)
+        key = (bytes(data), raw)
+        headers = self._cache.get(key)
+        if headers is None:
+            headers = decoder.decode(data, raw)  # the header-list limit applies here
+            if len(self._cache) >= _DECODED_KEPT:
+                self._cache.clear()
+            self._cache[key] = headers
+        return list(headers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._decoder, name, value)
+
+
 class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
     """h2's connection states, except that a received GOAWAY still lets streams finish.
 
@@ -129,9 +166,21 @@ _KNOWN_FRAMES = frozenset(range(0xB))
 
 
 class _Connection(h2.connection.H2Connection):
-    """h2's connection, counting the frames that cost us work and carry no response."""
+    """h2's connection, counting the frames that cost us work and carry no response, and
+    counting our open streams from our own table: h2 walks all its streams for that on
+    every new one (and drops the closed ones as it goes), here once per 64 new ones."""
 
     control = 0
+    ours: set[int] = set()  # Http2's running streams (replaced per connection)
+    _sweep_at = 64
+
+    @property
+    def open_outbound_streams(self) -> int:
+        if len(self.streams) >= self._sweep_at:
+            count = super().open_outbound_streams  # forgets the closed streams
+            self._sweep_at = len(self.streams) + 64
+            return count
+        return len(self.ours)
 
     def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
         kind = frame.type
@@ -161,6 +210,7 @@ class Http2:
         "_budget",
         "_budget_at",
         "_h2",
+        "_limit",
         "_max_streams",
         "_streams",
         "completed",
@@ -170,6 +220,8 @@ class Http2:
 
     def __init__(self, max_concurrent_streams: int = MAX_CONCURRENT_STREAMS) -> None:
         conn = _Connection(config=_CONFIG)
+        self._streams: set[int] = set()  # ours, not ended yet
+        conn.ours = self._streams
         conn.state_machine = _DrainingStateMachine()
         conn.local_settings = h2.settings.Settings(
             client=True,
@@ -177,16 +229,20 @@ class Http2:
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                # No dynamic table for the server's encoder: nginx never refers back to one
+                # anyway, and a header block then means the same every time (_DecodeCache).
+                h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             },
         )
         # The limit holds from the first byte, not only once the server acknowledged it.
         conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        conn.decoder = cast(Any, _DecodeCache(conn.decoder))
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._h2 = conn
         self._max_streams = max_concurrent_streams
-        self._streams: set[int] = set()  # ours, not ended yet
+        self._limit = min(max_concurrent_streams, 100)  # the server's, until its SETTINGS say
         self._bodies: dict[int, memoryview] = {}  # request bodies still to send
         self._budget = float(CONTROL_BURST)
         self._budget_at: float | None = None
@@ -209,18 +265,15 @@ class Http2:
     def accepting(self) -> bool:
         """May new streams be opened (no GOAWAY, no error, stream ids left)?"""
         return (
-            not self.error
-            and self.goaway is None
-            and self._h2.highest_outbound_stream_id < _LAST_STREAM_ID - 2
+            not self.error and self.goaway is None and self._h2.highest_outbound_stream_id <= _IDS
         )
 
     @property
     def free_slots(self) -> int:
         """How many more streams may be opened now (ours and the server's limit)."""
-        if not self.accepting:
+        if self.error or self.goaway is not None or self._h2.highest_outbound_stream_id > _IDS:
             return 0
-        limit = min(self._max_streams, self._h2.remote_settings.max_concurrent_streams)
-        return max(limit - len(self._streams), 0)
+        return max(self._limit - len(self._streams), 0)
 
     @property
     def finished(self) -> bool:
@@ -238,35 +291,8 @@ class Http2:
         body: bytes | None,
     ) -> int:
         """Send a request's HEADERS (and its body as the window allows); its stream id.
-
-        `headers` are HTTP/1.1-shaped: Host becomes :authority, hop-by-hop
-        headers are dropped, names are lower-cased. Call only when free_slots > 0.
-        """
-        authority = b""
-        fields: Headers = []
-        for name, value in headers:
-            field = _field(name, value)
-            lname = field[0]
-            if lname == b"host":
-                authority = authority or field[1]
-            elif lname == b"te":
-                if field[1].lower() == b"trailers":
-                    fields.append((lname, b"trailers"))
-            elif lname not in _HOP_BY_HOP:
-                fields.append(field)
-        method_b = method.encode("ascii", "replace")
-        target_b = target.encode("ascii", "replace")
-        if not _TOKEN.fullmatch(method_b) or not _PATH.fullmatch(target_b) or not authority:
-            raise TransferError(
-                Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {method!r} {target!r}"
-            )
-        block: Headers = [
-            (b":method", method_b),
-            (b":scheme", scheme.encode("ascii")),
-            (b":authority", authority),
-            (b":path", target_b),
-            *fields,
-        ]
+        Call only when free_slots > 0."""
+        block = request_block(method, scheme, target, headers)
         conn = self._h2
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(stream_id, block, end_stream=not body)
@@ -322,8 +348,12 @@ class Http2:
             handler = _HANDLERS.get(kind)
             if handler is not None:
                 handler(self, event, out)
-            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+            elif kind is h2.events.WindowUpdated:
                 pump = True
+            elif kind is h2.events.RemoteSettingsChanged:
+                pump = True
+                remote = self._h2.remote_settings.max_concurrent_streams
+                self._limit = min(self._max_streams, remote)
         control, self._h2.control = self._h2.control, 0
         if control and not self._charge(control, now):
             return out + self._fail(
@@ -462,6 +492,37 @@ class Http2:
             else:
                 del self._bodies[sid]
                 conn.end_stream(sid)
+
+
+def request_block(
+    method: str, scheme: str, target: str, headers: list[tuple[str, str]]
+) -> Headers:
+    """The HEADERS of a request from HTTP/1.1-shaped parts: Host becomes :authority,
+    hop-by-hop headers are dropped, names lower-cased; TransferError(43) for what h2
+    must not send."""
+    authority = b""
+    fields: Headers = []
+    for name, value in headers:
+        field = _field(name, value)
+        lname = field[0]
+        if lname == b"host":
+            authority = authority or field[1]
+        elif lname == b"te":
+            if field[1].lower() == b"trailers":
+                fields.append((lname, b"trailers"))
+        elif lname not in _HOP_BY_HOP:
+            fields.append(field)
+    method_b = method.encode("ascii", "replace")
+    target_b = target.encode("ascii", "replace")
+    if not _TOKEN.fullmatch(method_b) or not _PATH.fullmatch(target_b) or not authority:
+        raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {method!r} {target!r}")
+    return [
+        (b":method", method_b),
+        (b":scheme", scheme.encode("ascii")),
+        (b":authority", authority),
+        (b":path", target_b),
+        *fields,
+    ]
 
 
 def _field(name: str, value: str) -> tuple[bytes, bytes]:

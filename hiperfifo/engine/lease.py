@@ -6,26 +6,42 @@ the only place a transfer gets or returns a connection. Every close goes
 through `close_socket`, which announces POLL_REMOVE before the fd can be
 reused. Idle connections are not watched (libcurl S5).
 
-HTTP/2 seam: a connection that can carry several transfers at once would be
-lent by `take` without leaving the lease (a table of shared connections by
-origin, looked at before the idle cache) and given back by each of its
-transfers; its fd would then be owned by the connection in the PollSet, not
-by one transfer (see Multi._act_on_fd).
+HTTP/2: a connection that carries several transfers at once (shared.py) is
+lent stream by stream by `take_stream` without leaving the lease (a table of
+shared connections by origin); its fd is owned by the Shared in the PollSet,
+not by one transfer. It counts as one connection against the limits, idle
+or busy. While a new connection that may turn out to speak HTTP/2 is still
+in its handshake, `pipewait` says so: transfers to that origin wait for it
+instead of opening connections of their own (libcurl's CURLOPT_PIPEWAIT).
 """
 
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from collections.abc import Callable
 
 from hiperfifo.engine.connection import Connection, Origin
 from hiperfifo.engine.pool import Pool
+from hiperfifo.engine.shared import Shared
 
 
 class Lease:
     """The multi's pool, lent to its transfers with the I/O the pool's decisions need."""
 
-    __slots__ = ("_forget", "call", "clock", "max_idle", "pool")
+    __slots__ = (
+        "_forget",
+        "_idle_shared",
+        "_opening",
+        "_shared",
+        "call",
+        "clock",
+        "max_idle",
+        "max_streams",
+        "multiplex",
+        "pool",
+        "view",
+    )
 
     def __init__(
         self,
@@ -33,12 +49,21 @@ class Lease:
         clock: Callable[[], float],
         forget: Callable[[int], None],
         max_idle: Callable[[], int],
+        *,
+        multiplex: bool = True,
+        max_streams: int = 100,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self._forget = forget  # POLL_REMOVE for an announced fd
         self.max_idle = max_idle
         self.call = 0  # which API call of the multi runs now (each one counts up)
+        self.multiplex = multiplex  # CURLMOPT_PIPELINING: several streams on one connection
+        self.max_streams = max_streams  # CURLMOPT_MAX_CONCURRENT_STREAMS
+        self._shared: dict[Origin, list[Shared]] = {}
+        self._idle_shared: dict[Shared, None] = {}  # those without a stream, oldest first
+        self._opening: Counter[Origin] = Counter()  # new connections that may speak h2
+        self.view = memoryview(bytearray(64 * 1024))  # for reading what idle ones received
 
     def close_socket(self, sock: socket.socket) -> None:
         """Announce POLL_REMOVE (if the fd was announced), then close: never the other way."""
@@ -67,8 +92,9 @@ class Lease:
         if not pool.has_room(origin):
             for victim in pool.make_room(origin):
                 self.close_socket(victim.sock)
-            if not pool.has_room(origin):
-                return False
+            while not pool.has_room(origin):
+                if not self._evict_idle_shared(origin):
+                    return False
         pool.reserve(origin)
         return True
 
@@ -76,9 +102,114 @@ class Lease:
         """A slot from open_slot() that never got its connection."""
         self.pool.release(origin)
 
-    def could_serve(self, origin: Origin) -> bool:
-        """Would a transfer to `origin` get a connection or a slot now?"""
+    def could_serve(self, origin: Origin, h2: bool = False) -> bool:
+        """Would a transfer to `origin` get a connection, a stream or a slot now?"""
+        if h2:
+            if any(s.free_slots > 0 for s in self._shared.get(origin, ())):
+                return True
+            if self.pipewait(origin):
+                return False
         return self.pool.could_serve(origin)
+
+    # --- HTTP/2: shared connections -----------------------------------------------------
+
+    def choose(
+        self, origin: Origin, h2: bool, fresh_only: bool
+    ) -> tuple[bool, Connection | Shared | None]:
+        """What a transfer to `origin` goes on with: (True, a stream's shared connection or a
+        pooled connection), (True, None): a slot reserved for a new one, (False, None): wait
+        (limits, or a connection that may speak HTTP/2 is in its handshake: PIPEWAIT)."""
+        if not fresh_only:
+            shared = self.take_stream(origin) if h2 else None
+            if shared is not None:
+                return True, shared
+            conn = self.take(origin)
+            if conn is not None:
+                return True, conn
+            if h2 and self.pipewait(origin):
+                return False, None
+        return self.open_slot(origin), None
+
+    def take_stream(self, origin: Origin) -> Shared | None:
+        """A shared connection to `origin` with room for one more stream, or None."""
+        shared_list = self._shared.get(origin)
+        if not shared_list:
+            return None
+        now = self.clock()
+        for shared in list(shared_list):
+            if shared.streams == 0 and not shared.finished:
+                if now - shared.idle_since > self.pool.max_age:
+                    self.drop_shared(shared)
+                    continue
+                shared.revive(self.view, now)  # SETTINGS, PING or GOAWAY sent while idle
+            if shared.finished:
+                self.drop_shared(shared)
+            elif shared.free_slots > 0:
+                self._idle_shared.pop(shared, None)
+                return shared
+        return None
+
+    def shared_idle(self, shared: Shared) -> None:
+        """`shared` has no stream left: kept for reuse within max_connects and max_idle_age,
+        counted with the idle HTTP/1.1 connections; the oldest beyond are closed."""
+        idle = self._idle_shared
+        idle[shared] = None
+        limit = max(self.max_idle() - self.pool.idle, 0)
+        horizon = self.clock() - self.pool.max_age
+        while idle:
+            oldest = next(iter(idle))
+            if len(idle) <= limit and oldest.idle_since >= horizon:
+                break
+            self.drop_shared(oldest)
+
+    def pipewait(self, origin: Origin) -> bool:
+        """Is a connection to `origin` being opened that may carry our stream too?"""
+        return self.multiplex and self._opening[origin] > 0
+
+    def opening(self, origin: Origin, started: bool) -> None:
+        """A new connection that may speak HTTP/2 started (True) or stopped being opened."""
+        if started:
+            self._opening[origin] += 1
+        else:
+            self._opening[origin] -= 1
+            if self._opening[origin] <= 0:
+                del self._opening[origin]
+
+    def share(self, conn: Connection) -> Shared:
+        """`conn` speaks HTTP/2: from now on it carries streams, counted as one connection."""
+        limit = self.max_streams if self.multiplex else 1
+        shared = Shared(conn, limit, self.clock())
+        self._shared.setdefault(conn.origin, []).append(shared)
+        return shared
+
+    def drop_shared(self, shared: Shared) -> None:
+        """Close a shared connection (POLL_REMOVE first) and stop counting it."""
+        shared_list = self._shared.get(shared.origin)
+        if shared_list is None or shared not in shared_list:
+            return
+        shared_list.remove(shared)
+        if not shared_list:
+            del self._shared[shared.origin]
+        self._idle_shared.pop(shared, None)
+        shared.close()
+        self.drop(shared.conn)
+
+    def drain_shared(self) -> list[Shared]:
+        """Every shared connection, out of the table (for Multi.close)."""
+        out = [s for shared_list in self._shared.values() for s in shared_list]
+        self._shared.clear()
+        self._idle_shared.clear()
+        return out
+
+    def _evict_idle_shared(self, origin: Origin) -> bool:
+        """Close the idle shared connection unused the longest (to make room); True if one was."""
+        idle = list(self._idle_shared)
+        if self.pool.host_full(origin):
+            idle = [s for s in idle if s.origin[1:3] == origin[1:3]]
+        if not idle:
+            return False
+        self.drop_shared(idle[0])
+        return True
 
     def give_back(self, conn: Connection) -> None:
         """Back to the idle cache if it can serve another request, else closed."""

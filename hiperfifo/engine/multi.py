@@ -57,6 +57,8 @@ class Multi:
         clock: Callable[[], float] = time.monotonic,
         resolver_threads: int = 4,
         getaddrinfo: GetAddrInfo | None = None,
+        multiplex: bool = True,
+        max_concurrent_streams: int = 100,
     ) -> None:
         max_total_connections = check_multi("max_total_connections", max_total_connections)
         max_host_connections = check_multi("max_host_connections", max_host_connections)
@@ -64,6 +66,8 @@ class Multi:
         clock = check_multi("clock", clock)
         resolver_threads = check_multi("resolver_threads", resolver_threads)
         getaddrinfo = check_multi("getaddrinfo", getaddrinfo)
+        multiplex = check_multi("multiplex", multiplex)
+        max_concurrent_streams = check_multi("max_concurrent_streams", max_concurrent_streams)
         self.socket_function = socket_function
         self.max_connects = max_connects
         self._clock = clock
@@ -74,9 +78,18 @@ class Multi:
         self._pool = Pool(max_total_connections, max_host_connections, max_idle_age)
         self._resolver = Resolver(resolver_threads, getaddrinfo)
         self._pollset = PollSet(self._announce)
-        self._lease = Lease(self._pool, clock, self._pollset.forget, self._max_idle)
+        self._lease = Lease(
+            self._pool,
+            clock,
+            self._pollset.forget,
+            self._max_idle,
+            multiplex=multiplex,
+            max_streams=max_concurrent_streams,
+        )
         self._svc = Services(clock, self._deadlines, self._lease, self._resolver, self._guard)
-        self._runner = Runner(self._pollset, self._deadlines, self._resolver, clock)
+        self._runner = Runner(
+            self._pollset, self._deadlines, self._resolver, clock, self._lease, self._svc.view
+        )
         self._dead: BaseException | None = None
         self._died_now: BaseException | None = None
         self._closed = False
@@ -225,6 +238,9 @@ class Multi:
             self.remove_handle(easy)
         for conn in self._pool.drain_idle():
             conn.sock.close()  # idle connections are not announced
+        for shared in self._lease.drain_shared():  # HTTP/2 ones: idle now, so not announced
+            shared.close()
+            self._lease.close_socket(shared.conn.sock)
         self._pollset.drop_owner(self._resolver)
         self._resolver.close()
         self._closed = True

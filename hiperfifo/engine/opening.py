@@ -25,9 +25,18 @@ from hiperfifo.engine.dialer import EYEBALLS_DELAY, Dialer
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.resolver import Address, Resolver, numeric_addresses
 from hiperfifo.engine.services import Services
-from hiperfifo.engine.tls import TlsSession, client_context
+from hiperfifo.engine.tls import ALPN_H2, ALPN_HTTP11, TlsSession, client_context
 from hiperfifo.engine.tunnel import Tunnel
 from hiperfifo.engine.url import Target
+
+
+def may_speak_h2(easy: Easy, target: Target, proxy: Target | None) -> bool:
+    """HTTP/2 is possible: ALPN h2 on https, or h2c by prior knowledge (direct only: a
+    plain-http proxy takes HTTP/1.1 requests in absolute form)."""
+    wanted = easy.http_version_wanted
+    if wanted == "1.1":
+        return False
+    return target.scheme == "https" or (wanted == "2-prior-knowledge" and proxy is None)
 
 
 class Phase(enum.IntEnum):
@@ -48,12 +57,14 @@ class Opening:
         "_dialer",
         "_lease",
         "_owner",
+        "_pipewait",
         "_slot_held",
         "_start",
         "_trace",
         "_tunnel",
         "conn",
         "easy",
+        "h2",
         "origin",
         "phase",
         "proxy",
@@ -86,6 +97,10 @@ class Opening:
         self.proxy = proxy
         self.origin = origin
         self.phase = Phase.RESOLVING
+        self.h2 = may_speak_h2(easy, target, proxy)
+        self._pipewait = self.h2 and lease.multiplex  # others to `origin` wait for it
+        if self._pipewait:
+            lease.opening(origin, True)
         deadline = lease.clock() + easy.connect_timeout_ms / 1000
         deadlines.set(owner, Due.CONNECT, deadline)
 
@@ -171,10 +186,25 @@ class Opening:
         conn = self.conn
         assert conn is not None
         self.conn = None
+        self._end_pipewait()
         return conn
+
+    def speaks_h2(self, conn: Connection) -> bool:
+        """Did the ready connection turn out to speak HTTP/2 (ALPN h2, or prior knowledge)?"""
+        if not self.h2:
+            return False
+        if conn.tls is not None:
+            return conn.tls.alpn() == "h2"
+        return True
+
+    def _end_pipewait(self) -> None:
+        if self._pipewait:
+            self._pipewait = False
+            self._lease.opening(self.origin, False)
 
     def close(self) -> None:
         """Give up: close the attempts and the connection, give back an unused slot."""
+        self._end_pipewait()
         if self._dialer is not None:
             self._dialer.close()
             self._dialer = None
@@ -211,7 +241,8 @@ class Opening:
         return True
 
     def _start_tls(self, conn: Connection) -> None:
-        context = client_context(self.easy.verify, self.easy.ca_file)
+        alpn = ALPN_H2 if self.h2 else ALPN_HTTP11
+        context = client_context(self.easy.verify, self.easy.ca_file, alpn)
         conn.tls = TlsSession(context, self.target.host)
         self.phase = Phase.TLS_HANDSHAKE
 

@@ -84,6 +84,20 @@ def integer(minimum: int, meaning: str = "", *, zero: int = 0) -> Check:
     return check
 
 
+def one_of(values: tuple[str, ...], meaning: str = "") -> Check:
+    """One of a few strings."""
+    accepts = "one of " + ", ".join(map(repr, values)) + (f" ({meaning})" if meaning else "")
+
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _wrong_type(name, accepts, value)
+        if value not in values:
+            raise _wrong_value(name, accepts, value)
+        return value
+
+    return check
+
+
 def integer_or_none(minimum: int, meaning: str = "") -> Check:
     inner = integer(minimum, meaning)
     return lambda name, value: None if value is None else inner(name, value)
@@ -301,6 +315,7 @@ EASY_OPTIONS: dict[str, Check] = {
     "noproxy": text("hosts, domains, CIDRs or * reached directly", none=True),
     "proxy_env": string_mapping_or_none("http_proxy, https_proxy, all_proxy, no_proxy"),
     "network_policy": instance_or_none(NetworkPolicy, "addresses allowed and denied"),
+    "http_version": one_of(("2", "1.1", "2-prior-knowledge"), "curl's 2TLS, 1_1, PRIOR_KNOWLEDGE"),
     "private": anything(),
 }
 
@@ -314,6 +329,8 @@ MULTI_OPTIONS: dict[str, Check] = {
     "clock": clock(),
     "resolver_threads": integer(1, "threads for name resolution"),
     "getaddrinfo": function_or_none("shaped like socket.getaddrinfo, run on resolver threads"),
+    "multiplex": flag(),
+    "max_concurrent_streams": integer(1, "HTTP/2 streams per connection at most"),
 }
 
 

@@ -70,6 +70,20 @@ class PollSet:
             ):
                 self._want(owner, easy, fd, what)  # else the common case: nothing changed
 
+    def adopt(self, fd: int, owner: Hashable) -> None:
+        """Hand an announced fd to a new owner without telling the application (a
+        connection that a transfer opened and that now carries several, HTTP/2)."""
+        entry = self._entries.get(fd)
+        if entry is None or entry.owner is owner:
+            return
+        mine = self._by_owner.get(entry.owner)
+        if mine is not None:
+            mine.discard(fd)
+            if not mine:
+                del self._by_owner[entry.owner]
+        entry.owner = owner
+        self._by_owner.setdefault(owner, set()).add(fd)
+
     def drop_owner(self, owner: Hashable) -> None:
         """REMOVE every fd of `owner` (a transfer that finished or was removed)."""
         mine = self._by_owner.get(owner)

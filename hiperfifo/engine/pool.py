@@ -35,6 +35,11 @@ class Pool:
         return f"<Pool live={self._live} idle={len(self._idle_order)}>"
 
     @property
+    def idle(self) -> int:
+        """Idle connections in the cache."""
+        return len(self._idle_order)
+
+    @property
     def live(self) -> int:
         return self._live
 
@@ -54,6 +59,10 @@ class Pool:
         if self.max_total and self._live >= self.max_total:
             return False
         return not (self.max_host and self._per_host[host_key(origin)] >= self.max_host)
+
+    def host_full(self, origin: Origin) -> bool:
+        """Is `origin`'s host:port at max_host_connections?"""
+        return bool(self.max_host and self._per_host[host_key(origin)] >= self.max_host)
 
     def could_serve(self, origin: Origin) -> bool:
         """Could a transfer to `origin` get a connection now (idle, new, or by evicting)?"""

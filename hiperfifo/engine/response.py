@@ -58,7 +58,7 @@ class Response:
         if not easy.starttransfer_time:
             easy.starttransfer_time = self._clock() - self._start
         easy.response_code = head.status
-        easy.http_version = head.http_version
+        easy.http_version_used = head.http_version
         if easy.debug_function is not None:  # curl's CURLINFO_HEADER_IN
             try:
                 with self._guard.calling():

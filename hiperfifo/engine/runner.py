@@ -8,8 +8,12 @@ collected if it finished (a message, and a slot for the next pending one).
 The multi keeps the API, the guard and the callbacks; this room keeps the
 transfers, the running count and the finished-message queue.
 
-HTTP/2 seam: a connection carrying several transfers would own its fd in
-the PollSet; `act_on_fd` would run it and settle each transfer it moved.
+HTTP/2: a connection carrying several transfers (shared.py) owns its fd in
+the PollSet; `act_on_fd` lets it read, runs each transfer it handed events
+to, settles them, then settles the connection itself: its fd announced once
+for all its streams, REMOVEd when it goes idle or closes (when it is
+finished, the lease closes it). A transfer that left CONNECT with room to
+spare (a stream attached, a connection opened) lets the next queued one try.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Callable
 
 from hiperfifo.engine.deadlines import Deadlines, Due
 from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.lease import Lease
 from hiperfifo.engine.pending import PendingQueue
 from hiperfifo.engine.pollset import PollSet
 from hiperfifo.engine.resolver import Resolver
+from hiperfifo.engine.shared import Shared
 from hiperfifo.engine.transfer import Transfer, TransferState
 
 
@@ -31,9 +37,11 @@ class Runner:
     __slots__ = (
         "_clock",
         "_deadlines",
+        "_lease",
         "_pollset",
         "_resolver",
         "_resumed",
+        "_view",
         "alive",
         "messages",
         "pending",
@@ -46,7 +54,11 @@ class Runner:
         deadlines: Deadlines[Due],
         resolver: Resolver,
         clock: Callable[[], float],
+        lease: Lease,
+        view: memoryview,
     ) -> None:
+        self._lease = lease
+        self._view = view
         self._pollset = pollset
         self._deadlines = deadlines
         self._resolver = resolver
@@ -72,6 +84,9 @@ class Runner:
             self.alive -= 1
             transfer.abort()
             self._pollset.drop_owner(transfer)
+            link, transfer.link = transfer.link, None
+            if link is not None:
+                self.settle_shared(link)
             self._release_pending(in_action=False)
 
     def act_on_fd(self, fd: int) -> None:
@@ -81,6 +96,12 @@ class Runner:
         elif isinstance(owner, Transfer):
             owner.run()
             self._settle(owner)
+        elif isinstance(owner, Shared):
+            for transfer in owner.on_ready(self._view, self._clock()):
+                if isinstance(transfer, Transfer) and self._is_mine(transfer):
+                    transfer.run()
+                    self._settle(transfer)
+            self.settle_shared(owner)
         # anything else: a late event for a socket already removed; ignore (rule 4)
 
     def collect_lookups(self) -> None:
@@ -121,11 +142,37 @@ class Runner:
         """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
         if transfer.state is TransferState.PENDING:
             self.pending.add(transfer)
+        link, transfer.link = transfer.link, None
+        if link is not None:  # first, so that a socket it opened changes hands quietly
+            self.settle_shared(link)
         self._pollset.sync(transfer, transfer.easy, transfer.wanted())
+        progressed, transfer.progressed = transfer.progressed, False
         if transfer.done:
             self.alive -= 1
             self.messages[transfer.easy] = None
             self._release_pending(in_action=True)
+        elif progressed and not self._resumed:  # (those already let go come first)
+            self._release_pending(in_action=True)
+
+    def settle_shared(self, shared: Shared) -> None:
+        """A shared connection acted: send what its streams queued (now, not at the next
+        writable event), close it when finished, else sync its one fd."""
+        if shared.conn.outbuf:
+            for transfer in shared.flush():  # the socket failed: its streams ended
+                if isinstance(transfer, Transfer) and self._is_mine(transfer):
+                    transfer.run()  # one to retry elsewhere goes on at once
+                    self._settle(transfer)
+        if shared.finished:
+            self._lease.drop_shared(shared)  # POLL_REMOVE, then close
+            return
+        pollset = self._pollset
+        fd = shared.fd
+        owner = pollset.owner_of(fd)
+        if owner is not None and owner is not shared:
+            pollset.adopt(fd, shared)
+        pollset.sync(shared, shared.easy(), shared.wanted())
+        if not shared.streams:
+            self._lease.shared_idle(shared)
 
     def _release_pending(self, in_action: bool) -> None:
         """Let one queued transfer that can get a connection now proceed.

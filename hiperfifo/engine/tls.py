@@ -14,17 +14,21 @@ import ssl
 
 from hiperfifo.engine.codes import Code, TransferError
 
-_contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+_contexts: dict[tuple[bool, str | None, tuple[str, ...]], ssl.SSLContext] = {}
+ALPN_H2 = ("h2", "http/1.1")  # what https offers by default, as libcurl with nghttp2
+ALPN_HTTP11 = ("http/1.1",)
 
 
-def client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """A cached client context: system CAs (or `ca_file`), hostname check, ALPN http/1.1.
+def client_context(
+    verify: bool, ca_file: str | None, alpn: tuple[str, ...] = ALPN_HTTP11
+) -> ssl.SSLContext:
+    """A cached client context: system CAs (or `ca_file`), hostname check, ALPN `alpn`.
 
     An unusable `ca_file` is SSL_CACERT_BADFILE (77); without verification it is
     not read at all, as `curl -k --cacert` does.
     """
     ca_file = ca_file if verify else None
-    key = (verify, ca_file)
+    key = (verify, ca_file, alpn)
     context = _contexts.get(key)
     if context is None:
         try:
@@ -36,7 +40,7 @@ def client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(list(alpn))
         _contexts[key] = context
     return context
 

@@ -20,15 +20,18 @@ from collections.abc import Callable
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.connection import Connection, Origin
 from hiperfifo.engine.deadlines import Due
-from hiperfifo.engine.debug import Trace, head_out
+from hiperfifo.engine.debug import Trace
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.exchange import Exchange, Stale
+from hiperfifo.engine.http2 import Event
 from hiperfifo.engine.limits import SpeedCheck, connect_timeout_text, total_timeout_text
-from hiperfifo.engine.opening import Opening, Phase
+from hiperfifo.engine.opening import Opening, Phase, may_speak_h2
 from hiperfifo.engine.request import aim, follow, request_parts
 from hiperfifo.engine.resolver import Resolved
 from hiperfifo.engine.response import Response
 from hiperfifo.engine.services import Services
+from hiperfifo.engine.shared import Shared
+from hiperfifo.engine.stream import Retry, Stream
 from hiperfifo.engine.url import Target
 
 ALL_DUE = tuple(Due)
@@ -57,17 +60,22 @@ class Transfer:
         "_exchange",
         "_first_origin",
         "_fresh_only",
+        "_h2",
         "_opening",
         "_response",
         "_speed",
         "_start",
+        "_stream",
+        "_stream_retries",
         "_trace",
         "body",
         "conn",
         "easy",
         "headers",
+        "link",
         "method",
         "origin",
+        "progressed",
         "proxy",
         "state",
         "svc",
@@ -93,6 +101,11 @@ class Transfer:
         self._fresh_only = False  # the request is sent again: not on a pooled connection
         self._speed: SpeedCheck | None = None
         self._first_origin: tuple[str, str, int] = ("", "", 0)
+        self._h2 = False  # may this hop go over HTTP/2
+        self._stream: Stream | None = None  # our HTTP/2 stream, while it runs
+        self._stream_retries = 0
+        self.link: Shared | None = None  # a shared connection we touched, for the runner
+        self.progressed = False  # left CONNECT with room left for the next one waiting
 
     def __repr__(self) -> str:
         return f"<Transfer {self.easy.url!r} {self.state.name}>"
@@ -138,7 +151,7 @@ class Transfer:
 
     def can_leave_pending(self) -> bool:
         """Would this pending transfer find a connection or a slot now?"""
-        return self.svc.lease.could_serve(self.origin)
+        return self.svc.lease.could_serve(self.origin, self._h2)
 
     def abort(self) -> None:
         """Stop at once (remove_handle): close what is open, keep no result."""
@@ -197,22 +210,22 @@ class Transfer:
         """Aim at `url` (the first one or a redirect's): target, proxy, pool key."""
         easy = self.easy
         self.target, self.proxy, self.origin = aim(easy, url)
+        self._h2 = may_speak_h2(easy, self.target, self.proxy)
         self._response = Response(easy, self.svc.guard, self.svc.clock, self._start)
         easy.effective_url = url
         self._set_state(TransferState.CONNECT)
 
     def _step_connect(self) -> bool:
         svc = self.svc
-        if not self._fresh_only:
-            conn = svc.lease.take(self.origin)
-            if conn is not None:
-                self.conn = conn
-                self.easy.namelookup_time = self.easy.connect_time = self._elapsed()
-                self._ready()
-                return True
-        if not svc.lease.open_slot(self.origin):
+        go, link = svc.lease.choose(self.origin, self._h2, self._fresh_only)
+        if not go:
             self._set_state(TransferState.PENDING)
             return False
+        if link is not None:
+            self.easy.namelookup_time = self.easy.connect_time = self._elapsed()
+            self._ready(link)
+            return True
+        self.progressed = svc.lease.pool.has_room(self.origin)  # the next may open one too
         self._fresh_only = False
         assert self.target is not None
         trace = self._tracer() if self.easy.debug_function is not None else None
@@ -233,19 +246,20 @@ class Transfer:
         if not opening.step(self.svc.view):
             return False
         if opening.phase is Phase.READY:
-            self.conn = opening.take()
-            self._ready()
+            conn = opening.take()
+            self._ready(self.svc.lease.share(conn) if opening.speaks_h2(conn) else conn)
+            self.progressed = True  # those waiting for its protocol may go on
         else:
             self._set_state(_STATE_OF[opening.phase])
         return True
 
-    def _ready(self) -> None:
-        """Connected (and TLS done), or a pooled connection taken: queue the request."""
+    def _ready(self, link: Connection | Shared) -> None:
+        """Connected (and TLS done), a pooled connection, or a stream: send the request."""
         easy = self.easy
-        conn = self.conn
         target = self.target
-        assert conn is not None
+        response = self._response
         assert target is not None
+        assert response is not None
         self._opening = None
         self.svc.deadlines.clear_owner(self, _CONNECTED_DUE)
         if easy.low_speed_limit > 0 and easy.low_speed_time > 0:
@@ -256,14 +270,37 @@ class Transfer:
             self.svc.deadlines.set(self, Due.SPEED, speed.mark(now, easy.size_download))
         first = self._first_origin
         parts = request_parts(easy, target, self.proxy, self.headers, self.body, first)
-        assert self._response is not None
-        self._exchange = Exchange(conn, self._response, easy)
-        request = conn.http.request(self.method, *parts)
-        conn.queue(request)
-        if easy.debug_function is not None:
-            self._tracer()(InfoType.HEADER_OUT, head_out(request))
+        trace = self._tracer() if easy.debug_function is not None else None
+        if isinstance(link, Shared):  # HTTP/2: a stream; the connection owns the socket
+            request = (self.method, target.scheme, target.target, *parts[1:])
+            self._stream = Stream(link, self, response, request, trace, self._stream_retries)
+            self.link = link
+            self.progressed = link.free_slots > 0
+            state = TransferState.RECEIVING
+        else:
+            self.conn = link
+            self._exchange = Exchange(link, response, easy, (self.method, *parts), trace)
+            state = TransferState.SENDING
         easy.pretransfer_time = self._elapsed()
-        self._set_state(TransferState.SENDING)
+        self._set_state(state)
+
+    def on_stream(self, event: Event) -> None:
+        """What the shared connection received for our stream (never raises)."""
+        stream = self._stream
+        try:
+            try:
+                if stream is not None and stream.deliver(event):
+                    self._stream = None
+                    self._on_end(stream.response)
+            except Stale:  # the reused connection died before our response began: anew
+                self._stream = None
+                self._retry()
+            except Retry:  # never processed by the server: again, anywhere
+                self._stream = None
+                self._stream_retries += 1
+                self._set_state(TransferState.CONNECT)  # the runner runs us again
+        except TransferError as exc:
+            self._finish(exc.code, exc.text)
 
     def _step_sending(self) -> bool:
         assert self._exchange is not None
@@ -277,7 +314,8 @@ class Transfer:
 
     def _step_receiving(self) -> bool:
         exchange = self._exchange
-        assert exchange is not None
+        if exchange is None:  # a stream: its connection hands us what arrives (on_stream)
+            return False
         try:
             if not exchange.receive(self.svc.view):
                 return False
@@ -328,6 +366,10 @@ class Transfer:
 
     def _release_all(self, keep: bool) -> None:
         self.svc.deadlines.clear_owner(self, ALL_DUE)
+        stream, self._stream = self._stream, None
+        if stream is not None:  # ended early (failed, timed out, removed): reset it alone
+            stream.cancel()
+            self.link = stream.shared
         if self._opening is not None:  # attempts, a connection not ready, or an unused slot
             self._opening.close()
             self._opening = None

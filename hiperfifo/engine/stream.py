@@ -1,0 +1,88 @@
+"""One request as a stream on a shared HTTP/2 connection (exchange.py's sibling).
+
+Opens the stream (the request's HEADERS and body), fills the getinfo fields
+a request fills, hands what the connection received for the stream to the
+Response, and hands the window back as the body is taken. A stream that
+ends without its response raises what libcurl would retry: Retry for a
+stream the server never processed (REFUSED_STREAM, above a GOAWAY's
+last_stream_id; up to 5 times), Stale for a reused connection that died
+before any byte of the response (once, as on HTTP/1.1); else a
+TransferError with the stream's code (92, or 16 for a connection error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.easy import Easy, InfoType
+from hiperfifo.engine.exchange import Stale
+from hiperfifo.engine.http2 import Event, StreamData, StreamEnd, StreamHead, StreamReset
+from hiperfifo.engine.response import Response
+from hiperfifo.engine.shared import Shared, StreamUser
+
+MAX_RETRIES = 5  # streams refused or above a GOAWAY's last id: libcurl's CONN_MAX_RETRIES
+
+
+class Retry(TransferError):
+    """The server never processed the request: it may go again, on any connection."""
+
+
+class Stream:
+    """Our stream on `shared`, and the response it carries."""
+
+    __slots__ = ("_retries", "_reused", "response", "shared", "stream_id")
+
+    def __init__(
+        self,
+        shared: Shared,
+        user: StreamUser,
+        response: Response,
+        request: tuple[str, str, str, list[tuple[str, str]], bytes | None],
+        trace: Callable[[InfoType, str], None] | None = None,
+        retries: int = 0,
+    ) -> None:
+        """Open the stream: `request` is (method, scheme, path, headers, body); `retries`:
+        how often the transfer went again already because a server did not process it."""
+        easy: Easy = user.easy
+        method, scheme, path, headers, body = request
+        self.shared = shared
+        self.response = response
+        self._retries = retries
+        self._reused = shared.h2.completed > 0  # others finished on it before us
+        conn = shared.conn
+        easy.primary_ip, easy.primary_port = conn.peer()
+        easy.local_port = conn.local_port()
+        easy.http_version_used = "2"
+        self.stream_id = shared.open(user, method, scheme, path, headers, body)
+        if trace is not None:  # shown as curl -v shows an HTTP/2 request
+            lines = [f"{method} {path} HTTP/2", *(f"{k}: {v}" for k, v in headers), "", ""]
+            trace(InfoType.HEADER_OUT, "\r\n".join(lines))
+
+    def deliver(self, event: Event) -> bool:
+        """Hand one event to the response; True when it ended. Raises Retry, Stale (the
+        reused connection died before any byte of our response) or TransferError."""
+        kind = type(event)
+        response = self.response
+        if kind is StreamData:
+            assert isinstance(event, StreamData)
+            response.on_body(event.data)
+            self.shared.consumed(event.stream_id, event.flow)
+            return False
+        if kind is StreamHead:
+            assert isinstance(event, StreamHead)
+            response.on_head(event.head, event.final)
+            return False
+        if kind is StreamEnd:
+            response.on_end()
+            return True
+        assert isinstance(event, StreamReset)
+        if event.retry and self._retries < MAX_RETRIES:
+            raise Retry(event.code, event.text)
+        if self._reused and response.head is None and event.code is Code.HTTP2_STREAM:
+            raise Stale(event.code, event.text)
+        raise TransferError(event.code, event.text)
+
+    def cancel(self) -> None:
+        """The transfer stops early: reset this stream alone (a no-op once it ended)."""
+        self.shared.cancel(self.stream_id)
