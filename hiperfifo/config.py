@@ -193,6 +193,7 @@ class Option:
     metavar: str
     help: str
     repeat: bool = False  # may be given several times; the values are joined by commas
+    spelled: str = ""  # the flag when it is not the name with dashes (curl's --http1.1)
 
     @property
     def is_switch(self) -> bool:
@@ -201,7 +202,7 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.spelled or self.name.replace("_", "-"))
 
     @property
     def env(self) -> str:
@@ -263,6 +264,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("cacert", _ca_file, None, "FILE", "CA certificates (PEM) to verify servers with"),
     Option("insecure", _flag, "false", "", "do not verify TLS certificates, as curl -k"),
     Option("compressed", _flag, "false", "", "ask for gzip/deflate and decode, as curl"),
+    Option(
+        "http1_1", _flag, "false", "", "HTTP/1.1 only (no h2 in ALPN), as curl", spelled="http1.1"
+    ),
+    Option(
+        "http2_prior_knowledge",
+        _flag,
+        "false",
+        "",
+        "HTTP/2 without asking first, also on http://, as curl",
+    ),
     Option("max_filesize", _size, "0", "BYTES", "larger bodies fail (63); k/M/G; 0: no limit"),
     Option("max_redirs", _count, "30", "N", "redirects followed at most (47 beyond)"),
     Option("retry", _count, "0", "N", "retries of a transient failure, as curl --retry"),
@@ -311,6 +322,8 @@ class Config:
     cacert: Path | None = None
     insecure: bool = False
     compressed: bool = False
+    http1_1: bool = False
+    http2_prior_knowledge: bool = False
     max_filesize: int = 0
     max_redirs: int = 30
     retry: int = 0
@@ -342,6 +355,8 @@ class Config:
         _at_least("redis_results_maxlen", self.redis_results_maxlen, 1)
         if not self.redis_claim_idle >= 0.1:
             raise _bad("redis_claim_idle", f"must be at least 0.1, got {self.redis_claim_idle}")
+        if self.http1_1 and self.http2_prior_knowledge:
+            raise _bad("http2_prior_knowledge", "cannot be combined with --http1.1")
         if self.log_format not in LOG_FORMATS:
             raise _bad("log_format", f"{self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:
@@ -358,6 +373,13 @@ class Config:
             return RetryPolicy(self.retry, self.retry_max_time, self.retry_delay)
         except RetryPolicyError as exc:
             raise _bad(exc.option, exc.problem) from None
+
+    @property
+    def http_version(self) -> str:
+        """The engine's http_version option (curl's CURLOPT_HTTP_VERSION) from the flags."""
+        if self.http1_1:
+            return "1.1"
+        return "2-prior-knowledge" if self.http2_prior_knowledge else "2"
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -385,6 +407,7 @@ class Config:
             "proxy": redact(self.proxy) if self.proxy else self.proxy,
             "verify": not self.insecure,
             "compressed": self.compressed,
+            "http_version": self.http_version,
             "max_redirs": self.max_redirs,
             "retry": self.retry,
         }

@@ -224,6 +224,7 @@ class Jobs:
             "elapsed": round(easy.total_time or measured, 6),
             "redirects": easy.redirect_count,
             "attempts": job.attempt,
+            "http_version": easy.http_version_used or None,
         }
         if job.attempt > 1:  # every attempt and every wait between them
             fields["elapsed"] = round(self._clock() - job.first_try, 6)
@@ -387,6 +388,7 @@ def easy_options(
         "verify": not config.insecure,
         "ca_file": str(config.cacert) if config.cacert else None,
         "accept_encoding": "" if config.compressed else None,
+        "http_version": config.http_version,
         "max_filesize": config.max_filesize,
         "proxy": config.proxy,  # None: the engine picks from proxy_env for every hop
         "noproxy": config.noproxy,

@@ -228,6 +228,8 @@ def test_journald_stream_gets_syslog_priority_prefixes(tmp_path: Path) -> None:
     [
         [],
         ["--timeout", "2.5", "--fail", "--insecure", "--compressed", "--max-filesize", "9"],
+        ["--http1.1"],
+        ["--http2-prior-knowledge"],
     ],
 )
 def test_easy_options_leave_out_only_what_equals_the_engine_defaults(argv: list[str]) -> None:
@@ -252,6 +254,7 @@ def test_easy_options_leave_out_only_what_equals_the_engine_defaults(argv: list[
         noproxy=config.noproxy,
         proxy_env=None,  # an empty proxy environment is none
         network_policy=None,
+        http_version=config.http_version,
     )
     names = [n for n in dir(full) if not n.startswith("_") and not callable(getattr(full, n))]
     assert {n: getattr(given, n) for n in names} == {n: getattr(full, n) for n in names}

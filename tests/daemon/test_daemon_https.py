@@ -214,3 +214,45 @@ def test_transfer_option_values_parse_like_curl() -> None:
         None,
         False,
     )
+
+
+def test_http2_by_default_and_http11_when_asked(
+    run_daemon: Callable[..., Daemon],
+    ca: trustme.CA,
+    ca_file: str,
+    tls_server: ContentServer,
+    serve: Callable[[Any], Any],
+) -> None:
+    """transfer.done says http_version: 2 from an h2 server by default, 1.1 from an HTTP/1.1
+    one (it picks no ALPN protocol), and 1.1 with --http1.1."""
+    from h2_servers import H2Server, answer, h2_context
+
+    h2_server = serve(H2Server({"/": answer(BODY)}, ssl_context=h2_context(ca)))
+    urls = [h2_server.url("/"), tls_server.url("/x")]
+    default = fetch(run_daemon("--cacert", str(ca_file)), *urls)
+    assert [(d["result"], d["http_version"]) for d in default] == [(0, "2"), (0, "1.1")]
+    forced = fetch(run_daemon("--cacert", str(ca_file), "--http1.1"), tls_server.url("/y"))
+    assert [(d["result"], d["http_version"]) for d in forced] == [(0, "1.1")]
+
+
+def test_http2_prior_knowledge_option_and_env(
+    run_daemon: Callable[..., Daemon], serve: Callable[[Any], Any]
+) -> None:
+    """--http2-prior-knowledge (or HIPERFIFO_HTTP2_PRIOR_KNOWLEDGE=true) speaks h2c."""
+    from h2_servers import H2Server, answer
+
+    h2c = serve(H2Server({"/": answer(BODY)}))
+    (done,) = fetch(run_daemon("--http2-prior-knowledge"), h2c.url("/"))
+    assert (done["result"], done["http_version"], done["bytes"]) == (0, "2", len(BODY))
+    env = {"HIPERFIFO_HTTP2_PRIOR_KNOWLEDGE": "true"}
+    (again,) = fetch(run_daemon(env=env), h2c.url("/"))
+    assert (again["result"], again["http_version"]) == (0, "2")
+
+
+def test_http11_and_prior_knowledge_together_are_refused(tmp_path: Path) -> None:
+    """--http1.1 with --http2-prior-knowledge: a usage error (exit 2), naming both."""
+    proc = spawn(["--fifo", str(tmp_path / "x.fifo"), "--http1.1", "--http2-prior-knowledge"])
+    _out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 2
+    assert "--http2-prior-knowledge" in err.decode()
+    assert "--http1.1" in err.decode()
