@@ -259,7 +259,9 @@ class Multi:
             raise MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead") from self._dead
 
     def _finish_call(self) -> None:
-        """End of every API call: resolver socket, timer, and a callback that raised."""
+        """End of every API call: what HTTP/2 streams queued, resolver socket, timer, and a
+        callback that raised."""
+        self._runner.flush_unsent()
         resolver = self._resolver
         if resolver.in_flight:
             self._pollset.sync(resolver, None, {resolver.wake_fd: POLL_IN})

@@ -41,6 +41,7 @@ class Runner:
         "_pollset",
         "_resolver",
         "_resumed",
+        "_unsent",
         "_view",
         "alive",
         "messages",
@@ -68,6 +69,7 @@ class Runner:
         self.messages: dict[Easy, None] = {}  # finished, unread, oldest first
         self.pending = PendingQueue()
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
+        self._unsent: dict[Shared, None] = {}  # shared connections with bytes queued
 
     def add(self, transfer: Transfer) -> None:
         """Take `transfer` in; it starts at the next run of expired deadlines."""
@@ -155,22 +157,38 @@ class Runner:
             self._release_pending(in_action=True)
 
     def settle_shared(self, shared: Shared) -> None:
-        """A shared connection acted: send what its streams queued (now, not at the next
-        writable event), close it when finished, else sync its one fd."""
-        if shared.conn.outbuf:
-            for transfer in shared.flush():  # the socket failed: its streams ended
-                if isinstance(transfer, Transfer) and self._is_mine(transfer):
-                    transfer.run()  # one to retry elsewhere goes on at once
-                    self._settle(transfer)
-        if shared.finished:
-            self._lease.drop_shared(shared)  # POLL_REMOVE, then close
-            return
+        """A shared connection acted: its fd changes hands now if a transfer opened it; what
+        its streams queued goes out at the end of the API call (flush_unsent: one send for
+        all the streams opened meanwhile, not one each), the rest is settled then too."""
         pollset = self._pollset
         fd = shared.fd
         owner = pollset.owner_of(fd)
         if owner is not None and owner is not shared:
             pollset.adopt(fd, shared)
-        pollset.sync(shared, shared.easy(), shared.wanted())
+        if shared.conn.outbuf and not shared.finished:
+            self._unsent[shared] = None
+            return
+        self._settled(shared)
+
+    def flush_unsent(self) -> None:
+        """Send what the shared connections queued during this API call, then settle them."""
+        unsent = self._unsent
+        while unsent:
+            shared = next(iter(unsent))
+            del unsent[shared]
+            for transfer in shared.flush():  # the socket failed: its streams ended
+                if isinstance(transfer, Transfer) and self._is_mine(transfer):
+                    transfer.run()  # one to retry elsewhere goes on at once
+                    self._settle(transfer)
+            self._settled(shared)
+            self._run_resumed()  # (may queue more: the loop sends them too)
+
+    def _settled(self, shared: Shared) -> None:
+        """Close a finished shared connection, else announce its one fd as it needs."""
+        if shared.finished:
+            self._lease.drop_shared(shared)  # POLL_REMOVE, then close
+            return
+        self._pollset.sync(shared, shared.easy(), shared.wanted())
         if not shared.streams:
             self._lease.shared_idle(shared)
 
