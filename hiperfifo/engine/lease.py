@@ -109,7 +109,7 @@ class Lease:
                 return True
             if self.pipewait(origin):
                 return False
-        return self.pool.could_serve(origin)
+        return self.pool.could_serve(origin) or bool(self._idle_shared_for(origin))
 
     # --- HTTP/2: shared connections -----------------------------------------------------
 
@@ -203,13 +203,19 @@ class Lease:
 
     def _evict_idle_shared(self, origin: Origin) -> bool:
         """Close the idle shared connection unused the longest (to make room); True if one was."""
-        idle = list(self._idle_shared)
-        if self.pool.host_full(origin):
-            idle = [s for s in idle if s.origin[1:3] == origin[1:3]]
+        idle = self._idle_shared_for(origin)
         if not idle:
             return False
         self.drop_shared(idle[0])
         return True
+
+    def _idle_shared_for(self, origin: Origin) -> list[Shared]:
+        """Idle shared connections (oldest first) whose closing would make room for one
+        to `origin`."""
+        idle = list(self._idle_shared)
+        if self.pool.host_full(origin):
+            idle = [s for s in idle if s.origin[1:3] == origin[1:3]]
+        return idle
 
     def give_back(self, conn: Connection) -> None:
         """Back to the idle cache if it can serve another request, else closed."""

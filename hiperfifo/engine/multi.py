@@ -191,24 +191,34 @@ class Multi:
         """Act on `sockfd` (or SOCKET_TIMEOUT) and on expired deadlines; returns running."""
         self._enter()
         self._check_dead()
-        if sockfd == SOCKET_TIMEOUT:
-            self._timer.force = True
-        else:
-            self._runner.act_on_fd(sockfd)
-        self._runner.run_expired()
-        self._runner.run_expired()  # one extra pass, as libcurl does, for what expired meanwhile
-        self._finish_call()
-        return self._runner.alive
+        runner = self._runner
+        runner.in_action = True
+        try:
+            if sockfd == SOCKET_TIMEOUT:
+                self._timer.force = True
+            else:
+                runner.act_on_fd(sockfd)
+            runner.run_expired()
+            runner.run_expired()  # one extra pass, as libcurl does, for what expired meanwhile
+            self._finish_call()
+        finally:
+            runner.in_action = False
+        return runner.alive
 
     def socket_all(self) -> int:
         """Deprecated curl_multi_socket_all: act on every transfer and deadline."""
         self._enter()
         self._check_dead()
-        self._runner.collect_lookups()
-        self._runner.run_all()
-        self._runner.run_expired()
-        self._finish_call()
-        return self._runner.alive
+        runner = self._runner
+        runner.in_action = True
+        try:
+            runner.collect_lookups()
+            runner.run_all()
+            runner.run_expired()
+            self._finish_call()
+        finally:
+            runner.in_action = False
+        return runner.alive
 
     def assign(self, fd: int, socketp: Any) -> None:
         """Attach `socketp` to an announced fd; it comes back in the socket callback."""

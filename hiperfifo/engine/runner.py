@@ -44,6 +44,7 @@ class Runner:
         "_unsent",
         "_view",
         "alive",
+        "in_action",
         "messages",
         "pending",
         "transfers",
@@ -70,6 +71,7 @@ class Runner:
         self.pending = PendingQueue()
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
         self._unsent: dict[Shared, None] = {}  # shared connections with bytes queued
+        self.in_action = False  # inside socket_action: what is released runs before it returns
 
     def add(self, transfer: Transfer) -> None:
         """Take `transfer` in; it starts at the next run of expired deadlines."""
@@ -191,6 +193,7 @@ class Runner:
         self._pollset.sync(shared, shared.easy(), shared.wanted())
         if not shared.streams:
             self._lease.shared_idle(shared)
+            self._release_pending(self.in_action)  # its slot may serve another host now
 
     def _release_pending(self, in_action: bool) -> None:
         """Let one queued transfer that can get a connection now proceed.

@@ -560,3 +560,21 @@ def test_h2_inside_a_connect_tunnel(
         assert proxy.log().count(f"CONNECT {server.netloc}") == 1
     finally:
         proxy.stop()
+
+
+def test_idle_http2_connection_gives_way_to_another_host(
+    h2_server: Callable[..., H2Server],
+    http_server: HTTPServer,
+    make_driver: Callable[..., Any],
+    ca_file: str,
+) -> None:
+    """max_total_connections=1: a transfer queued for another host gets the slot of an idle
+    HTTP/2 connection (closed to make room), as an idle HTTP/1.1 one would give it."""
+    server = h2_server({"/": answer(BODY)})
+    driver = make_driver(max_total_connections=1)
+    first = Easy(server.url("/"), ca_file=ca_file)
+    second = Easy(http_server.url("/"))
+    driver.perform(first, second, timeout=20)
+    assert (first.result, first.http_version) == (Code.OK, "2")
+    assert second.result is Code.OK, second.error
+    assert server.wait_for(lambda: server.active == 0)  # closed to make room
