@@ -6,7 +6,7 @@ COUNT times, at most INFLIGHT at once, in its own process, and throws the
 bodies away through a callback that counts them:
 
   engine-h2    hiperfifo's engine on its pyuv driver, Easy(http_version="2") (the
-               default): one connection, INFLIGHT streams
+               default): one connection (max_host_connections=1), INFLIGHT streams
   engine-h1    the same engine forced to HTTP/1.1 (http_version="1.1"): INFLIGHT connections
   pycurl-h2    pycurl's CurlMulti on pyuv through socket_action (hiperfifo.c's shape),
                libcurl + nghttp2, PIPEWAIT, a pool of INFLIGHT easy handles
@@ -105,7 +105,12 @@ def engine(url: str, count: int, inflight: int, ca_file: str, version: str) -> R
     from hiperfifo.engine import Code, Easy, Message, Multi
 
     tally = Tally()
-    multi = Multi(max_total_connections=inflight)
+    # At most `inflight` at once, as the others: HTTP/1.1 on as many connections; HTTP/2 on
+    # one (100 streams, libcurl's default; more connections would be opened once one is full).
+    limit = (
+        {"max_total_connections": inflight} if version == "1.1" else {"max_host_connections": 1}
+    )
+    multi = Multi(**limit, max_concurrent_streams=inflight)
     finished = 0
 
     def on_done(messages: list[Message]) -> None:

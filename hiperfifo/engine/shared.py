@@ -42,7 +42,7 @@ class Shared:
         self.origin = conn.origin
         self.h2 = Http2(max_streams)
         self._users: dict[int, StreamUser] = {}
-        self._announced: StreamUser | None = None  # whose easy the socket callback was given
+        self._announced = 0  # the stream whose easy the socket callback was given
         self.opened_at = now
         self.idle_since = now
         conn.queue(self.h2.data_to_send())
@@ -80,10 +80,13 @@ class Shared:
 
     def easy(self) -> Any:
         """The easy given with this socket to the socket callback: one still running."""
-        user = self._announced
-        if user is None or user not in self._users.values():
-            user = self._announced = next(iter(self._users.values()), None)
-        return user.easy if user is not None else None
+        users = self._users
+        user = users.get(self._announced)
+        if user is None:
+            if not users:
+                return None
+            self._announced, user = next(iter(users.items()))
+        return user.easy
 
     # --- streams -----------------------------------------------------------------------
 
