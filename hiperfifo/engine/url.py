@@ -60,7 +60,7 @@ def parse(url: str) -> Target:
         raise TransferError(
             Code.URL_MALFORMAT, "URL rejected: Port number was not a decimal number"
         )
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = _without_dot_segments(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not target.isascii():  # raw UTF-8 in a path goes out percent-encoded, as curl sends it
         target = quote(target, safe=_KEEP)
     return Target(
@@ -82,6 +82,24 @@ def redirect_target(base: str, location: bytes) -> str:
         text, safe=_KEEP + "".join(map(chr, range(0x20))) + "\x7f", errors="surrogateescape"
     )
     return urljoin(base, encoded.split("#", 1)[0])
+
+
+def _without_dot_segments(path: str) -> str:
+    """`path` with its `.` and `..` segments resolved (RFC 3986 5.2.4), as libcurl sends it
+    unless CURLOPT_PATH_AS_IS: `/a/../b` is `/b`, and `..` never climbs above the root."""
+    if "/." not in path:
+        return path
+    segments = path.split("/")
+    kept: list[str] = []
+    for segment in segments[1:]:
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    if segments[-1] in (".", ".."):
+        kept.append("")  # `/a/.` and `/a/b/..` name a directory: `/a/`
+    return "/" + "/".join(kept)
 
 
 def _ascii_host(hostname: str) -> str:

@@ -40,6 +40,23 @@ def test_get_writes_method_target_host_and_custom_headers(
     assert request.header("content-length") in (None, "0")
 
 
+def test_dot_segments_are_removed_from_the_path_as_curl_does(
+    fetch: Fetch, http_server: HTTPServer
+) -> None:
+    """`.` and `..` segments of the path are resolved before the request goes out (RFC 3986
+    5.2.4, libcurl without CURLOPT_PATH_AS_IS); never above the root; the query is left alone."""
+    for path, target in [
+        ("/../../etc/passwd", "/etc/passwd"),
+        ("/a/b/../../c/./d/../e?x=/../y", "/c/e?x=/../y"),
+        ("/a/..", "/"),
+        ("/a/.", "/a/"),
+        ("/a/.hidden/..b/f.txt", "/a/.hidden/..b/f.txt"),
+    ]:
+        easy, _body = fetch(http_server.url(path))
+        assert easy.result == Code.OK
+        assert http_server.requests[-1].target == target, path
+
+
 def test_head_gets_headers_and_no_body_and_keeps_the_connection(
     fetch: Fetch, http_server: HTTPServer
 ) -> None:
