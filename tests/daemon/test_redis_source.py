@@ -151,8 +151,11 @@ def test_paused_source_reads_nothing(redis_server: RedisServer, loop: Driver) ->
     """pause(): no reads while the daemon's queue is full; resume(): the entries come."""
     source = source_for(redis_server)
     inbox = Inbox()
+    # Paused before the reader thread exists: a read it issued before pause() may still
+    # deliver (within its credit, which is what back-pressure promises), so pausing after
+    # start() would race the first XREADGROUP.
+    source.pause()
     source.start(loop, inbox)
-    source.pause()  # before the reader's first read: it waits for credit from the start
     add(redis_server, [{"url": "http://example.org/1"}])
     run_until(loop, lambda: source.client.counts.round_trips > 0)
     time.sleep(0.3)  # not synchronisation: a chance for a wrong read to show
