@@ -314,7 +314,6 @@ def test_pure_engine_rooms_do_no_io() -> None:
 # Over the bound for now, each with its reason; remove an entry when its class is split.
 LARGE_FOR_NOW = {
     "Http1",  # 351 lines after the issue 18 framing work, being split there
-    "Transfer",  # 338: both protocols' sequencing; HTTP/2's half (attach, on_stream) to move out
 }
 
 

@@ -10,6 +10,7 @@ reads a clock. The texts are libcurl's.
 from __future__ import annotations
 
 from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.easy import Easy
 
 
 class SpeedCheck:
@@ -22,6 +23,13 @@ class SpeedCheck:
         self.period = period  # seconds
         self._since = 0.0
         self._bytes = 0
+
+    @classmethod
+    def of(cls, easy: Easy, current: SpeedCheck | None) -> SpeedCheck | None:
+        """The check `easy` asks for (the current one kept), or None when it asks for none."""
+        if easy.low_speed_limit <= 0 or easy.low_speed_time <= 0:
+            return None
+        return current or cls(easy.low_speed_limit, easy.low_speed_time)
 
     def mark(self, now: float, received: int) -> float:
         """Start a period at `now`; returns the instant it is to be judged."""

@@ -12,6 +12,7 @@ TransferError with the stream's code (92, or 16 for a connection error).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 from hiperfifo.engine.codes import Code, TransferError
@@ -86,3 +87,60 @@ class Stream:
     def cancel(self) -> None:
         """The transfer stops early: reset this stream alone (a no-op once it ended)."""
         self.shared.cancel(self.stream_id)
+
+
+class Outcome(enum.Enum):
+    """What the end of a stream means for its transfer."""
+
+    ENDED = enum.auto()  # the response is complete
+    AGAIN = enum.auto()  # never processed by the server: send it again, anywhere
+    AGAIN_FRESH = enum.auto()  # the reused connection died first: again, on a new one
+
+
+class StreamSide:
+    """A transfer's HTTP/2 side: its stream while one runs, and how often it went again."""
+
+    __slots__ = ("retries", "stream")
+
+    def __init__(self) -> None:
+        self.stream: Stream | None = None
+        self.retries = 0
+
+    def start(
+        self,
+        shared: Shared,
+        user: StreamUser,
+        response: Response,
+        request: tuple[str, str, str, list[tuple[str, str]], bytes | None],
+        trace: Callable[[InfoType, str], None] | None,
+    ) -> None:
+        self.stream = Stream(shared, user, response, request, trace, self.retries)
+
+    def settle(self, event: Event) -> Outcome | None:
+        """Hand one event to the stream: None while it runs, else what its end means.
+        Raises TransferError when the transfer fails with it."""
+        stream = self.stream
+        if stream is None:
+            return None
+        try:
+            if not stream.deliver(event):
+                return None
+            outcome = Outcome.ENDED
+        except Stale:
+            outcome = Outcome.AGAIN_FRESH
+        except Retry:
+            self.retries += 1
+            outcome = Outcome.AGAIN
+        except TransferError:
+            self.stream = None
+            raise
+        self.stream = None
+        return outcome
+
+    def cancel(self) -> Shared | None:
+        """The transfer stops early: reset the stream alone; its connection, to settle."""
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return None
+        stream.cancel()
+        return stream.shared

@@ -31,7 +31,7 @@ from hiperfifo.engine.resolver import Resolved
 from hiperfifo.engine.response import Response
 from hiperfifo.engine.services import Services
 from hiperfifo.engine.shared import Shared
-from hiperfifo.engine.stream import Retry, Stream
+from hiperfifo.engine.stream import Outcome, StreamSide
 from hiperfifo.engine.url import Target
 
 ALL_DUE = tuple(Due)
@@ -50,6 +50,7 @@ class TransferState(enum.IntEnum):
     TLS_HANDSHAKE = enum.auto()
     SENDING = enum.auto()
     RECEIVING = enum.auto()
+    STREAMING = enum.auto()  # HTTP/2: the shared connection hands us what arrives
     DONE = enum.auto()
 
 
@@ -60,13 +61,11 @@ class Transfer:
         "_exchange",
         "_first_origin",
         "_fresh_only",
-        "_h2",
         "_opening",
         "_response",
+        "_side",
         "_speed",
         "_start",
-        "_stream",
-        "_stream_retries",
         "_trace",
         "body",
         "conn",
@@ -101,9 +100,7 @@ class Transfer:
         self._fresh_only = False  # the request is sent again: not on a pooled connection
         self._speed: SpeedCheck | None = None
         self._first_origin: tuple[str, str, int] = ("", "", 0)
-        self._h2 = False  # may this hop go over HTTP/2
-        self._stream: Stream | None = None  # our HTTP/2 stream, while it runs
-        self._stream_retries = 0
+        self._side = StreamSide()  # our HTTP/2 stream, while one runs, and its retries
         self.link: Shared | None = None  # a shared connection we touched, for the runner
         self.progressed = False  # left CONNECT with room left for the next one waiting
 
@@ -151,7 +148,8 @@ class Transfer:
 
     def can_leave_pending(self) -> bool:
         """Would this pending transfer find a connection or a slot now?"""
-        return self.svc.lease.could_serve(self.origin, self._h2)
+        h2 = self.target is not None and may_speak_h2(self.easy, self.target, self.proxy)
+        return self.svc.lease.could_serve(self.origin, h2)
 
     def abort(self) -> None:
         """Stop at once (remove_handle): close what is open, keep no result."""
@@ -165,23 +163,6 @@ class Transfer:
             _ON_DUE[due](self)
         except TransferError as exc:
             self._finish(exc.code, exc.text)
-
-    def _on_eyeballs(self) -> None:
-        if self._opening is not None:
-            self._opening.next_attempt()
-        self.run()
-
-    def _on_connect_timeout(self) -> None:
-        raise TransferError(Code.OPERATION_TIMEDOUT, connect_timeout_text(self._elapsed()))
-
-    def _on_total_timeout(self) -> None:
-        text = total_timeout_text(self._elapsed(), self.easy.size_download)
-        raise TransferError(Code.OPERATION_TIMEDOUT, text)
-
-    def _on_speed(self) -> None:
-        if self._speed is not None:
-            end = self._speed.check(self.svc.clock(), self.easy.size_download)
-            self.svc.deadlines.set(self, Due.SPEED, end)
 
     def on_resolved(self, resolved: Resolved) -> None:
         opening = self._opening
@@ -210,14 +191,15 @@ class Transfer:
         """Aim at `url` (the first one or a redirect's): target, proxy, pool key."""
         easy = self.easy
         self.target, self.proxy, self.origin = aim(easy, url)
-        self._h2 = may_speak_h2(easy, self.target, self.proxy)
         self._response = Response(easy, self.svc.guard, self.svc.clock, self._start)
         easy.effective_url = url
         self._set_state(TransferState.CONNECT)
 
     def _step_connect(self) -> bool:
         svc = self.svc
-        go, link = svc.lease.choose(self.origin, self._h2, self._fresh_only)
+        assert self.target is not None
+        h2 = may_speak_h2(self.easy, self.target, self.proxy)
+        go, link = svc.lease.choose(self.origin, h2, self._fresh_only)
         if not go:
             self._set_state(TransferState.PENDING)
             return False
@@ -227,7 +209,6 @@ class Transfer:
             return True
         self.progressed = svc.lease.pool.has_room(self.origin)  # the next may open one too
         self._fresh_only = False
-        assert self.target is not None
         trace = self._tracer() if self.easy.debug_function is not None else None
         opening = self._opening = Opening(
             self, svc, trace, self._start, self.easy, self.target, self.proxy, self.origin
@@ -262,21 +243,19 @@ class Transfer:
         assert response is not None
         self._opening = None
         self.svc.deadlines.clear_owner(self, _CONNECTED_DUE)
-        if easy.low_speed_limit > 0 and easy.low_speed_time > 0:
-            speed = self._speed
-            if speed is None:
-                speed = self._speed = SpeedCheck(easy.low_speed_limit, easy.low_speed_time)
-            now = self.svc.clock()
-            self.svc.deadlines.set(self, Due.SPEED, speed.mark(now, easy.size_download))
+        speed = self._speed = SpeedCheck.of(easy, self._speed)
+        if speed is not None:
+            self.svc.deadlines.set(
+                self, Due.SPEED, speed.mark(self.svc.clock(), easy.size_download)
+            )
         first = self._first_origin
         parts = request_parts(easy, target, self.proxy, self.headers, self.body, first)
         trace = self._tracer() if easy.debug_function is not None else None
         if isinstance(link, Shared):  # HTTP/2: a stream; the connection owns the socket
             request = (self.method, target.scheme, target.target, *parts[1:])
-            self._stream = Stream(link, self, response, request, trace, self._stream_retries)
-            self.link = link
-            self.progressed = link.free_slots > 0
-            state = TransferState.RECEIVING
+            self._side.start(link, self, response, request, trace)
+            self.link, self.progressed = link, link.free_slots > 0
+            state = TransferState.STREAMING
         else:
             self.conn = link
             self._exchange = Exchange(link, response, easy, (self.method, *parts), trace)
@@ -286,18 +265,14 @@ class Transfer:
 
     def on_stream(self, event: Event) -> None:
         """What the shared connection received for our stream (never raises)."""
-        stream = self._stream
         try:
-            try:
-                if stream is not None and stream.deliver(event):
-                    self._stream = None
-                    self._on_end(stream.response)
-            except Stale:  # the reused connection died before our response began: anew
-                self._stream = None
+            outcome = self._side.settle(event)
+            if outcome is Outcome.ENDED:
+                assert self._response is not None
+                self._on_end(self._response)
+            elif outcome is Outcome.AGAIN_FRESH:  # the reused connection died: a new one
                 self._retry()
-            except Retry:  # never processed by the server: again, anywhere
-                self._stream = None
-                self._stream_retries += 1
+            elif outcome is Outcome.AGAIN:  # never processed by the server: anywhere
                 self._set_state(TransferState.CONNECT)  # the runner runs us again
         except TransferError as exc:
             self._finish(exc.code, exc.text)
@@ -314,8 +289,7 @@ class Transfer:
 
     def _step_receiving(self) -> bool:
         exchange = self._exchange
-        if exchange is None:  # a stream: its connection hands us what arrives (on_stream)
-            return False
+        assert exchange is not None
         try:
             if not exchange.receive(self.svc.view):
                 return False
@@ -328,7 +302,7 @@ class Transfer:
         """The request died on a pooled connection before any response byte: send it again,
         on a fresh connection (which cannot be stale: so once per request, each redirect hop
         being a request of its own, as libcurl's Curl_retry_request)."""
-        self._drop_connection()
+        self._let_go(keep=False)
         self._fresh_only = True
         self._set_state(TransferState.CONNECT)
         return True
@@ -343,7 +317,7 @@ class Transfer:
         assert response.head is not None
         easy = self.easy
         hop = follow(easy, response.head.status, location, self.method, self.body, self.headers)
-        self._release_connection()
+        self._let_go(keep=True)
         easy.redirect_count += 1
         easy.redirect_time = self._elapsed()
         self.method, self.body, self.headers = hop.method, hop.body, hop.headers
@@ -366,32 +340,45 @@ class Transfer:
 
     def _release_all(self, keep: bool) -> None:
         self.svc.deadlines.clear_owner(self, ALL_DUE)
-        stream, self._stream = self._stream, None
-        if stream is not None:  # ended early (failed, timed out, removed): reset it alone
-            stream.cancel()
-            self.link = stream.shared
+        self.link = self._side.cancel() or self.link  # one ended early: reset it alone
         if self._opening is not None:  # attempts, a connection not ready, or an unused slot
             self._opening.close()
             self._opening = None
-        if keep:
-            self._release_connection()
-        else:
-            self._drop_connection()
+        self._let_go(keep)
 
-    def _release_connection(self) -> None:
-        """Back to the pool if it can serve another request, else closed."""
+    def _let_go(self, keep: bool) -> None:
+        """Our connection back to the pool (keep: if it can serve another request), or closed."""
         conn, self.conn, self._exchange = self.conn, None, None
         if conn is not None:
-            self.svc.lease.give_back(conn)
-
-    def _drop_connection(self) -> None:
-        conn, self.conn, self._exchange = self.conn, None, None
-        if conn is not None:
-            self.svc.lease.drop(conn)
+            (self.svc.lease.give_back if keep else self.svc.lease.drop)(conn)
 
 
 def _waits(_transfer: Transfer) -> bool:
     return False
+
+
+# What each deadline does when it expires (a TransferError ends the transfer).
+
+
+def _on_eyeballs(transfer: Transfer) -> None:
+    if transfer._opening is not None:
+        transfer._opening.next_attempt()
+    transfer.run()
+
+
+def _on_connect_timeout(transfer: Transfer) -> None:
+    raise TransferError(Code.OPERATION_TIMEDOUT, connect_timeout_text(transfer._elapsed()))
+
+
+def _on_total_timeout(transfer: Transfer) -> None:
+    text = total_timeout_text(transfer._elapsed(), transfer.easy.size_download)
+    raise TransferError(Code.OPERATION_TIMEDOUT, text)
+
+
+def _on_speed(transfer: Transfer) -> None:
+    if transfer._speed is not None:
+        end = transfer._speed.check(transfer.svc.clock(), transfer.easy.size_download)
+        transfer.svc.deadlines.set(transfer, Due.SPEED, end)
 
 
 # One step function per state, looked up once per step (no name building on the hot path).
@@ -405,6 +392,7 @@ _STEPS: dict[TransferState, Callable[[Transfer], bool]] = {
     TransferState.TLS_HANDSHAKE: Transfer._step_opening,
     TransferState.SENDING: Transfer._step_sending,
     TransferState.RECEIVING: Transfer._step_receiving,
+    TransferState.STREAMING: _waits,  # for the shared connection: on_stream() goes on
 }
 
 # The transfer's state that shows an opening's phase (READY goes on to SENDING).
@@ -414,11 +402,10 @@ _STATE_OF = {
     Phase.TLS_HANDSHAKE: TransferState.TLS_HANDSHAKE,
 }
 
-# What each deadline does when it expires.
 _ON_DUE: dict[Due, Callable[[Transfer], None]] = {
     Due.RUN: Transfer.run,
-    Due.CONNECT: Transfer._on_connect_timeout,
-    Due.TOTAL: Transfer._on_total_timeout,
-    Due.SPEED: Transfer._on_speed,
-    Due.EYEBALLS: Transfer._on_eyeballs,
+    Due.CONNECT: _on_connect_timeout,
+    Due.TOTAL: _on_total_timeout,
+    Due.SPEED: _on_speed,
+    Due.EYEBALLS: _on_eyeballs,
 }
