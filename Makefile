@@ -7,7 +7,11 @@ PYTHON ?= python3
 ifeq ($(origin PYTHON),file)
 VENV ?= .venv
 else
-VENV ?= .venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PYTHON_VERSION),)
+$(error PYTHON=$(PYTHON) does not run)
+endif
+VENV ?= .venv-$(PYTHON_VERSION)
 endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
