@@ -19,6 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from hiperfifo.jobs import Jobs, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
+from hiperfifo.logs import emit
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
 from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
@@ -110,7 +111,7 @@ class Intake:
         if not urls:
             return True
         first = self._next_id
-        if source.journaled:
+        if source.journaled and self._journal.durable:
             try:
                 self._journal.record([(first + n, item.url) for n, item in enumerate(urls)])
             except JournalError as exc:
@@ -121,9 +122,10 @@ class Intake:
         queue, log = self._jobs.queue, self._log
         for transfer_id, item in enumerate(urls, first):
             if item.entry is None:
-                log.info("transfer.added", id=transfer_id, url=redact(item.url))
+                emit(log, "info", "transfer.added", {"id": transfer_id, "url": redact(item.url)})
             else:
-                log.info("transfer.added", id=transfer_id, url=redact(item.url), entry=item.entry)
+                added = {"id": transfer_id, "url": redact(item.url), "entry": item.entry}
+                emit(log, "info", "transfer.added", added)
             queue.append((transfer_id, item.url, now, source, item.entry))
         return True
 

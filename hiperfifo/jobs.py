@@ -17,7 +17,7 @@ import random
 import resource
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -43,6 +43,7 @@ FEED_PER_CONNECTION = 16
 # for a 0 ms timer, and one batch of adds costs one timer and one loop iteration where one
 # add per finished transfer costs one each (33,000 timer callbacks for 20,000 URLs).
 FEED_BATCH_DIVISOR = 4
+_NAMES = {code: code.name for code in Code}  # Code.name is a descriptor call per lookup
 FD_RESERVE = 32  # descriptors kept for all but connections: FIFO, logs, journal, loop, resolver
 
 
@@ -61,9 +62,13 @@ class Phase(Enum):
 Pending = tuple[int, str, float, Source, str | None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
-    """One accepted URL, from transfer.added to transfer.done, over all its attempts."""
+    """One accepted URL, from transfer.added to transfer.done, over all its attempts.
+
+    Its lines carry id, url (redacted) and entry as their first keys; the logger is
+    shared, not bound per job (a bound logger per URL cost more than the Job).
+    """
 
     id: int
     url: str
@@ -79,6 +84,12 @@ class Job:
     attempt: int = 1
     result: Code | None = None  # the last attempt's result, while waiting for a retry
     retry_after: RetryAfter | None = None  # the header_function catching Retry-After
+    shown: dict[str, Any] = field(init=False, repr=False)  # id, url, entry: first in lines
+
+    def __post_init__(self) -> None:
+        self.shown = {"id": self.id, "url": redact(self.url)}
+        if self.entry is not None:
+            self.shown["entry"] = self.entry
 
     def progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> bool:
         """The engine's progress callback: one transfer.progress line a second at most.
@@ -91,16 +102,17 @@ class Job:
             self.last_progress = now
         elif now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
-            self.log.info("transfer.progress", bytes=dlnow, total=dltotal or None)
+            self.log.info("transfer.progress", **self.shown, bytes=dlnow, total=dltotal or None)
         return False
 
     def debug(self, kind: InfoType, text: str) -> None:
         """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
         state changes as text, request and response heads as lines, credentials hidden."""
         if kind is InfoType.STATE:
-            self.log.debug("transfer.debug", kind=str(kind), text=text)
+            self.log.debug("transfer.debug", **self.shown, kind=str(kind), text=text)
         else:
-            self.log.debug("transfer.debug", kind=str(kind), head=logs.redact_head(text))
+            head = logs.redact_head(text)
+            self.log.debug("transfer.debug", **self.shown, kind=str(kind), head=head)
 
 
 class Jobs:
@@ -126,6 +138,7 @@ class Jobs:
         self._multi = multi
         self._output = output
         self._journal = journal
+        self._durable = journal.durable
         self._log = log
         self._clock = clock
         self._feed_limit = feed_limit
@@ -171,10 +184,8 @@ class Jobs:
     def _start(self, pending: Pending) -> None:
         transfer_id, url, accepted, source, entry = pending
         sink = self._output.sink(transfer_id, url)
-        log = self._log.bind(id=transfer_id, url=redact(url))
-        if entry is not None:
-            log = log.bind(entry=entry)
-        job = Job(transfer_id, url, sink, log, self._clock, source, entry, accepted, self._clock())
+        log, clock = self._log, self._clock
+        job = Job(transfer_id, url, sink, log, clock, source, entry, accepted, clock())
         self.running[transfer_id] = job
         self._attempt(job)
 
@@ -199,7 +210,7 @@ class Jobs:
         for message in messages:
             job: Job = message.easy.private
             self._multi.remove_handle(message.easy)
-            result = Code(message.result)
+            result = message.result
             if not self._retry_later(job, result):
                 self.report(job, result)
         self.feed()
@@ -217,7 +228,7 @@ class Jobs:
         fields: dict[str, Any] = {
             "effective_url": redact(easy.effective_url or job.url),
             "result": int(result),
-            "result_name": result.name,
+            "result_name": _NAMES[result],
             "error": error if error is not None else (easy.error or ""),
             "status": easy.response_code or None,
             "bytes": easy.size_download,
@@ -231,12 +242,11 @@ class Jobs:
         if job.sink.path:
             fields["file"] = job.sink.path
         self.done += 1
-        if result == Code.OK:
-            job.log.info("transfer.done", **fields)
-        else:
+        if result != Code.OK:
             self.failed += 1
-            job.log.warning("transfer.done", **fields)
-        if job.source.journaled:
+        level = "info" if result == Code.OK else "warning"
+        logs.emit(job.log, level, "transfer.done", {**job.shown, **fields})
+        if self._durable and job.source.journaled:
             self._journal.finish(job.id)
         job.source.done({"id": job.id, "url": job.url, "entry": job.entry, **fields})
         job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
@@ -267,6 +277,7 @@ class Jobs:
         job.result = result
         job.log.info(
             "transfer.retry",
+            **job.shown,
             attempt=job.attempt,
             result=int(result),
             result_name=result.name,
@@ -325,9 +336,8 @@ class Jobs:
             if keep and source.journaled:
                 self._defer(transfer_id, url, why)
                 continue
-            log = self._log.bind(id=transfer_id, url=redact(url))
-            now = self._clock()
-            job = Job(transfer_id, url, Sink(), log, self._clock, source, entry, accepted, now)
+            log, clock = self._log, self._clock
+            job = Job(transfer_id, url, Sink(), log, clock, source, entry, accepted, clock())
             self.report(job, Code.ABORTED_BY_CALLBACK, why)
         self.remaining()
 

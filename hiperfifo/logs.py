@@ -295,6 +295,9 @@ class LineWriter:
 
 _log_file: LogFile | None = None
 _writer: LineWriter | None = None
+# Plain JSON lines (no journald prefix): emit() renders them itself, from this level up.
+_direct: LineWriter | None = None
+_direct_level = logging.CRITICAL + 1
 
 
 def open_stream(path: os.PathLike[str] | None) -> TextIO:
@@ -319,7 +322,7 @@ def configure(
     fmt: str, level: str, stream: TextIO, environ: Mapping[str, str] | None = None
 ) -> None:
     """Configure structlog once: `fmt` json|logfmt|console, `level` name, lines to `stream`."""
-    global _writer
+    global _writer, _direct, _direct_level
     processors: list[Processor] = [_json_line]
     if fmt != "json":
         processors = [
@@ -330,12 +333,33 @@ def configure(
     if environ is not None and writes_to_journal(stream, environ):
         processors[-1] = _JournalPrefix(processors[-1])
     writer = _writer = LineWriter(stream)
+    _direct = writer if processors == [_json_line] else None
+    _direct_level = _LEVELS[level]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
+
+
+def emit(log: FilteringBoundLogger, level: str, event: str, fields: dict[str, Any]) -> None:
+    """`log.<level>(event, **fields)`: the same line, for the daemon's per-URL lines.
+
+    When lines are plain JSON (the default), it renders the line itself:
+    structlog's per-call work (its method, kwargs and context dicts, the processor
+    chain) cost as much as encoding the line, and the daemon writes two lines per URL.
+    `fields` must not hold "timestamp", "level" or "event"; `log` must be bound to no
+    keys (its keys would be missing here).
+    """
+    if log._logger is not _direct or _direct is None:  # type: ignore[attr-defined]
+        getattr(log, level)(event, **fields)  # logfmt, console, journald, or reconfigured
+        return
+    if _LEVELS[level] < _direct_level:
+        return
+    line = {"timestamp": timestamp(), "level": level, "event": event}
+    line.update(fields)
+    _direct.msg(_encode(line))
 
 
 def flush() -> None:

@@ -52,6 +52,9 @@ class Sink:
         return True
 
 
+_DISCARD = Sink()
+
+
 class FileSink(Sink):
     """A body written to a temporary name in DIR, renamed (never clobbering) when complete."""
 
@@ -116,7 +119,7 @@ class Output:
     """`--output discard`: every transfer gets a discarding Sink."""
 
     def sink(self, transfer_id: int, url: str) -> Sink:
-        return Sink()
+        return _DISCARD  # holds no state: one for every transfer
 
     def close(self) -> None:
         """Nothing to release."""

@@ -33,6 +33,10 @@ from hiperfifo.sources.base import Url as Url
 _SEPARATORS = re.compile(rb"[ \t\r\n\x0b\x0c]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEMES = frozenset({"http", "https"})
+# The common case, which urlsplit() accepts: http(s)://, a host of letters, digits, dots
+# and dashes, an optional port of 1-5 digits (1-65535 checked), then only printable ASCII.
+# Whatever else (userinfo, IPv6, non-ASCII, no host ...) is looked at with urlsplit().
+_PLAIN_URL = re.compile(r"(?i:https?)://[A-Za-z0-9.-]+(?::([0-9]{1,5}))?(?:[/?#][!-~]*)?\Z")
 
 
 class FifoError(Exception):
@@ -65,6 +69,13 @@ def classify(raw: bytes) -> Item:
 
 def url_problem(text: str) -> str | None:
     """Why `text` is not a fetchable http/https URL, or None when it is."""
+    plain = _PLAIN_URL.match(text)
+    if plain is not None and (plain.group(1) is None or 0 < int(plain.group(1)) <= 65535):
+        return None  # what the checks below would say of it, without urlsplit()
+    return _parsed_url_problem(text)
+
+
+def _parsed_url_problem(text: str) -> str | None:
     if _CONTROL.search(text):
         return "control character in URL"
     try:
