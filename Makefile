@@ -20,7 +20,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check bench bench-scale bench-durable bench-redis bench-h2 soak clean systemd-check
+.PHONY: install test run lint typecheck check compiled test-compiled bench bench-scale bench-durable bench-redis bench-h2 soak clean systemd-check
 
 install: $(STAMP)
 
@@ -51,6 +51,33 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# The engine compiled with mypyc (docs/engine.md, "Compiled with mypyc"), opt-in: its own
+# venv ($(VENV)-mypyc), a non-editable install built from a copy of the tree in build/, so
+# no .so ever lands beside the .py files you edit. The modules: build-support/mypyc.txt.
+# test-compiled runs the suite against it; PYTHONSAFEPATH keeps the current directory (the
+# source tree) off sys.path, in pytest and in every `python -m hiperfifo` a test starts.
+MYPYC_VENV ?= $(VENV)-mypyc
+MYPYC_BIN := $(MYPYC_VENV)/bin
+MYPYC_STAMP := $(MYPYC_VENV)/.installed
+MYPYC_SRC := build/mypyc-$(notdir $(VENV))
+SOURCES := $(shell find hiperfifo -name '*.py')
+
+compiled: $(MYPYC_STAMP)
+
+$(MYPYC_STAMP): pyproject.toml setup.py build-support/mypyc.txt build-support/pyuv-compat.h $(SOURCES)
+	test -x $(MYPYC_BIN)/python || $(PYTHON) -m venv $(MYPYC_VENV)
+	CPPFLAGS="-include $(COMPAT)" $(MYPYC_BIN)/pip install --no-binary pyuv "pyuv==1.4.0"
+	$(MYPYC_BIN)/pip install "setuptools>=68" wheel "mypy>=1.10"
+	rm -rf $(MYPYC_SRC) && mkdir -p $(MYPYC_SRC)
+	cp -r hiperfifo build-support pyproject.toml setup.py README.md $(MYPYC_SRC)/
+	cd $(MYPYC_SRC) && HIPERFIFO_MYPYC=1 $(CURDIR)/$(MYPYC_BIN)/pip install --no-build-isolation '.[dev]'
+	echo "$(CURDIR)" > $$($(MYPYC_BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/hiperfifo-repository.pth
+	cd / && $(CURDIR)/$(MYPYC_BIN)/python -c "import hiperfifo.engine.runner as m; assert m.__file__.endswith('.so'), m.__file__; print('compiled:', m.__file__)"
+	touch $(MYPYC_STAMP)
+
+test-compiled: $(MYPYC_STAMP)
+	HIPERFIFO_TEST_COMPILED=1 PYTHONSAFEPATH=1 $(MYPYC_BIN)/pytest $(ARGS)
 
 # The systemd units: verify prints nothing, exposure stays <= 2.0 (needs
 # Debian's systemd package for systemd-analyze; not systemd as PID 1).
@@ -88,4 +115,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MYPYC_VENV) build *.egg-info

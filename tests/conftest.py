@@ -29,6 +29,16 @@ def _server_failure(errors: list[str]) -> str:
     return f"{len(errors)} unexpected exception(s) in test servers:\n\n" + "\n".join(errors)
 
 
+def pytest_report_header() -> str:
+    """Which engine runs: the pure package (make test) or mypyc's build (make test-compiled)."""
+    try:
+        import hiperfifo.engine.runner as runner
+    except Exception as exc:  # the tests that need no engine still run
+        return f"hiperfifo engine: does not import ({exc!r})"
+    kind = "pure Python" if runner.__file__.endswith(".py") else "compiled by mypyc"
+    return f"hiperfifo engine: {kind} ({runner.__file__})"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """A test that passed while one of its servers raised fails (the test phase, not teardown)."""

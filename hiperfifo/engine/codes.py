@@ -7,6 +7,9 @@ Owns the constants of the multi-socket API, the two result enums and
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 CSELECT_IN = 1
 CSELECT_OUT = 2
@@ -149,3 +152,13 @@ class TransferError(Exception):
         self.code = code
         self.text = text
         super().__init__(text)
+
+
+def caused(error: E, cause: BaseException | None) -> E:
+    """`error` with `cause` as its __cause__: `raise caused(X, exc)` is `raise X from exc`.
+
+    The compiled engine modules use it: mypyc drops the `from` of a raise statement
+    (build-support/mypyc.txt); setting __cause__ also suppresses the context, as `from` does.
+    """
+    error.__cause__ = cause
+    return error

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.http1 import Http1
 from hiperfifo.engine.tls import TlsSession
 
@@ -150,7 +150,7 @@ class Connection:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            raise TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}") from exc
+            raise caused(TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}"), exc)
 
     def is_alive(self) -> bool:
         """A pooled connection is usable if the server has neither closed it nor spoken."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 
 SUPPORTED = ("gzip", "deflate")
 PASS_THROUGH = ("identity", "none")  # libcurl's identity coding and its alias
@@ -169,6 +169,9 @@ class _Stage:
                 self._raw_deflate_tried = True
                 self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
                 return self._decompress(data)
-            raise TransferError(
-                Code.BAD_CONTENT_ENCODING, f"Error while processing content unencoding: {exc}"
-            ) from exc
+            raise caused(
+                TransferError(
+                    Code.BAD_CONTENT_ENCODING, f"Error while processing content unencoding: {exc}"
+                ),
+                exc,
+            )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, Code, TransferError
+from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, Code, TransferError, caused
 from hiperfifo.engine.connection import Connection
 from hiperfifo.engine.debug import head_out
 from hiperfifo.engine.easy import Easy, InfoType
@@ -65,7 +65,9 @@ class Exchange:
             # reads before it writes, so its answer wins over the failed send.
             if self._answered_early(view, any_status=True):
                 return True
-            raise self._failed(Code.SEND_ERROR, f"Send failure: {exc.strerror or exc}") from exc
+            raise caused(
+                self._failed(Code.SEND_ERROR, f"Send failure: {exc.strerror or exc}"), exc
+            )
         conn.requests += 1
         self.sent = True
         return True
@@ -111,9 +113,9 @@ class Exchange:
             try:
                 data = conn.read(view)
             except OSError as exc:
-                raise self._failed(
-                    Code.RECV_ERROR, f"Recv failure: {exc.strerror or exc}"
-                ) from exc
+                raise caused(
+                    self._failed(Code.RECV_ERROR, f"Recv failure: {exc.strerror or exc}"), exc
+                )
             if data is None:
                 return False
             if not data and not http.received and conn.reused:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import h11
 from h11 import _abnf
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 
 # libcurl's limits on response heads (lib/http.h, lib/headers.h, lib/http_chunks.h)
 MAX_HEADER_BYTES = 300 * 1024  # MAX_HTTP_RESP_HEADER_SIZE: every head of a response -> 56
@@ -210,7 +210,7 @@ class Http1:
             if data is None:  # anything unusual: h11 writes it (and refuses what it must)
                 data = self._h11_request(method, target, headers, body)
         except (h11.LocalProtocolError, UnicodeError) as exc:
-            raise TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}") from exc
+            raise caused(TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}"), exc)
         return data
 
     def _h11_request(
@@ -510,7 +510,7 @@ class Http1:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise self._classify(exc, raw) from exc
+            raise caused(self._classify(exc, raw), exc)
         if isinstance(event, h11.InformationalResponse):
             return "info", _head_of(event), 0, False
         assert isinstance(event, h11.Response), event  # a whole head was given

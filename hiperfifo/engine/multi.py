@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from hiperfifo.engine.codes import POLL_IN, SOCKET_TIMEOUT, Code, MCode, MultiError
+from hiperfifo.engine.codes import POLL_IN, SOCKET_TIMEOUT, Code, MCode, MultiError, caused
 from hiperfifo.engine.deadlines import Deadlines, Due
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
@@ -168,7 +168,9 @@ class Multi:
             raise MultiError(MCode.ADDED_ALREADY)
         if self._dead is not None:
             if self._runner.transfers:
-                raise MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead") from self._dead
+                raise caused(
+                    MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead"), self._dead
+                )
             self._dead = None
             self._timer.reset()
         easy.reset_info()
@@ -266,7 +268,7 @@ class Multi:
 
     def _check_dead(self) -> None:
         if self._dead is not None:
-            raise MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead") from self._dead
+            raise caused(MultiError(MCode.ABORTED_BY_CALLBACK, "the multi is dead"), self._dead)
 
     def _finish_call(self) -> None:
         """End of every API call: what HTTP/2 streams queued, resolver socket, timer, and a
@@ -280,7 +282,7 @@ class Multi:
         self._update_timer()
         died, self._died_now = self._died_now, None
         if died is not None:
-            raise MultiError(MCode.ABORTED_BY_CALLBACK, "a callback raised") from died
+            raise caused(MultiError(MCode.ABORTED_BY_CALLBACK, "a callback raised"), died)
 
     def _max_idle(self) -> int:
         max_connects = self._max_connects

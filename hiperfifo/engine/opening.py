@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable
 
-from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, POLL_OUT, Code, TransferError
+from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, POLL_OUT, Code, TransferError, caused
 from hiperfifo.engine.connection import Connection, Origin
 from hiperfifo.engine.deadlines import Due
 from hiperfifo.engine.debug import Trace
@@ -128,7 +128,7 @@ class Opening:
             resolver.submit(self._owner, dial.host, dial.port)
         except (OSError, RuntimeError) as exc:  # no fd for the wake-up socket, no thread
             text = f"Could not start resolving {dial.host}: {exc}"
-            raise TransferError(self.lookup_error(), text) from exc
+            raise caused(TransferError(self.lookup_error(), text), exc)
 
     def lookup_error(self) -> Code:
         return Code.COULDNT_RESOLVE_PROXY if self.proxy else Code.COULDNT_RESOLVE_HOST

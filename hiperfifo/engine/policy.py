@@ -13,6 +13,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hiperfifo.engine.codes import caused
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,7 +35,7 @@ def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
         try:
             networks.append(ipaddress.ip_network(spec.strip(), strict=False))
         except ValueError as exc:
-            raise ValueError(f"not a network in CIDR form: {spec!r} ({exc})") from exc
+            raise caused(ValueError(f"not a network in CIDR form: {spec!r} ({exc})"), exc)
     return tuple(networks)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.url import Target, parse
 
 
@@ -45,9 +45,9 @@ def parse_proxy(proxy: str) -> Target:
     try:
         target = parse(text)
     except TransferError as exc:
-        raise TransferError(
-            Code.COULDNT_RESOLVE_PROXY, f"Bad proxy {proxy!r}: {exc.text}"
-        ) from exc
+        raise caused(
+            TransferError(Code.COULDNT_RESOLVE_PROXY, f"Bad proxy {proxy!r}: {exc.text}"), exc
+        )
     if target.scheme != "http":
         raise TransferError(Code.UNSUPPORTED_PROTOCOL, f"Unsupported proxy scheme in {proxy!r}")
     if "://" not in proxy:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.decoding import Decoder
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
@@ -66,9 +66,9 @@ class Response:
                         InfoType.HEADER_IN, b"".join(head.lines()).decode("latin-1")
                     )
             except Exception as exc:
-                raise TransferError(
-                    Code.ABORTED_BY_CALLBACK, f"debug callback raised: {exc!r}"
-                ) from exc
+                raise caused(
+                    TransferError(Code.ABORTED_BY_CALLBACK, f"debug callback raised: {exc!r}"), exc
+                )
         if easy.header_function is not None:
             for line in head.lines():
                 self._deliver(easy.header_function, line)
@@ -146,9 +146,10 @@ class Response:
             taken = function(data)
             short = taken is not None and bool(taken != len(data))  # the callback's object
         except Exception as exc:
-            raise TransferError(
-                Code.WRITE_ERROR, f"Failure writing output to destination: {exc!r}"
-            ) from exc
+            raise caused(
+                TransferError(Code.WRITE_ERROR, f"Failure writing output to destination: {exc!r}"),
+                exc,
+            )
         finally:
             guard.depth -= 1
         if short:
@@ -167,7 +168,9 @@ class Response:
             with self._guard.calling():
                 abort = bool(easy.progress_function(total, easy.size_download, 0, 0))
         except Exception as exc:
-            raise TransferError(Code.ABORTED_BY_CALLBACK, f"Callback aborted: {exc!r}") from exc
+            raise caused(
+                TransferError(Code.ABORTED_BY_CALLBACK, f"Callback aborted: {exc!r}"), exc
+            )
         if abort:
             raise TransferError(Code.ABORTED_BY_CALLBACK, "Callback aborted")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 
 _contexts: dict[tuple[bool, str | None, tuple[str, ...]], ssl.SSLContext] = {}
 ALPN_H2 = ("h2", "http/1.1")  # what https offers by default, as libcurl with nghttp2
@@ -34,9 +34,12 @@ def client_context(
         try:
             context = ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise TransferError(
-                Code.SSL_CACERT_BADFILE, f"error setting certificate file: {ca_file} ({exc})"
-            ) from exc
+            raise caused(
+                TransferError(
+                    Code.SSL_CACERT_BADFILE, f"error setting certificate file: {ca_file} ({exc})"
+                ),
+                exc,
+            )
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -64,11 +67,14 @@ class TlsSession:
         except ssl.SSLWantReadError:
             return False
         except ssl.SSLCertVerificationError as exc:
-            raise TransferError(
-                Code.PEER_FAILED_VERIFICATION, f"SSL certificate problem: {exc.verify_message}"
-            ) from exc
+            raise caused(
+                TransferError(
+                    Code.PEER_FAILED_VERIFICATION, f"SSL certificate problem: {exc.verify_message}"
+                ),
+                exc,
+            )
         except ssl.SSLError as exc:
-            raise TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}") from exc
+            raise caused(TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}"), exc)
         return True
 
     def take_outgoing(self) -> bytes:

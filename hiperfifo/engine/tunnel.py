@@ -8,7 +8,7 @@ ready; maps the proxy's failures to libcurl's codes here.
 
 from __future__ import annotations
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.connection import Connection
 from hiperfifo.engine.debug import Trace, head_in, head_out
 from hiperfifo.engine.easy import InfoType
@@ -45,14 +45,16 @@ class Tunnel:
             try:
                 data = conn.read(view) if conn.flush() else None
             except OSError as exc:
-                raise TransferError(Code.COULDNT_CONNECT, f"Proxy CONNECT failed: {exc}") from exc
+                raise caused(
+                    TransferError(Code.COULDNT_CONNECT, f"Proxy CONNECT failed: {exc}"), exc
+                )
             if data is None:
                 return False
             try:
                 events = self._http.receive(data)
             except TransferError as exc:
                 text = "Proxy CONNECT aborted" if not data else f"Proxy CONNECT failed: {exc.text}"
-                raise TransferError(Code.RECV_ERROR, text) from exc
+                raise caused(TransferError(Code.RECV_ERROR, text), exc)
             for event in events:
                 if isinstance(event, Head):
                     if self._trace is not None:

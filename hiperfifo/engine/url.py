@@ -13,7 +13,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from hiperfifo.engine.codes import Code, TransferError
+from hiperfifo.engine.codes import Code, TransferError, caused
 
 SCHEMES = {"http": 80, "https": 443}
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, CR/LF and spaces never reach a request
@@ -46,7 +46,7 @@ def parse(url: str) -> Target:
         port = parts.port
         hostname = parts.hostname
     except ValueError as exc:
-        raise TransferError(Code.URL_MALFORMAT, f"URL rejected: {exc}") from exc
+        raise caused(TransferError(Code.URL_MALFORMAT, f"URL rejected: {exc}"), exc)
     scheme = parts.scheme.lower()
     if not scheme:
         raise TransferError(Code.URL_MALFORMAT, "URL rejected: No scheme part")
@@ -110,7 +110,7 @@ def _ascii_host(hostname: str) -> str:
     try:
         return hostname.encode("idna").decode("ascii")
     except UnicodeError as exc:
-        raise TransferError(Code.URL_MALFORMAT, f"URL rejected: bad IDN host: {exc}") from exc
+        raise caused(TransferError(Code.URL_MALFORMAT, f"URL rejected: bad IDN host: {exc}"), exc)
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:
