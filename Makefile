@@ -71,7 +71,8 @@ $(MYPYC_STAMP): pyproject.toml setup.py build-support/mypyc.txt build-support/py
 	$(MYPYC_BIN)/pip install "setuptools>=68" wheel "mypy>=1.10"
 	rm -rf $(MYPYC_SRC) && mkdir -p $(MYPYC_SRC)
 	cp -r hiperfifo build-support pyproject.toml setup.py README.md $(MYPYC_SRC)/
-	cd $(MYPYC_SRC) && HIPERFIFO_MYPYC=1 $(CURDIR)/$(MYPYC_BIN)/pip install --no-build-isolation '.[dev]'
+	cd $(MYPYC_SRC) && $(CURDIR)/$(MYPYC_BIN)/pip install '.[dev]'  # the dependencies mypyc reads
+	cd $(MYPYC_SRC) && HIPERFIFO_MYPYC=1 $(CURDIR)/$(MYPYC_BIN)/pip install --no-build-isolation --no-deps .
 	echo "$(CURDIR)" > $$($(MYPYC_BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/hiperfifo-repository.pth
 	cd / && $(CURDIR)/$(MYPYC_BIN)/python -c "import hiperfifo.engine.runner as m; assert m.__file__.endswith('.so'), m.__file__; print('compiled:', m.__file__)"
 	touch $(MYPYC_STAMP)

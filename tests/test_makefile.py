@@ -49,3 +49,15 @@ def test_make_test_installs_the_dev_tools(tmp_path: Path) -> None:
     runtime = next(i for i, step in enumerate(steps) if step.endswith("pip install -e ."))
     assert runtime < dev < len(steps) - 1
     assert "bin/pytest" in steps[-1]
+
+
+def test_make_test_compiled_builds_out_of_the_tree_into_its_own_venv(tmp_path: Path) -> None:
+    """The mypyc build: a copy of the tree under build/, a non-editable install into the
+    venv's -mypyc sibling, then the suite with the source tree kept off sys.path."""
+    venv = tmp_path / "venv"
+    steps = planned("test-compiled", venv)
+    build = next(step for step in steps if "HIPERFIFO_MYPYC=1" in step)
+    assert build.startswith("cd build/mypyc-venv && ")
+    assert f"{venv}-mypyc/bin/pip install --no-build-isolation --no-deps ." in build
+    assert not any("HIPERFIFO_MYPYC=1" in step and "-e" in step.split() for step in steps)
+    assert steps[-1] == f"HIPERFIFO_TEST_COMPILED=1 PYTHONSAFEPATH=1 {venv}-mypyc/bin/pytest "
