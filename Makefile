@@ -20,7 +20,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 COMPAT := $(CURDIR)/build-support/pyuv-compat.h
 ARGS ?=
 
-.PHONY: install test run lint typecheck check compiled test-compiled bench bench-scale bench-durable bench-redis bench-h2 soak clean systemd-check
+.PHONY: install test run lint typecheck check compiled test-compiled bench-compiled bench bench-scale bench-durable bench-redis bench-h2 soak clean systemd-check
 
 install: $(STAMP)
 
@@ -79,6 +79,11 @@ $(MYPYC_STAMP): pyproject.toml setup.py build-support/mypyc.txt build-support/py
 
 test-compiled: $(MYPYC_STAMP)
 	HIPERFIFO_TEST_COMPILED=1 PYTHONSAFEPATH=1 $(MYPYC_BIN)/pytest $(ARGS)
+
+# The compiled engine against the pure one, pycurl and aiohttp (needs nginx; bench/README.md,
+# "Compiled with mypyc"): ARGS="--runs 5 --workload small|scale".
+bench-compiled: $(BENCH_STAMP) $(MYPYC_STAMP)
+	$(BIN)/python -m bench.compiled --compiled $(MYPYC_BIN)/python $(ARGS)
 
 # The systemd units: verify prints nothing, exposure stays <= 2.0 (needs
 # Debian's systemd package for systemd-analyze; not systemd as PID 1).
