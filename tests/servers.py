@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import selectors
 import socket
 import ssl
 import struct
@@ -21,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import h11
 import trustme
@@ -595,9 +597,117 @@ def closes_before_any_byte(**kw: object) -> Server:
     return Server(handler, **kw)  # type: ignore[arg-type]
 
 
+def in_rounds(parties: int) -> Callable[[Peer], None]:
+    """A Server handler: keep-alive, and `parties` requests answered at once (each waits
+    until that many have arrived), so the answers reach the client together and its loop
+    finds every socket ready in one round."""
+    barrier = threading.Barrier(parties)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(HELLO), HELLO)
+
+    def handler(peer: Peer) -> None:
+        while peer.read_request() is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):  # a short round: answer
+                barrier.wait(timeout=10)
+            if not peer.send(answer):
+                return
+
+    return handler
+
+
 def stale_after_first(body: bytes = b"first", **kw: object) -> HTTPServer:
     """Keep-alive in its headers, but closes each connection right after the first response."""
     return HTTPServer(default=respond(body, then="hangup"), **kw)  # type: ignore[arg-type]
+
+
+class QuickServer:
+    """Keep-alive HTTP/1.1 on several ports, one thread, one selectors loop: every request
+    (a GET: no body) is answered at once with HELLO, connections served in the order they
+    are ready, so no origin runs ahead for the scheduler's sake. Counts accepted
+    connections per port and the request lines per port in the order they came."""
+
+    def __init__(self, ports: int = 1, host: str = "127.0.0.1", delay: float = 0.0) -> None:
+        self.delay = delay  # each answer goes out this long after its request came
+        self._due: list[tuple[float, socket.socket]] = []
+        self.listeners = [_listen(host) for _ in range(ports)]
+        self.host = host
+        self.ports: list[int] = [sock.getsockname()[1] for sock in self.listeners]
+        self.accepted = dict.fromkeys(self.ports, 0)
+        self.lines: dict[int, list[bytes]] = {port: [] for port in self.ports}
+        self._answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(HELLO), HELLO)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def url(self, index: int, path: str = "/") -> str:
+        return f"http://{self.host}:{self.ports[index]}{path}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        for sock in self.listeners:
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, (None, sock.getsockname()[1]))
+        pending: dict[socket.socket, bytes] = {}
+        try:
+            while not self._stop.is_set():
+                wait = POLL_INTERVAL
+                if self._due:
+                    wait = max(0.0, min(wait, self._due[0][0] - time.monotonic()))
+                for key, _mask in sel.select(wait):
+                    conn, port = key.data
+                    if conn is None:
+                        self._accept(key.fileobj, port, sel)
+                    else:
+                        self._serve(conn, port, sel, pending)
+                self._answer_due()
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            sel.close()
+
+    def _answer_due(self) -> None:
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            _due, conn = self._due.pop(0)
+            with contextlib.suppress(OSError):
+                conn.sendall(self._answer)
+
+    def _accept(self, listener: Any, port: int, sel: selectors.BaseSelector) -> None:
+        with contextlib.suppress(BlockingIOError):
+            conn, _addr = listener.accept()
+            conn.setblocking(False)
+            self.accepted[port] += 1
+            sel.register(conn, selectors.EVENT_READ, (conn, port))
+
+    def _serve(
+        self,
+        conn: socket.socket,
+        port: int,
+        sel: selectors.BaseSelector,
+        pending: dict[socket.socket, bytes],
+    ) -> None:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(conn)
+            pending.pop(conn, None)
+            conn.close()
+            return
+        buffer = pending.pop(conn, b"") + data
+        *requests, rest = buffer.split(b"\r\n\r\n")
+        for request in requests:
+            self.lines[port].append(request.split(b"\r\n", 1)[0])
+            if self.delay:
+                self._due.append((time.monotonic() + self.delay, conn))
+            else:
+                conn.sendall(self._answer)  # small: fits the socket buffer
+        if rest:
+            pending[conn] = rest
 
 
 class HoldServer:

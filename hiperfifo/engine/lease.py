@@ -111,6 +111,12 @@ class Lease:
                 return False
         return self.pool.could_serve(origin) or bool(self._idle_shared_for(origin))
 
+    def busy_to(self, origin: Origin) -> int:
+        """Connections to `origin` that will free up: connecting, or carrying a request or
+        streams (idle ones, HTTP/1.1 or HTTP/2, are not counted)."""
+        idle_shared = sum(s in self._idle_shared for s in self._shared.get(origin, ()))
+        return self.pool.busy_to(origin) - idle_shared
+
     # --- HTTP/2: shared connections -----------------------------------------------------
 
     def choose(

@@ -288,7 +288,10 @@ class Multi:
         max_connects = self._max_connects
         if max_connects is not None:
             return max_connects
-        return 4 * max(self._runner.alive, 1)
+        # libcurl: 4 x the easy handles added and not removed, finished ones included
+        # (multi->num_easy * 4): not the running count, which dips as a loop handles
+        # several ready sockets before info_read.
+        return 4 * max(len(self._runner.transfers), 1)
 
     def _announce(self, easy: Easy | None, fd: int, what: int, socketp: Any) -> bool:
         function = self._socket_function

@@ -30,6 +30,7 @@ class Pool:
         self._idle_order: dict[Connection, None] = {}  # oldest idle first
         self._live = 0
         self._per_host: Counter[HostKey] = Counter()
+        self._per_origin: Counter[Origin] = Counter()
 
     def __repr__(self) -> str:
         return f"<Pool live={self._live} idle={len(self._idle_order)}>"
@@ -53,6 +54,10 @@ class Pool:
             del self._idle[origin]
         del self._idle_order[conn]
         return conn
+
+    def busy_to(self, origin: Origin) -> int:
+        """Connections to `origin` open and not idle (connecting or carrying a request)."""
+        return self._per_origin[origin] - len(self._idle.get(origin, ()))
 
     def has_room(self, origin: Origin) -> bool:
         """Would a new connection to `origin` stay within the limits?"""
@@ -91,6 +96,7 @@ class Pool:
         """Count a connection that is about to be opened."""
         self._live += 1
         self._per_host[host_key(origin)] += 1
+        self._per_origin[origin] += 1
 
     def release(self, origin: Origin) -> None:
         """Forget a counted connection that was closed or never opened."""
@@ -99,6 +105,9 @@ class Pool:
         self._per_host[key] -= 1
         if self._per_host[key] <= 0:
             del self._per_host[key]
+        self._per_origin[origin] -= 1
+        if self._per_origin[origin] <= 0:
+            del self._per_origin[origin]
 
     def put_idle(self, conn: Connection, max_idle: int) -> list[Connection]:
         """Keep `conn` for reuse; returns the oldest idle ones beyond `max_idle` to close."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from hiperfifo.engine.connection import Origin
 from hiperfifo.engine.deadlines import Deadlines, Due
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.lease import Lease
@@ -68,7 +69,7 @@ class Runner:
         self.transfers: dict[Easy, Transfer] = {}  # added and not removed, finished included
         self.alive = 0  # transfers not finished
         self.messages: dict[Easy, None] = {}  # finished, unread, oldest first
-        self.pending = PendingQueue()
+        self.pending = PendingQueue(lease.busy_to)
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
         self._unsent: dict[Shared, None] = {}  # shared connections with bytes queued
         self.in_action = False  # inside socket_action: what is released runs before it returns
@@ -154,7 +155,7 @@ class Runner:
         if transfer.done:
             self.alive -= 1
             self.messages[transfer.easy] = None
-            self._release_pending(in_action=True)
+            self._release_pending(in_action=True, freed=transfer.origin)
         elif progressed and not self._resumed:  # (those already let go come first)
             self._release_pending(in_action=True)
 
@@ -195,13 +196,14 @@ class Runner:
             self._lease.shared_idle(shared)
             self._release_pending(self.in_action)  # its slot may serve another host now
 
-    def _release_pending(self, in_action: bool) -> None:
-        """Let one queued transfer that can get a connection now proceed.
+    def _release_pending(self, in_action: bool, freed: Origin | None = None) -> None:
+        """Let one queued transfer that can get a connection now proceed: one for the
+        origin of the connection just given back first (pending.py says when not).
 
         Inside socket_action it runs before the call returns (a plain queue); from
         remove_handle, at the next socket_action, through a RUN deadline at now.
         """
-        transfer = self.pending.take_ready()
+        transfer = self.pending.take_ready(freed)
         if transfer is None:
             return
         transfer.resume()

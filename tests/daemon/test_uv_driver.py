@@ -8,30 +8,37 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyuv
 from hf_support import WAIT, Server, daemon_env
+from servers import Server as LoopbackServer
+from servers import in_rounds
 
 from hiperfifo.driver import Driver
 from hiperfifo.engine import Code, Easy, Message, Multi
 
 
-def run_on_driver(multi: Multi, urls: list[str]) -> tuple[Driver, list[Message]]:
-    """Add every URL, run the pyuv Driver until each one finished; the driver is left open."""
+def run_on_driver(multi: Multi, urls: list[str], at_once: int = 0) -> tuple[Driver, list[Message]]:
+    """Add every URL (at most `at_once` in the multi, 0: all at once), run the pyuv Driver
+    until each one finished; the driver is left open."""
     finished: list[Message] = []
+    todo = list(reversed(urls))
 
     def on_done(messages: list[Message]) -> None:
         for message in messages:
             multi.remove_handle(message.easy)
             finished.append(message)
+            if todo:
+                multi.add_handle(Easy(todo.pop()))
         if len(finished) == len(urls):
             driver.stop()
 
     driver = Driver(multi, on_done)
     watchdog = driver.call_later(WAIT, driver.stop)
-    for url in urls:
-        multi.add_handle(Easy(url))
+    for _ in range(at_once or len(urls)):
+        multi.add_handle(Easy(todo.pop()))
     driver.run()
     watchdog.stop()
     return driver, finished
@@ -51,10 +58,44 @@ def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) ->
     assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and not h.closed] == []
 
 
+def test_driver_keeps_its_connections_when_answers_come_in_rounds(
+    serve: Callable[[LoopbackServer], LoopbackServer],
+) -> None:
+    """The daemon's shape: finished handles removed and replaced as their messages come,
+    50 in the multi, 1,000 URLs, answers 50 at a time: the 50 connections opened first
+    serve every URL (the idle cache is 4 x the handles in the multi, as libcurl's)."""
+    server = serve(LoopbackServer(in_rounds(50)))
+    multi = Multi()
+    urls = [server.url(f"/?i={i}") for i in range(1000)]
+    todo = list(reversed(urls))
+    finished: list[Message] = []
+
+    def on_done(messages: list[Message]) -> None:
+        for message in messages:
+            multi.remove_handle(message.easy)
+            finished.append(message)
+            if todo:
+                multi.add_handle(Easy(todo.pop(), write_function=len))
+        if len(finished) == len(urls):
+            driver.stop()
+
+    driver = Driver(multi, on_done)
+    watchdog = driver.call_later(WAIT, driver.stop)
+    for _ in range(50):
+        multi.add_handle(Easy(todo.pop(), write_function=len))
+    driver.run()
+    watchdog.stop()
+    multi.close()
+    driver.close()
+    assert [m.result for m in finished] == [Code.OK] * 1000
+    assert server.accepted == 50
+
+
 def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Server) -> None:
-    """One connection slot, two servers in turn: every switch closes a socket and opens
-    another, mostly with the same number; a number used again is watched by the same
-    (restarted) Poll; all transfers finish."""
+    """One connection slot, two servers in turn, one URL at a time: every switch closes a
+    socket and opens another, mostly with the same number; a number used again is watched
+    by the same (restarted) Poll; all transfers finish. (All added at once, the freed
+    connection would serve the queued URLs of its own server first: reuse before churn.)"""
     other = Server()
     thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
@@ -69,7 +110,7 @@ def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Serv
         multi = Recorder(max_total_connections=1)
         servers = (http_server, other)
         urls = [servers[i % 2].url(f"/size/{i}") for i in range(10)]
-        driver, finished = run_on_driver(multi, urls)
+        driver, finished = run_on_driver(multi, urls, at_once=1)
         multi.close()
         driver.close()
     finally:
