@@ -37,7 +37,7 @@ def named(column: str) -> set[str]:
 def test_daemon_started_keys_are_exactly_the_documented_ones(
     run_daemon: Callable[..., Daemon],
 ) -> None:
-    """The row lists fifo, pid, version, created_fifo and the settings: no more, no fewer."""
+    """The row lists fifo, created_fifo, pid, version and the settings: no more, no fewer."""
     column = documented_events()["daemon.started"]
     head, _, settings = column.partition("the settings:")
     keys = {part.strip() for part in head.split(",") if part.strip() and part.strip() != "and"}
