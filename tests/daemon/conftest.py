@@ -42,12 +42,7 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield start
     for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(5)
-        for stream in (daemon.proc.stdout, daemon.proc.stderr):
-            if stream is not None:
-                stream.close()
+        daemon.reap()
 
 
 @pytest.fixture

@@ -188,6 +188,15 @@ class Daemon:
         assert self.proc.stderr is not None
         return self.proc.stderr.read().decode()
 
+    def reap(self) -> None:
+        """Teardown: kill the daemon if it still runs, wait for it and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
 
 def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment without any HIPERFIFO_* of the caller, plus `extra`."""

@@ -46,8 +46,7 @@ def main(workdir: Path, public: str) -> dict[str, object]:
         daemon.write(b"stop\n")
         status = daemon.wait()
     finally:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
+        daemon.reap()
         outside.close()
         inside.close()
     return {

@@ -254,9 +254,7 @@ def test_fd_exhaustion_fails_cleanly_and_keeps_fifo_and_logs(
         assert http_server.peak <= 32
         print(f"fd limit 64: all 1,000 OK in {elapsed:.1f} s, at most {http_server.peak} open")
     finally:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-        daemon.proc.communicate()
+        daemon.reap()
 
 
 def test_a_low_soft_fd_limit_is_raised_to_fit_the_connections(
@@ -280,9 +278,7 @@ def test_a_low_soft_fd_limit_is_raised_to_fit_the_connections(
             f"{http_server.peak} open at once"
         )
     finally:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-        daemon.proc.communicate()
+        daemon.reap()
 
 
 def python_m_hiperfifo() -> list[str]:

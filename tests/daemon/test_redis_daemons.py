@@ -49,12 +49,7 @@ def start(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartDaemon]:
 
     yield run
     for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait(5)
-        for stream in (daemon.proc.stdout, daemon.proc.stderr):
-            if stream is not None:
-                stream.close()
+        daemon.reap()
 
 
 def add(server: RedisServer, entries: list[dict[str, str]]) -> list[str]:
@@ -353,9 +348,7 @@ def test_redis_options_read_the_environment(
             assert r.xinfo_groups("jobs")[0]["name"] == b"crawlers"
         stop_all(daemon)
     finally:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-        daemon.proc.communicate(timeout=WAIT)  # and closes its pipes
+        daemon.reap()
 
 
 def test_redis_down_at_start_the_fifo_works_and_the_stream_follows(
