@@ -76,13 +76,17 @@ class PollSet:
         entry = self._entries.get(fd)
         if entry is None or entry.owner is owner:
             return
-        mine = self._by_owner.get(entry.owner)
+        self._disown(entry.owner, fd)
+        entry.owner = owner
+        self._by_owner.setdefault(owner, set()).add(fd)
+
+    def _disown(self, owner: Hashable, fd: int) -> None:
+        """`fd` no longer belongs to `owner` (an owner without fds is dropped)."""
+        mine = self._by_owner.get(owner)
         if mine is not None:
             mine.discard(fd)
             if not mine:
-                del self._by_owner[entry.owner]
-        entry.owner = owner
-        self._by_owner.setdefault(owner, set()).add(fd)
+                del self._by_owner[owner]
 
     def drop_owner(self, owner: Hashable) -> None:
         """REMOVE every fd of `owner` (a transfer that finished or was removed)."""
@@ -96,11 +100,7 @@ class PollSet:
         entry = self._entries.pop(fd, None)
         if entry is None:
             return
-        mine = self._by_owner.get(entry.owner)
-        if mine is not None:
-            mine.discard(fd)
-            if not mine:
-                del self._by_owner[entry.owner]
+        self._disown(entry.owner, fd)
         self._announce(entry.easy, fd, POLL_REMOVE, entry.socketp)
 
     def _want(self, owner: Hashable, easy: Any, fd: int, what: int) -> None:
