@@ -351,7 +351,7 @@ class Nginx:
     def __init__(self) -> None:
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.access(exe, os.X_OK):
-            raise SystemExit("needs Debian's nginx with http_v2 (apt-get install nginx-light)")
+            raise SystemExit("needs nginx built with http_v2 (Debian package: nginx-light)")
         import trustme
 
         self.exe = exe

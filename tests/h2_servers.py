@@ -40,7 +40,7 @@ import trustme
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from servers import POLL_INTERVAL, Peer, Request, Server, _Stopped, closed_port
 
-NGINX_HINT = "needs Debian's nginx with http_v2 (apt-get install nginx-light)"
+NGINX_HINT = "needs nginx built with http_v2 (Debian package: nginx-light)"
 
 
 @dataclass(frozen=True)
