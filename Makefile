@@ -57,6 +57,7 @@ check: lint typecheck test
 # no .so ever lands beside the .py files you edit. The modules: build-support/mypyc.txt.
 # test-compiled runs the suite against it; PYTHONSAFEPATH keeps the current directory (the
 # source tree) off sys.path, in pytest and in every `python -m hiperfifo` a test starts.
+# The venv's hiperfifo-repository.pth appends the tree (after site-packages) for bench/.
 MYPYC_VENV ?= $(VENV)-mypyc
 MYPYC_BIN := $(MYPYC_VENV)/bin
 MYPYC_STAMP := $(MYPYC_VENV)/.installed
