@@ -1,26 +1,27 @@
 """One HTTP/1.1 connection's protocol state: bytes in, events out.
 
-The only module that imports h11. A response head is collected here until
-its blank line, bounded on the way by libcurl's limits, then parsed: an
-ordinary head (HTTP/1.1, status 200-599, every line in h11's own grammar,
-RFC 9112 via h11._abnf) by one regular expression of ours, anything else by
-h11, which stays the parser of record for what it accepts and decides its
-errors. Before h11 sees an odd head, libcurl's verdicts that h11's grammar
-cannot give are applied to it (_normalise): the HTTP version, a folded
-first header line, Content-Length lists, repeats and overflow, and the
-Transfer-Encoding list. h11 costs ~50 µs per cycle, more than everything
-else a small request needs (bench/README.md), which is why ordinary
-exchanges never build an h11 connection: the request is written from its
-parts after the same checks h11 makes, the head parsed by the fast path.
+The only module that imports h11. A response head is collected until its
+blank line, bounded on the way by libcurl's limits (http1_head.HeadBuffer),
+then parsed here: an ordinary head (HTTP/1.1, status 200-599, every line in
+h11's own grammar, RFC 9112 via h11._abnf) by one regular expression of
+ours, anything else by h11, which stays the parser of record for what it
+accepts and decides its errors. Before h11 sees an odd head, libcurl's
+verdicts that h11's grammar cannot give are applied to it (_normalise): the
+HTTP version, a folded first header line, Content-Length lists, repeats and
+overflow, and the Transfer-Encoding list. h11 costs ~50 µs per cycle, more
+than everything else a small request needs (bench/README.md), which is why
+ordinary exchanges never build an h11 connection: the request is written
+from its parts after the same checks h11 makes, the head parsed by the fast
+path.
 
 Bodies are framed here for both paths, as h11 frames them (HEAD, 1xx, 204,
 304 and a 2xx to CONNECT have none; chunked beats Content-Length; else read
 until close): a Content-Length is counted down, a chunked body is decoded by
-libcurl's state machine (bare LF line ends accepted, trailers checked), so
-that a server libcurl copes with never leaves a transfer waiting. Property
-tests hold both paths to h11's answers where h11 accepts the bytes, and to
-each other everywhere. Every failure is mapped to libcurl's code at this one
-boundary. It does no I/O and keeps no clock.
+libcurl's state machine (chunked.ChunkDecoder: bare LF line ends accepted,
+trailers checked), so that a server libcurl copes with never leaves a
+transfer waiting. Property tests hold both paths to h11's answers where h11
+accepts the bytes, and to each other everywhere. Every failure is mapped to
+libcurl's code at this one boundary. It does no I/O and keeps no clock.
 """
 
 from __future__ import annotations
@@ -32,21 +33,18 @@ from typing import NamedTuple
 import h11
 from h11 import _abnf
 
+from hiperfifo.engine.chunked import MAX_OFF_T, ChunkDecoder
 from hiperfifo.engine.codes import Code, TransferError, caused
-
-# libcurl's limits on response heads (lib/http.h, lib/headers.h, lib/http_chunks.h)
-MAX_HEADER_BYTES = 300 * 1024  # MAX_HTTP_RESP_HEADER_SIZE: every head of a response -> 56
-MAX_HEADER_LINE = 100 * 1024  # CURL_MAX_HTTP_HEADER: one head line -> TOO_LARGE (100)
-MAX_HEADER_LINES = 5000  # MAX_HTTP_RESP_HEADER_COUNT: header lines of a response -> 100
-MAX_TRAILER_LINE = 4093  # DYN_H1_TRAILER (4096) less CRLF and NUL: one trailer line -> 100
-MAX_CHUNK_DIGITS = 16  # CHUNK_MAXNUM_LEN: hex digits of a chunk size
-MAX_OFF_T = 2**63 - 1  # curl_off_t: larger sizes and lengths overflow
+from hiperfifo.engine.http1_head import (
+    BLANK_LINE,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_LINES,
+    HeadBuffer,
+    too_many_headers,
+)
 
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d \d{3}(?: |\r?$)")
 _VERSION = re.compile(rb"HTTP/(\d\.\d) ")
-_HTTP_PREFIX = b"HTTP/"
-_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
-_LONG_LINE = re.compile(rb"[^\n]{%d}" % MAX_HEADER_LINE)
 _FAST_LENGTH_DIGITS = 18  # below 2**63 whatever the digits; longer lengths go to _normalise
 
 # h11's grammar, compiled once for the fast path (the same patterns h11 uses).
@@ -147,17 +145,10 @@ class Http1:
         "_closing",
         "_conn",
         "_done",
-        "_end",
         "_fast_path",
-        "_head",
-        "_in_head",
-        "_line_start",
-        "_lines",
+        "_heads",
         "_method",
-        "_prior_bytes",
-        "_prior_lines",
         "_reusable",
-        "_scanned",
         "_until_close",
         "cycles",
         "received",
@@ -168,23 +159,13 @@ class Http1:
         self._fast_path = fast_path  # False: every head goes to h11 (the tests compare both)
         # h11 for this cycle, or None while no head needed it (made when first needed).
         self._conn: h11.Connection | None = None
-        self._head = bytearray()  # bytes of the response head being collected
-        # Where the head ends (after its blank line), -1 until seen, and how far _head was
-        # searched: each byte is searched once, however slowly it trickles.
-        self._end = -1
-        self._scanned = 0
-        # Earlier heads of this response (1xx) count towards libcurl's limits.
-        self._prior_bytes = 0
-        self._prior_lines = 0
-        self._line_start = 0  # first byte of the first line not yet counted (large heads)
-        self._lines = 0  # complete lines of this head counted so far (large heads)
-        self._in_head = True
+        self._heads = HeadBuffer()  # the response head being collected, libcurl's limits
         self._method = b""
         self._closing = False  # we asked for Connection: close
         # The body's framing once the final head is out: bytes still due (Content-Length),
         # a chunk decoder, or read until close.
         self._body_left: int | None = None
-        self._chunks: _Chunks | None = None
+        self._chunks: ChunkDecoder | None = None
         self._until_close = False
         self._done = False  # the response ended
         self._reusable = False  # ... and the connection may carry another request
@@ -208,43 +189,18 @@ class Http1:
             if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
                 data = _fast_request(method, target, headers, body)
             if data is None:  # anything unusual: h11 writes it (and refuses what it must)
-                data = self._h11_request(method, target, headers, body)
+                conn = self._conn = _new_h11()
+                data = _h11_request(conn, method, target, headers, body)
         except (h11.LocalProtocolError, UnicodeError) as exc:
             raise caused(TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}"), exc)
         return data
-
-    def _h11_request(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
-    ) -> bytes:
-        # h11 refuses several Host headers; libcurl sends them all: h11 writes the first,
-        # the others follow it (each line judged as h11 would judge it).
-        hosts = [i for i, (name, _value) in enumerate(headers) if name.lower() == "host"][1:]
-        extra = b""
-        for i in hosts:
-            line = _header_line_bytes(*headers[i])
-            if line is None:
-                raise h11.LocalProtocolError(f"Illegal header: {headers[i]!r}")
-            extra += line
-        headers = [header for i, header in enumerate(headers) if i not in hosts]
-        conn = self._conn = self._new_h11()
-        data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
-        if extra:
-            request_line, _, rest = data.partition(b"\r\n")
-            host_line, _, rest = rest.partition(b"\r\n")
-            data = b"\r\n".join([request_line, host_line, extra + rest])
-        if body:
-            data += conn.send(h11.Data(data=body)) or b""
-        return data + (conn.send(h11.EndOfMessage()) or b"")
-
-    def _new_h11(self) -> h11.Connection:
-        return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES + 4)
 
     def _h11_for_heads(self) -> h11.Connection:
         """An h11 connection waiting for a response: the one that wrote the request, or one
         that was told a request with our method (all h11 needs to judge a head by)."""
         conn = self._conn
         if conn is None:
-            conn = self._conn = self._new_h11()
+            conn = self._conn = _new_h11()
             method = self._method.decode("ascii")
             target = "example.com:80" if method == "CONNECT" else "/"
             conn.send(h11.Request(method=method, target=target, headers=[("Host", "x")]))
@@ -277,9 +233,7 @@ class Http1:
     def next_cycle(self) -> None:
         """Make the connection ready for the next request (only when reusable())."""
         self._conn = None
-        self._reset_head()
-        self._prior_bytes = self._prior_lines = 0
-        self._in_head = True
+        self._heads.next_cycle()
         self._done = False
         self._reusable = False
         self._body_left = None
@@ -294,10 +248,11 @@ class Http1:
         if self._done:  # bytes after the end: never parse them as the next response
             self._reusable = False
             return []
-        head = self._head
+        heads = self._heads
+        head = heads.buffer
         head += data
-        self._scan_head(eof=not data)
-        end = self._end
+        heads.scan(not data)
+        end = heads.end
         if end < 0:
             return []
         parsed = _parse_head(head, end, self._method) if self._fast_path else None
@@ -307,11 +262,10 @@ class Http1:
         response, length = parsed[1], parsed[2]
         keep_alive = not parsed[3] and not self._closing
         self.will_close = not keep_alive
-        self._in_head = False
         events: list[Event] = [Head(response)]
         if length == 0:
             self._finish(keep_alive and len(head) == end, events)
-            self._reset_head()
+            heads.reset()
             return events
         body = bytes(head[end : end + length])
         if body:
@@ -321,44 +275,39 @@ class Http1:
         else:
             self._body_left = length - len(body)
             self._reusable = keep_alive
-        self._reset_head()
+        heads.reset()
         return events
 
     def _receive_heads(self, parsed: _Parsed | None) -> list[Event]:
         """Every other case: 1xx heads, h11's heads, chunked and until-close bodies."""
+        heads = self._heads
         events: list[Event] = []
         while True:
-            end = self._end
             if parsed is None:
-                # The first blank line may come before the CRLF CRLF _scan_head found.
-                found = _BLANK_LINE.search(self._head, 0, end)
+                # The first blank line may come before the CRLF CRLF HeadBuffer.scan found.
+                found = BLANK_LINE.search(heads.buffer, 0, heads.end)
                 assert found is not None
-                end = self._end = found.end()
-                parsed = self._parse_h11(bytes(self._head[:end]))
+                end = heads.end = found.end()
+                parsed = self._parse_h11(bytes(heads.buffer[:end]))
             kind, response, length, closes = parsed
-            if len(response.headers) + self._prior_lines > MAX_HEADER_LINES:
-                raise TransferError(
-                    Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
-                )
+            if len(response.headers) + heads.prior_lines > MAX_HEADER_LINES:
+                raise too_many_headers()
             events.append(Head(response) if kind == "head" else Info(response))
             if kind == "head":
                 self._start_body(length, closes, events)
                 return events
-            # A 1xx: the next head starts with what followed it, judged at once.
-            self._prior_bytes += end
-            self._prior_lines += len(response.headers)
-            self._reset_head(bytes(self._head[end:]))
-            self._scan_head(eof=False)
-            if self._end < 0:
+            heads.after_info(len(response.headers))  # the next head is judged at once
+            end = heads.end
+            if end < 0:
                 return events
-            parsed = _parse_head(self._head, self._end, self._method) if self._fast_path else None
+            parsed = _parse_head(heads.buffer, end, self._method) if self._fast_path else None
 
     def _start_body(self, length: int, closes: bool, events: list[Event]) -> None:
-        head = self._head
-        start = self._end
+        heads = self._heads
+        head = heads.buffer
+        start = heads.end
         keep_alive = not closes and not self._closing
         self.will_close = not keep_alive
-        self._in_head = False
         if length == 0:
             self._finish(keep_alive and len(head) == start, events)
         elif length > 0:
@@ -373,7 +322,7 @@ class Http1:
         else:
             rest = bytes(head[start:])
             if length == CHUNKED:
-                self._chunks = _Chunks()
+                self._chunks = ChunkDecoder()
                 self._reusable = keep_alive
                 if rest:
                     events.extend(self._receive_chunked(rest))
@@ -381,7 +330,7 @@ class Http1:
                 self._until_close = True
                 if rest:
                     events.append(Data(rest))
-        self._reset_head()
+        heads.reset()
 
     def _finish(self, reusable: bool, events: list[Event]) -> None:
         self._done = True
@@ -427,90 +376,25 @@ class Http1:
         self._finish(False, events)
         return events
 
-    # --- the head: limits, then the fast path or h11 ---------------------------------
-
-    def _scan_head(self, eof: bool) -> None:
-        """Refuse what is not HTTP/1.x at all, find the head's end, hold libcurl's limits."""
-        head = self._head
-        size = len(head)
-        if not size:
-            if eof:
-                if self._prior_bytes:  # a 1xx came, then the close
-                    raise TransferError(
-                        Code.PARTIAL_FILE, "Connection closed in the response headers"
-                    )
-                raise TransferError(Code.GOT_NOTHING, "Empty reply from server")
-            return
-        prefix = bytes(head[: len(_HTTP_PREFIX)])
-        if not _HTTP_PREFIX.startswith(prefix) or (eof and len(prefix) < len(_HTTP_PREFIX)):
-            raise self._bad_status_line("Received HTTP/0.9 when not allowed")
-        if self._end < 0:
-            # CRLF CRLF ends every ordinary head (one find). Only without it is the head
-            # searched for the blank line as h11 finds it (\n\r?\n); one that comes before a
-            # CRLF CRLF in the same read is found by the fallback (_receive_heads).
-            crlf = head.find(b"\r\n\r\n", max(self._scanned - 3, 0))
-            if crlf >= 0:
-                self._end = crlf + 4
-            else:
-                found = _BLANK_LINE.search(head, max(self._scanned - 2, 0))
-                if found is not None:
-                    self._end = found.end()
-            self._scanned = size
-        upto = self._end if self._end >= 0 else size
-        total = self._prior_bytes + upto
-        if total > MAX_HEADER_BYTES:
-            raise TransferError(
-                Code.RECV_ERROR, f"Too large response headers: {total} > {MAX_HEADER_BYTES}"
-            )
-        if upto >= MAX_HEADER_LINE or self._prior_lines + upto // 2 > MAX_HEADER_LINES:
-            self._count_lines(upto)  # only a large head can break these two limits
-        if eof and self._end < 0:
-            raise TransferError(Code.PARTIAL_FILE, "Connection closed in the response headers")
-
-    def _count_lines(self, upto: int) -> None:
-        """libcurl's bounds on one line and on the number of header lines, judged as the
-        bytes come (each byte is looked at once): both are TOO_LARGE (100)."""
-        head = self._head
-        start = self._line_start
-        last = head.rfind(b"\n", start, upto)
-        if last >= 0:
-            if _LONG_LINE.search(head, start, last + 1):
-                raise _too_large_line()
-            self._lines += head.count(b"\n", start, last + 1)
-            self._line_start = start = last + 1
-        if upto - start >= MAX_HEADER_LINE:
-            raise _too_large_line()
-        # Complete lines less the status line, and less the blank line once it is in.
-        header_lines = self._lines - 1 - (self._end >= 0)
-        if self._prior_lines + header_lines > MAX_HEADER_LINES:
-            raise TransferError(
-                Code.TOO_LARGE, f"Too many response headers, {MAX_HEADER_LINES} is max"
-            )
-
-    def _reset_head(self, data: bytes = b"") -> None:
-        self._head[:] = data
-        self._end = -1
-        self._scanned = 0
-        self._line_start = 0
-        self._lines = 0
+    # --- a head the fast path declined: libcurl's verdicts, then h11 -----------------
 
     def _parse_h11(self, raw: bytes) -> _Parsed:
         """A head the fast path declined: libcurl's verdicts first, then h11's."""
         version = _VERSION.match(raw)
         if version is not None and version[1] not in (b"1.0", b"1.1"):
-            raise self._bad_status_line(
+            raise self._heads.bad_status_line(
                 f"Unsupported HTTP version ({version[1].decode()}) in response"
             )
         status = version is not None and raw[9:12].isdigit() and int(raw[9:12])
         if status is not False and status < 100:  # h11: a weird header; libcurl: not HTTP
-            raise self._bad_status_line("Unsupported response code in HTTP response")
+            raise self._heads.bad_status_line("Unsupported response code in HTTP response")
         data, overflow = _normalise(raw, self._method, status or 0)
         conn = self._h11_for_heads()
         conn.receive_data(data)
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise caused(self._classify(exc, raw), exc)
+            raise caused(_classify(exc, raw, self._heads), exc)
         if isinstance(event, h11.InformationalResponse):
             return "info", _head_of(event), 0, False
         assert isinstance(event, h11.Response), event  # a whole head was given
@@ -528,26 +412,46 @@ class Http1:
         )
         return "head", _head_of(event), framing, closes or framing == UNTIL_CLOSE
 
-    # --- libcurl's codes ---------------------------------------------------------------
 
-    def _bad_status_line(self, text: str) -> TransferError:
-        # libcurl: an odd first line on a reused connection, or after a 1xx, is "weird"
-        if self.cycles or self._prior_bytes:
-            return TransferError(Code.WEIRD_SERVER_REPLY, text)
-        return TransferError(Code.UNSUPPORTED_PROTOCOL, text)
-
-    def _classify(self, exc: h11.RemoteProtocolError, raw: bytes) -> TransferError:
-        first_line = raw.partition(b"\n")[0]
-        if not _STATUS_LINE.match(first_line):
-            shown = first_line.rstrip(b"\r")[:80].decode("ascii", "backslashreplace")
-            return self._bad_status_line(f"Unsupported HTTP/1 subversion in response: {shown}")
-        return TransferError(Code.WEIRD_SERVER_REPLY, f"Invalid response header: {exc}")
+def _classify(exc: h11.RemoteProtocolError, raw: bytes, heads: HeadBuffer) -> TransferError:
+    """libcurl's code for a head h11 refused."""
+    first_line = raw.partition(b"\n")[0]
+    if not _STATUS_LINE.match(first_line):
+        shown = first_line.rstrip(b"\r")[:80].decode("ascii", "backslashreplace")
+        return heads.bad_status_line(f"Unsupported HTTP/1 subversion in response: {shown}")
+    return TransferError(Code.WEIRD_SERVER_REPLY, f"Invalid response header: {exc}")
 
 
-def _too_large_line() -> TransferError:
-    return TransferError(
-        Code.TOO_LARGE, f"A response header line is longer than {MAX_HEADER_LINE} bytes"
-    )
+def _new_h11() -> h11.Connection:
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES + 4)
+
+
+def _h11_request(
+    conn: h11.Connection,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """The request as h11 writes it on `conn` (raising what h11 refuses). h11 refuses
+    several Host headers; libcurl sends them all: h11 writes the first, the others
+    follow it (each line judged as h11 would judge it)."""
+    hosts = [i for i, (name, _value) in enumerate(headers) if name.lower() == "host"][1:]
+    extra = b""
+    for i in hosts:
+        line = _header_line_bytes(*headers[i])
+        if line is None:
+            raise h11.LocalProtocolError(f"Illegal header: {headers[i]!r}")
+        extra += line
+    headers = [header for i, header in enumerate(headers) if i not in hosts]
+    data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+    if extra:
+        request_line, _, rest = data.partition(b"\r\n")
+        host_line, _, rest = rest.partition(b"\r\n")
+        data = b"\r\n".join([request_line, host_line, extra + rest])
+    if body:
+        data += conn.send(h11.Data(data=body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
 
 
 def _values(headers: h11._headers.Headers, name: bytes) -> list[list[bytes]]:
@@ -829,149 +733,3 @@ def _transfer_coding(value: bytes, chunked: bool) -> bool:
                 Code.BAD_CONTENT_ENCODING, f"Unsolicited Transfer-Encoding ({shown}) found"
             )
     return chunked
-
-
-# The states of a chunked body (lib/http_chunks.c)
-_HEX, _SIZE_LINE, _DATA, _DATA_END, _TRAILER, _TRAILER_CR, _TRAILER_END, _LAST_LF, _DONE = range(9)
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
-_CR, _LF = 0x0D, 0x0A
-_LINE_BREAK = re.compile(rb"[\r\n]")
-
-
-class _Chunks:
-    """A chunked body, decoded as libcurl decodes it, whatever the read sizes.
-
-    Laxer than RFC 9112 where libcurl is: a size line ends at its LF (a bare LF,
-    extensions and anything else before it are skipped), any CRs before the LF
-    that ends a chunk, trailer lines ended by LF alone. Errors are libcurl's: a
-    bad size or a stray byte after a chunk is RECV_ERROR (56), a trailer line
-    with a NUL or without a colon WEIRD_SERVER_REPLY (8), a trailer line over
-    libcurl's 4 KiB TOO_LARGE (100).
-    """
-
-    __slots__ = ("_digits", "_left", "_state", "_trailer", "trailers")
-
-    def __init__(self) -> None:
-        self._state = _HEX
-        self._digits = bytearray()  # the hex digits of the size being read
-        self._left = 0  # bytes of the current chunk still due
-        self._trailer = bytearray()  # the trailer line being read
-        self.trailers: list[bytes] = []  # the trailer lines read, each with CRLF (libcurl's)
-
-    def feed(self, data: bytes) -> tuple[list[bytes], int | None]:
-        """The data pieces in `data`, and None, or (at the end) how many bytes follow it."""
-        out: list[bytes] = []
-        i, n = 0, len(data)
-        while i < n:
-            state = self._state
-            if state == _DATA:
-                take = min(self._left, n - i)
-                out.append(data[i : i + take])
-                i += take
-                self._left -= take
-                if not self._left:
-                    self._state = _DATA_END
-            elif state == _DONE:
-                return out, n - i
-            else:
-                i = _CHUNK_STEPS[state](self, data, i)
-        return out, (0 if self._state == _DONE else None)
-
-    # Each step reads from data[i] on, sets the next state, and returns where it stopped.
-
-    def _hex(self, data: bytes, i: int) -> int:
-        byte = data[i]
-        if byte in _HEX_DIGITS:
-            if len(self._digits) >= MAX_CHUNK_DIGITS:
-                raise _bad_chunk(f"chunk hex-length longer than {MAX_CHUNK_DIGITS}")
-            self._digits.append(byte)
-            return i + 1
-        if not self._digits:
-            raise _bad_chunk(f"chunk hex-length char not a hex digit: 0x{byte:x}")
-        self._left = int(self._digits, 16)
-        if self._left > MAX_OFF_T:
-            raise _bad_chunk(f"invalid chunk size: '{self._digits.decode()}'")
-        self._digits.clear()
-        self._state = _SIZE_LINE
-        return i
-
-    def _size_line(self, data: bytes, i: int) -> int:
-        """Everything up to the LF is skipped: extensions, a CR, anything (libcurl)."""
-        lf = data.find(b"\n", i)
-        if lf < 0:
-            return len(data)
-        self._state = _DATA if self._left else _TRAILER
-        return lf + 1
-
-    def _data_end(self, data: bytes, i: int) -> int:
-        byte = data[i]
-        if byte == _LF:
-            self._state = _HEX
-        elif byte != _CR:
-            raise _bad_chunk("Malformed encoding found in chunked-encoding")
-        return i + 1
-
-    def _trailer_line(self, data: bytes, i: int) -> int:
-        byte = data[i]
-        if byte not in (_CR, _LF):
-            brk = _LINE_BREAK.search(data, i)
-            stop = brk.start() if brk is not None else len(data)
-            self._trailer += data[i:stop]
-            if len(self._trailer) > MAX_TRAILER_LINE:
-                raise TransferError(
-                    Code.TOO_LARGE, "Out of memory in chunked-encoding (trailer too long)"
-                )
-            return stop
-        if not self._trailer:  # no (more) trailers: this is the final line break
-            self._state = _TRAILER_END
-            return i
-        line = bytes(self._trailer)
-        _check_trailer(line)
-        self.trailers.append(line + b"\r\n")
-        self._trailer.clear()
-        self._state = _TRAILER_CR
-        return i if byte == _LF else i + 1  # already on the LF, or past the CR
-
-    def _trailer_cr(self, data: bytes, i: int) -> int:
-        if data[i] != _LF:
-            raise _bad_chunk("Malformed encoding found in chunked-encoding")
-        self._state = _TRAILER_END
-        return i + 1
-
-    def _trailer_end(self, data: bytes, i: int) -> int:
-        byte = data[i]
-        if byte not in (_CR, _LF):  # another trailer line
-            self._state = _TRAILER
-            return i
-        self._state = _LAST_LF
-        return i + 1 if byte == _CR else i
-
-    def _last_lf(self, data: bytes, i: int) -> int:
-        if data[i] != _LF:
-            raise _bad_chunk("Malformed encoding found in chunked-encoding")
-        self._state = _DONE
-        return i + 1
-
-
-_CHUNK_STEPS = (
-    _Chunks._hex,
-    _Chunks._size_line,
-    _Chunks._hex,  # _DATA: handled inline in feed()
-    _Chunks._data_end,
-    _Chunks._trailer_line,
-    _Chunks._trailer_cr,
-    _Chunks._trailer_end,
-    _Chunks._last_lf,
-)
-
-
-def _bad_chunk(text: str) -> TransferError:
-    return TransferError(Code.RECV_ERROR, text)
-
-
-def _check_trailer(line: bytes) -> None:
-    """libcurl stores trailers as headers: a NUL or a missing colon is a weird reply."""
-    if b"\x00" in line:
-        raise TransferError(Code.WEIRD_SERVER_REPLY, "Nul byte in trailer header")
-    if b":" not in line:
-        raise TransferError(Code.WEIRD_SERVER_REPLY, "Trailer header without colon")
