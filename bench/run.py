@@ -101,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = [WORKLOADS[w] for w in (args.workload or list(WORKLOADS))]
     if args.fraction != 1.0:
         args.no_write = args.no_write or not args.write
-        workloads = [replace(w, count=max(1, round(w.count * args.fraction))) for w in workloads]
+        k = args.fraction
+        workloads = [
+            replace(w, count=max(1, round(w.count * k)), what=f"{w.what}; counts x {k}")
+            for w in workloads
+        ]
     if nofile < 2 * WORKLOADS["scale"].concurrency + 100 and WORKLOADS["scale"] in workloads:
         print(f"RLIMIT_NOFILE hard limit {nofile} is too low for scale", file=sys.stderr)
     commit = workspace.resolve(args.commit) if args.commit else None
