@@ -301,20 +301,26 @@ def reset(code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> H2Route:
     return route
 
 
-def goaway_after(count: int, body: bytes = b"hello") -> H2Route:
+def goaway_after(count: int, body: bytes = b"hello", *, last_after: float = 0.0) -> H2Route:
     """Answer, but after `count` streams on a connection send GOAWAY(last = the count-th).
 
     Streams above it are never answered: the client must retry them elsewhere.
+    `last_after`: seconds between the GOAWAY and the count-th stream's answer (the client
+    reads the GOAWAY while that stream still runs on the connection).
     """
 
     def route(peer: H2Peer, request: H2Request) -> None:
         seen = peer.seen
-        if len(seen) == count:
-            peer.goaway(request.stream_id)  # before the answer, as nginx does
-        if len(seen) <= count:
-            peer.respond(request.stream_id, body)
-        if len(seen) == count:
-            peer.later(0.2, peer.hang_up)
+        stream_id = request.stream_id
+        if len(seen) < count:
+            peer.respond(stream_id, body)
+        elif len(seen) == count:
+            peer.goaway(stream_id)  # before the answer, as nginx does
+            if last_after > 0:
+                peer.later(last_after, lambda: peer.respond(stream_id, body))
+            else:
+                peer.respond(stream_id, body)
+            peer.later(last_after + 0.2, peer.hang_up)
 
     return route
 

@@ -187,9 +187,13 @@ class Runner:
             self._run_resumed()  # (may queue more: the loop sends them too)
 
     def _settled(self, shared: Shared) -> None:
-        """Close a finished shared connection, else announce its one fd as it needs."""
+        """Close a finished shared connection, else announce its one fd as it needs; either
+        way a slot it gave up goes to a queued transfer."""
         if shared.finished:
             self._lease.drop_shared(shared)  # POLL_REMOVE, then close
+            # Its slot is free only now: the transfer whose stream ended last was settled
+            # while the connection still counted (and those a GOAWAY refused queued then).
+            self._release_pending(self.in_action, freed=shared.origin)
             return
         self._pollset.sync(shared, shared.easy(), shared.wanted())
         if not shared.streams:

@@ -223,6 +223,24 @@ def test_goaway_streams_above_last_id_are_retried(
     assert sorted(ports.count(p) for p in set(ports)) >= [3, 3, 3]
 
 
+def test_goaway_while_a_stream_below_last_id_runs_then_it_ends(
+    h2_server: Callable[..., H2Server], make_driver: Callable[..., Any], ca_file: str
+) -> None:
+    """GOAWAY read while the last processed stream still runs: the refused transfers wait
+    (max_host_connections=1, the GOAWAY'd connection still counts); when that stream ends
+    and the connection closes, its slot goes to them (it was lost: they waited forever)."""
+    server = h2_server({"/": goaway_after(3, BODY, last_after=0.5)})
+    driver = make_driver(max_host_connections=1)
+    easies = fetch_all(
+        driver, [server.url(f"/?{i}") for i in range(9)], ca_file=ca_file, timeout=15.0
+    )
+    assert [e.result for e in easies] == [Code.OK] * 9, {e.error for e in easies}
+    assert all(body_of(e) == BODY for e in easies)
+    assert server.accepted == 3
+    ports = [port for port, _sid, _path in server.streams()]
+    assert sorted(ports.count(p) for p in set(ports)) >= [3, 3, 3]
+
+
 def test_rst_stream_fails_only_that_transfer(
     h2_server: Callable[..., H2Server], drv: Any, ca_file: str
 ) -> None:
