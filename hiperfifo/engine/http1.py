@@ -14,14 +14,15 @@ ordinary exchanges never build an h11 connection: the request is written
 from its parts after the same checks h11 makes, the head parsed by the fast
 path.
 
-Bodies are framed here for both paths, as h11 frames them (HEAD, 1xx, 204,
-304 and a 2xx to CONNECT have none; chunked beats Content-Length; else read
-until close): a Content-Length is counted down, a chunked body is decoded by
-libcurl's state machine (chunked.ChunkDecoder: bare LF line ends accepted,
-trailers checked), so that a server libcurl copes with never leaves a
-transfer waiting. Property tests hold both paths to h11's answers where h11
-accepts the bytes, and to each other everywhere. Every failure is mapped to
-libcurl's code at this one boundary. It does no I/O and keeps no clock.
+Bodies are framed here (Body) for both paths, as h11 frames them (HEAD, 1xx,
+204, 304 and a 2xx to CONNECT have none; chunked beats Content-Length; else
+read until close): a Content-Length is counted down, a chunked body is
+decoded by libcurl's state machine (chunked.ChunkDecoder: bare LF line ends
+accepted, trailers checked), so that a server libcurl copes with never
+leaves a transfer waiting. Property tests hold both paths to h11's answers
+where h11 accepts the bytes, and to each other everywhere. Every failure is
+mapped to libcurl's code at this one boundary. It does no I/O and keeps no
+clock.
 """
 
 from __future__ import annotations
@@ -140,16 +141,12 @@ class Http1:
     """The client side of one HTTP/1.1 connection, one request/response cycle at a time."""
 
     __slots__ = (
-        "_body_left",
-        "_chunks",
+        "_body",
         "_closing",
         "_conn",
-        "_done",
         "_fast_path",
         "_heads",
         "_method",
-        "_reusable",
-        "_until_close",
         "cycles",
         "received",
         "will_close",
@@ -162,13 +159,7 @@ class Http1:
         self._heads = HeadBuffer()  # the response head being collected, libcurl's limits
         self._method = b""
         self._closing = False  # we asked for Connection: close
-        # The body's framing once the final head is out: bytes still due (Content-Length),
-        # a chunk decoder, or read until close.
-        self._body_left: int | None = None
-        self._chunks: ChunkDecoder | None = None
-        self._until_close = False
-        self._done = False  # the response ended
-        self._reusable = False  # ... and the connection may carry another request
+        self._body = Body()  # the body's framing once the final head is out, and its end
         self.cycles = 0  # completed request/response cycles before this one
         self.received = 0  # bytes received in the current cycle
         self.will_close = False  # the final head says the connection ends with this response
@@ -212,41 +203,43 @@ class Http1:
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes (b"" at end of stream) and return the events they complete."""
         self.received += len(data)
-        if self._body_left is not None:
-            return self._receive_body(data)
-        if self._chunks is not None:
-            return self._receive_chunked(data)
-        if self._until_close:
-            return self._receive_until_close(data)
+        body = self._body
+        if body.left is not None:
+            return body.receive_length(data)
+        if body.chunks is not None:
+            return body.receive_chunked(data)
+        if body.until_close:
+            return body.receive_until_close(data)
         return self._receive_head(data)
 
     def abandon(self) -> None:
         """The request was cut short (a refused upload): the connection ends with this cycle."""
         self._closing = True
-        self._reusable = False
+        self._body.reusable = False
         self.will_close = True
 
     def reusable(self) -> bool:
         """True when the cycle ended cleanly and nothing unexpected was left behind."""
-        return self._done and self._reusable
+        body = self._body
+        return body.done and body.reusable
 
     def next_cycle(self) -> None:
         """Make the connection ready for the next request (only when reusable())."""
         self._conn = None
         self._heads.next_cycle()
-        self._done = False
-        self._reusable = False
-        self._body_left = None
-        self._chunks = None
-        self._until_close = False
+        body = self._body
+        body.done = body.reusable = body.until_close = False
+        body.left = None
+        body.chunks = None
         self.cycles += 1
         self.received = 0
         self.will_close = False
 
     def _receive_head(self, data: bytes) -> list[Event]:
         """Collect a head to its blank line, parse it, and start its body."""
-        if self._done:  # bytes after the end: never parse them as the next response
-            self._reusable = False
+        body = self._body
+        if body.done:  # bytes after the end: never parse them as the next response
+            body.reusable = False
             return []
         heads = self._heads
         head = heads.buffer
@@ -264,17 +257,17 @@ class Http1:
         self.will_close = not keep_alive
         events: list[Event] = [Head(response)]
         if length == 0:
-            self._finish(keep_alive and len(head) == end, events)
+            body.finish(keep_alive and len(head) == end, events)
             heads.reset()
             return events
-        body = bytes(head[end : end + length])
-        if body:
-            events.append(Data(body))
-        if len(body) == length:
-            self._finish(keep_alive and len(head) == end + length, events)
+        got = bytes(head[end : end + length])  # the body bytes that came with the head
+        if got:
+            events.append(Data(got))
+        if len(got) == length:
+            body.finish(keep_alive and len(head) == end + length, events)
         else:
-            self._body_left = length - len(body)
-            self._reusable = keep_alive
+            body.left = length - len(got)
+            body.reusable = keep_alive
         heads.reset()
         return events
 
@@ -308,73 +301,30 @@ class Http1:
         start = heads.end
         keep_alive = not closes and not self._closing
         self.will_close = not keep_alive
+        body = self._body
         if length == 0:
-            self._finish(keep_alive and len(head) == start, events)
+            body.finish(keep_alive and len(head) == start, events)
         elif length > 0:
-            body = bytes(head[start : start + length])
-            if body:
-                events.append(Data(body))
-            if len(body) == length:
-                self._finish(keep_alive and len(head) == start + length, events)
+            got = bytes(head[start : start + length])
+            if got:
+                events.append(Data(got))
+            if len(got) == length:
+                body.finish(keep_alive and len(head) == start + length, events)
             else:
-                self._body_left = length - len(body)
-                self._reusable = keep_alive
+                body.left = length - len(got)
+                body.reusable = keep_alive
         else:
             rest = bytes(head[start:])
             if length == CHUNKED:
-                self._chunks = ChunkDecoder()
-                self._reusable = keep_alive
+                body.chunks = ChunkDecoder()
+                body.reusable = keep_alive
                 if rest:
-                    events.extend(self._receive_chunked(rest))
+                    events.extend(body.receive_chunked(rest))
             else:
-                self._until_close = True
+                body.until_close = True
                 if rest:
                     events.append(Data(rest))
         heads.reset()
-
-    def _finish(self, reusable: bool, events: list[Event]) -> None:
-        self._done = True
-        self._reusable = reusable
-        events.append(END)
-
-    def _receive_body(self, data: bytes) -> list[Event]:
-        left = self._body_left
-        assert left is not None
-        if not data:
-            raise TransferError(Code.PARTIAL_FILE, f"end of response with {left} bytes missing")
-        if len(data) < left:
-            self._body_left = left - len(data)
-            return [Data(data)]
-        self._body_left = None
-        self._done = True
-        if len(data) > left:  # bytes beyond the body: never parse them as the next response
-            self._reusable = False
-            data = data[:left]
-        return [Data(data), END]
-
-    def _receive_chunked(self, data: bytes) -> list[Event]:
-        chunks = self._chunks
-        assert chunks is not None
-        if not data:
-            raise TransferError(
-                Code.PARTIAL_FILE, "transfer closed with outstanding read data remaining"
-            )
-        pieces, left = chunks.feed(data)
-        events: list[Event] = [Data(piece) for piece in pieces]
-        if left is not None:  # the last chunk and its trailers are in
-            self._chunks = None
-            if chunks.trailers:
-                events.append(Trailers(chunks.trailers))
-            self._finish(self._reusable and not left, events)
-        return events
-
-    def _receive_until_close(self, data: bytes) -> list[Event]:
-        if data:
-            return [Data(data)]
-        self._until_close = False
-        events: list[Event] = []
-        self._finish(False, events)
-        return events
 
     # --- a head the fast path declined: libcurl's verdicts, then h11 -----------------
 
@@ -411,6 +361,66 @@ class Http1:
             int(length[0][0]) if length else None,
         )
         return "head", _head_of(event), framing, closes or framing == UNTIL_CLOSE
+
+
+class Body:
+    """A response's body once its final head is out, framed as h11 frames it: the bytes
+    still due of a Content-Length, a chunked body's decoder, or read until close; and
+    whether the response ended, leaving the connection fit for the next request.
+    Http1 starts it (the fast path inline) and resets it for each cycle."""
+
+    __slots__ = ("chunks", "done", "left", "reusable", "until_close")
+
+    def __init__(self) -> None:
+        self.left: int | None = None  # Content-Length bytes still due
+        self.chunks: ChunkDecoder | None = None  # a chunked body being decoded
+        self.until_close = False  # no length: the body ends with the connection
+        self.done = False  # the response ended
+        self.reusable = False  # ... and the connection may carry another request
+
+    def finish(self, reusable: bool, events: list[Event]) -> None:
+        self.done = True
+        self.reusable = reusable
+        events.append(END)
+
+    def receive_length(self, data: bytes) -> list[Event]:
+        left = self.left
+        assert left is not None
+        if not data:
+            raise TransferError(Code.PARTIAL_FILE, f"end of response with {left} bytes missing")
+        if len(data) < left:
+            self.left = left - len(data)
+            return [Data(data)]
+        self.left = None
+        self.done = True
+        if len(data) > left:  # bytes beyond the body: never parse them as the next response
+            self.reusable = False
+            data = data[:left]
+        return [Data(data), END]
+
+    def receive_chunked(self, data: bytes) -> list[Event]:
+        chunks = self.chunks
+        assert chunks is not None
+        if not data:
+            raise TransferError(
+                Code.PARTIAL_FILE, "transfer closed with outstanding read data remaining"
+            )
+        pieces, left = chunks.feed(data)
+        events: list[Event] = [Data(piece) for piece in pieces]
+        if left is not None:  # the last chunk and its trailers are in
+            self.chunks = None
+            if chunks.trailers:
+                events.append(Trailers(chunks.trailers))
+            self.finish(self.reusable and not left, events)
+        return events
+
+    def receive_until_close(self, data: bytes) -> list[Event]:
+        if data:
+            return [Data(data)]
+        self.until_close = False
+        events: list[Event] = []
+        self.finish(False, events)
+        return events
 
 
 def _classify(exc: h11.RemoteProtocolError, raw: bytes, heads: HeadBuffer) -> TransferError:
