@@ -56,6 +56,8 @@ _FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # checked, by (name, v
 _FIELDS_KEPT = 1024
 _DECODED_KEPT = 256  # header blocks remembered per connection
 _PRIVATE = frozenset(("authorization", "proxy-authorization", "cookie"))
+_PRIVATE_FIELDS = frozenset(name.encode() for name in _PRIVATE)
+_ENCODED: dict[tuple[bytes, bytes], bytes] = {}  # HPACK bytes of a field (_EncodeCache)
 _LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _CONNECTION_SPECIFIC = _HOP_BY_HOP - {b"host"}
 _SEEN: set[tuple[bytes, bytes]] = set()  # response header fields judged well-formed
@@ -131,6 +133,67 @@ class _DecodeCache:
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._decoder, name, value)
+
+
+class _EncodeCache:
+    """h2's HPACK encoder without a dynamic table, each field's bytes remembered.
+
+    We tell the server once (a table size update to 0 in our first block) that
+    we index nothing: a header block is then the concatenation of its fields'
+    representations, each depending on the field alone, so a field is encoded
+    once per process instead of once per request. Credentials go out "never
+    indexed" (RFC 7541 7.1.3, as nghttp2 sends them) and are not remembered;
+    :path, new with every URL, is written as a plain literal. A server's
+    HEADER_TABLE_SIZE is a maximum: we keep using 0.
+    """
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, encoder: Any) -> None:
+        encoder.header_table_size = 0
+        object.__setattr__(self, "_encoder", encoder)
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        encoder = self._encoder
+        block = [encoder.encode((), huffman)] if encoder.header_table.resized else []
+        encoded = _ENCODED
+        for field in headers:
+            data = encoded.get(field)
+            if data is None:
+                name = field[0]
+                if name == b":path":  # new with every URL: a plain literal, no Huffman
+                    data = _literal_path(field[1])
+                else:
+                    private = name in _PRIVATE_FIELDS
+                    data = encoder.add((name, field[1]), private, huffman)
+                    if not private:
+                        if len(encoded) >= _FIELDS_KEPT:
+                            encoded.clear()
+                        encoded[field] = data
+            block.append(data)
+        return b"".join(block)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "header_table_size":  # the server's maximum: we stay at 0
+            setattr(self._encoder, name, value)
+
+
+def _literal_path(value: bytes) -> bytes:
+    """:path as an HPACK literal without indexing, name from the static table (index 4),
+    value not Huffman-coded (RFC 7541 6.2.2, 5.1, 5.2)."""
+    size = len(value)
+    if size < 127:
+        return bytes((0x04, size)) + value
+    out = bytearray((0x04, 127))
+    size -= 127
+    while size >= 128:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + value
 
 
 class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
@@ -238,6 +301,7 @@ class Http2:
         # The limit holds from the first byte, not only once the server acknowledged it.
         conn.decoder.max_header_list_size = MAX_HEADER_LIST
         conn.decoder = cast(Any, _DecodeCache(conn.decoder))
+        conn.encoder = cast(Any, _EncodeCache(conn.encoder))
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._h2 = conn

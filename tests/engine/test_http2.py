@@ -8,7 +8,7 @@ import h2.errors
 import h2.events
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame
+from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http2 import (
@@ -89,6 +89,57 @@ def test_request_headers_become_pseudo_headers() -> None:
         (b"x-thing", b"1"),
         (b"te", b"trailers"),
     ]
+
+
+def test_request_blocks_index_nothing_and_credentials_are_never_indexed() -> None:
+    """Our HPACK encoder tells the server its table is 0 and adds nothing to it: every
+    request's block decodes alone to the same fields; Authorization and Cookie go out
+    'never indexed' (RFC 7541 7.1.3), the others as plain literals or static indexes."""
+    pair = Pair()
+    headers = [*GET, ("Authorization", "Bearer s3cret"), ("Cookie", "a=b"), ("X-Thing", "1")]
+    want = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"example.org"),
+        (b":path", b"/one"),
+        (b"accept", b"*/*"),
+        (b"authorization", b"Bearer s3cret"),
+        (b"cookie", b"a=b"),
+        (b"x-thing", b"1"),
+    ]
+    server: list[h2.events.Event] = []
+    long = "/" + "x" * 300  # a length past the 7-bit prefix
+    for path in ("/one", "/two", "/one", long, "/" + "y" * 126):
+        pair.client.open_stream("GET", "https", path, headers, None)
+        sent = pair.client.data_to_send()
+        server += pair.server.receive_data(sent)
+        blocks = [f.data for f in _frames(sent) if f.type == 0x1]
+        (block,) = blocks
+        fresh = hpack.Decoder()  # as the server is after our first block: no table at all
+        fresh.header_table.maxsize = 0  # so a block that refers to earlier ones fails
+        fields = fresh.decode(block, raw=True)
+        assert [tuple(f) for f in fields] == [*want[:3], (b":path", path.encode()), *want[4:]]
+        private = [f[0] for f in fields if isinstance(f, hpack.NeverIndexedHeaderTuple)]
+        assert private == [b"authorization", b"cookie"]
+    received = [e.headers for e in server if isinstance(e, h2.events.RequestReceived)]
+    paths = [b"/one", b"/two", b"/one", long.encode(), b"/" + b"y" * 126]
+    assert [dict(h)[b":path"] for h in received] == paths
+    assert not pair.server.decoder.header_table.dynamic_entries
+    assert pair.server.decoder.header_table.maxsize == 0  # our size update arrived
+
+
+def _frames(data: bytes) -> list[Frame]:
+    """The frames in `data` (after the client preface, when it is there)."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    if data.startswith(preface):
+        data = data[len(preface) :]
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
 
 
 def test_response_events_and_head() -> None:
