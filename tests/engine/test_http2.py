@@ -304,6 +304,25 @@ def test_cancel_resets_only_that_stream() -> None:
     assert pair.client.streams == 0
 
 
+def test_late_frames_on_a_cancelled_stream_are_dropped_and_others_go_on() -> None:
+    """A response already on its way when we reset its stream: its HEADERS and DATA are
+    dropped (h2's closed-by-reset path), the connection stays healthy, others finish."""
+    pair = Pair()
+    a, b = pair.get("/a"), pair.get("/b")
+    pair.to_server()
+    pair.respond(a, b"x" * 40_000)  # in flight before the server sees our RST_STREAM
+    late = pair.server.data_to_send()
+    pair.client.reset(a)
+    assert pair.client.receive(late, 0.0) == []
+    assert not pair.client.error
+    pair.to_server()
+    pair.respond(b, b"still here")
+    events = pair.to_client()
+    assert consume_all(pair, events) == b"still here"
+    assert events[-1] == StreamEnd(b)
+    assert not pair.client.error
+
+
 def test_free_slots_follow_the_server_setting_and_ours() -> None:
     """SETTINGS_MAX_CONCURRENT_STREAMS from the server caps the slots, as does ours."""
     pair = Pair(max_concurrent_streams=10)
