@@ -410,6 +410,11 @@ class Http2:
         if flow and not self.error:
             self._h2.acknowledge_received_data(flow, stream_id)
 
+    @property
+    def unsent(self) -> bool:
+        """Frames wait for data_to_send()."""
+        return bool(self._h2._data_to_send)
+
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()
 

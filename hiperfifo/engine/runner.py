@@ -168,7 +168,7 @@ class Runner:
         owner = pollset.owner_of(fd)
         if owner is not None and owner is not shared:
             pollset.adopt(fd, shared)
-        if shared.conn.outbuf and not shared.finished:
+        if shared.unsent and not shared.finished:
             self._unsent[shared] = None
             return
         self._settled(shared)

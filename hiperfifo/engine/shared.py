@@ -72,11 +72,17 @@ class Shared:
         """No stream left and none will be opened: close it."""
         return self.h2.finished
 
+    @property
+    def unsent(self) -> bool:
+        """Bytes wait to go out: on the socket, or in h2 (streams opened since the last
+        flush(), which encrypts and sends them together)."""
+        return bool(self.conn.outbuf) or self.h2.unsent
+
     def wanted(self) -> dict[int, int]:
         """fd -> POLL_*: watched while a stream runs, not while idle (libcurl S5)."""
         if not self._users:
             return {}
-        return {self.conn.fd: POLL_INOUT if self.conn.outbuf else POLL_IN}
+        return {self.conn.fd: POLL_INOUT if self.unsent else POLL_IN}
 
     def easy(self) -> Any:
         """The easy given with this socket to the socket callback: one still running."""
@@ -102,8 +108,7 @@ class Shared:
         """Start a request on a new stream; its id. Call only with free_slots > 0."""
         stream_id = self.h2.open_stream(method, scheme, target, headers, body)
         self._users[stream_id] = user
-        self.conn.queue(self.h2.data_to_send())
-        return stream_id
+        return stream_id  # its frames wait in h2 for flush(): one TLS record for them all
 
     def cancel(self, stream_id: int) -> None:
         """The transfer on `stream_id` went away (finished early, failed, removed)."""
