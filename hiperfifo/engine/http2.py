@@ -142,9 +142,9 @@ class _EncodeCache:
     we index nothing: a header block is then the concatenation of its fields'
     representations, each depending on the field alone, so a field is encoded
     once per process instead of once per request. Credentials go out "never
-    indexed" (RFC 7541 7.1.3, as nghttp2 sends them) and are not remembered;
-    :path, new with every URL, is written as a plain literal. A server's
-    HEADER_TABLE_SIZE is a maximum: we keep using 0.
+    indexed" (RFC 7541 7.1.3; nghttp2: Authorization, short cookies) and are
+    not remembered; :path, new with every URL, is written as a plain literal.
+    A server's HEADER_TABLE_SIZE is a maximum: we keep using 0.
     """
 
     __slots__ = ("_encoder",)
