@@ -93,6 +93,24 @@ def test_only_http2_imports_h2() -> None:
     assert importers == {"hiperfifo/engine/http2.py"}
 
 
+def test_the_engine_imports_h2_only_when_a_connection_speaks_it() -> None:
+    """`import hiperfifo.engine` (and the rooms an HTTP/1.1 transfer runs through) leave
+    h2/hpack/hyperframe unimported: they cost ~40% of the engine's start-up. A Shared (an
+    HTTP/2 connection) imports http2 when it is made."""
+    code = (
+        "import sys\n"
+        "import hiperfifo.engine, hiperfifo.engine.transfer, hiperfifo.engine.runner\n"
+        "import hiperfifo.engine.shared, hiperfifo.engine.stream\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('h2', 'hpack', 'hyperframe')"
+        " or m == 'hiperfifo.engine.http2'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_engine_import_check_catches_a_violation(tmp_path: Path) -> None:
     """The check itself works: a planted `import structlog` and `from hiperfifo import daemon`
     in an engine module are reported."""

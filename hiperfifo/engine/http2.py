@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -33,6 +33,7 @@ from h2.errors import ErrorCodes
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import ResponseHead
+from hiperfifo.engine.http2_events import Event, StreamData, StreamEnd, StreamHead, StreamReset
 
 MAX_HEADER_LIST = 100 * 1024  # decoded header list of one head (libcurl: CURL_MAX_HTTP_HEADER)
 STREAM_WINDOW = 1 << 20  # what one stream may have in flight before we consume it
@@ -63,40 +64,6 @@ _CONNECTION_SPECIFIC = _HOP_BY_HOP - {b"host"}
 _SEEN: set[tuple[bytes, bytes]] = set()  # response header fields judged well-formed
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class StreamHead(NamedTuple):
-    """A response head on `stream_id`: final, or an informational (1xx) one."""
-
-    stream_id: int
-    head: ResponseHead
-    final: bool
-
-
-class StreamData(NamedTuple):
-    """Body bytes on `stream_id`; pass `flow` to consumed() once they are taken."""
-
-    stream_id: int
-    data: bytes
-    flow: int
-
-
-class StreamEnd(NamedTuple):
-    """The response on `stream_id` is complete."""
-
-    stream_id: int
-
-
-class StreamReset(NamedTuple):
-    """`stream_id` ended without its response: `retry` when the server never processed it."""
-
-    stream_id: int
-    code: Code
-    text: str
-    retry: bool
-
-
-Event = StreamHead | StreamData | StreamEnd | StreamReset
 
 
 class _DecodeCache:

@@ -13,11 +13,14 @@ reading.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hiperfifo.engine.codes import POLL_IN, POLL_INOUT
 from hiperfifo.engine.connection import Connection
-from hiperfifo.engine.http2 import Event, Http2, StreamEnd, StreamReset
+from hiperfifo.engine.http2_events import Event, StreamEnd, StreamReset
+
+if TYPE_CHECKING:
+    from hiperfifo.engine.http2 import Http2
 
 READ_BUDGET = (
     1 << 20
@@ -40,7 +43,9 @@ class Shared:
     def __init__(self, conn: Connection, max_streams: int, now: float) -> None:
         self.conn = conn
         self.origin = conn.origin
-        self.h2 = Http2(max_streams)
+        from hiperfifo.engine.http2 import Http2  # h2 is imported once a connection speaks it
+
+        self.h2: Http2 = Http2(max_streams)
         self._users: dict[int, StreamUser] = {}
         self._announced = 0  # the stream whose easy the socket callback was given
         self.opened_at = now

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.exchange import Stale
-from hiperfifo.engine.http2 import Event, StreamData, StreamEnd, StreamHead, StreamReset
+from hiperfifo.engine.http2_events import Event, StreamData, StreamEnd, StreamHead, StreamReset
 from hiperfifo.engine.response import Response
 from hiperfifo.engine.shared import Shared, StreamUser
 

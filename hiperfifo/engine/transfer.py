@@ -23,7 +23,7 @@ from hiperfifo.engine.deadlines import Due
 from hiperfifo.engine.debug import Trace
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.exchange import Exchange, Stale
-from hiperfifo.engine.http2 import Event
+from hiperfifo.engine.http2_events import Event
 from hiperfifo.engine.limits import SpeedCheck, connect_timeout_text, total_timeout_text
 from hiperfifo.engine.opening import Opening, Phase, may_speak_h2
 from hiperfifo.engine.request import aim, follow, request_parts
