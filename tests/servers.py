@@ -204,7 +204,10 @@ def _at_eof(sock: socket.socket) -> bool:
     """Has the peer closed (FIN or RST)? Never blocks, never consumes data."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        # MSG_DONTWAIT: the connection's own thread may read the bytes between the select
+        # and this peek; a plain recv would then wait for the next bytes (seen: a CI run on
+        # 3.13 at load 10 stuck here for 10 minutes, past every deadline)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except (TimeoutError, BlockingIOError, InterruptedError):
         return False
     except (OSError, ValueError):  # reset, or already closed by its thread
