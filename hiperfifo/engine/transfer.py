@@ -192,7 +192,7 @@ class Transfer:
         easy = self.easy
         self.target, self.proxy, self.origin = aim(easy, url)
         self._response = Response(easy, self.svc.guard, self.svc.clock, self._start)
-        easy.effective_url = url
+        easy.effective_url = self.target.url  # normalised, as libcurl's
         self._set_state(TransferState.CONNECT)
 
     def _step_connect(self) -> bool:

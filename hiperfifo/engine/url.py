@@ -23,7 +23,7 @@ _KEEP = "!#$%&'()*+,/:;=?@[]~"  # reserved and already-encoded characters stay a
 class Target(NamedTuple):
     """A parsed URL, ready to be requested."""
 
-    url: str
+    url: str  # as libcurl's URL API shows it: CURLINFO_EFFECTIVE_URL (see _normalised)
     scheme: str
     host: str  # as resolved: IDNA-encoded, IPv6 without brackets
     port: int
@@ -60,11 +60,12 @@ def parse(url: str) -> Target:
         raise TransferError(
             Code.URL_MALFORMAT, "URL rejected: Port number was not a decimal number"
         )
-    target = _without_dot_segments(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    path = _without_dot_segments(parts.path or "/")
+    target = path + (f"?{parts.query}" if parts.query else "")
     if not target.isascii():  # raw UTF-8 in a path goes out percent-encoded, as curl sends it
         target = quote(target, safe=_KEEP)
     return Target(
-        url=url,
+        url=_normalised(url, scheme, len(parts.netloc), parts.path, path),
         scheme=scheme,
         host=host,
         port=port,
@@ -82,6 +83,16 @@ def redirect_target(base: str, location: bytes) -> str:
         text, safe=_KEEP + "".join(map(chr, range(0x20))) + "\x7f", errors="surrogateescape"
     )
     return urljoin(base, encoded.split("#", 1)[0])
+
+
+def _normalised(url: str, scheme: str, netloc_length: int, given: str, path: str) -> str:
+    """`url` as libcurl's URL API gives it back (curl's `url_effective`): the scheme in
+    lower case, the path as it is sent (`/` when empty, dot segments resolved); the host,
+    credentials, query and fragment as written."""
+    if path == given and url.startswith(scheme):
+        return url
+    start = len(scheme) + 3 + netloc_length  # `scheme://netloc`: a host is required above
+    return f"{scheme}{url[len(scheme) : start]}{path}{url[start + len(given) :]}"
 
 
 def _without_dot_segments(path: str) -> str:

@@ -148,6 +148,20 @@ def test_redirects_are_followed(run_daemon: Callable[..., Daemon], http_server: 
     assert stop(daemon) == 0
 
 
+def test_effective_url_is_the_normalised_url(
+    run_daemon: Callable[..., Daemon], http_server: Server
+) -> None:
+    """transfer.done's effective_url is the URL as sent, as curl shows it (`/x/../status/./201`
+    went out as `/status/201`); url stays as written."""
+    daemon = run_daemon()
+    given = http_server.url("/x/../status/./201")
+    daemon.write(f"{given}\n".encode())
+    (done,) = daemon.wait_for("transfer.done")
+    assert (done["result"], done["status"], done["redirects"]) == (0, 201, 0)
+    assert (done["url"], done["effective_url"]) == (given, http_server.url("/status/201"))
+    assert stop(daemon) == 0
+
+
 def test_http_error_status_is_result_0(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:

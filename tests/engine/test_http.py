@@ -55,6 +55,24 @@ def test_dot_segments_are_removed_from_the_path_as_curl_does(
         easy, _body = fetch(http_server.url(path))
         assert easy.result == Code.OK
         assert http_server.requests[-1].target == target, path
+        assert easy.effective_url == http_server.url(target), path
+
+
+def test_effective_url_is_normalised_as_curls(fetch: Fetch, http_server: HTTPServer) -> None:
+    """effective_url is the URL as libcurl's URL API shows it (curl 7.88's -w url_effective,
+    checked by hand): scheme lowercased, an empty path `/`, the path's dot segments resolved;
+    host, credentials, query and fragment as given."""
+    base = f"127.0.0.1:{http_server.port}"
+    for given, shown in [
+        (f"http://{base}", f"http://{base}/"),
+        (f"http://{base}?x=/../y", f"http://{base}/?x=/../y"),
+        (f"HTTP://{base}/./a/b/..", f"http://{base}/a/"),
+        (f"http://u:p@{base}/a/./b#f/../g", f"http://u:p@{base}/a/b#f/../g"),
+        (f"http://{base}/a/%2e%2e/b", f"http://{base}/a/%2e%2e/b"),
+    ]:
+        easy, _body = fetch(given)
+        assert easy.result == Code.OK, given
+        assert easy.effective_url == shown, given
 
 
 def test_head_gets_headers_and_no_body_and_keeps_the_connection(

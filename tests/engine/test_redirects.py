@@ -87,6 +87,18 @@ def test_redirect_bodies_are_not_delivered(fetch: Fetch) -> None:
     assert sum(line.startswith(b"HTTP/1.1 ") for line in headers) == 3
 
 
+def test_effective_url_after_a_redirect_is_normalised(fetch: Fetch) -> None:
+    """An absolute Location with dot segments: the hop goes to the resolved path and
+    effective_url shows it so (libcurl parses every Location with its URL API)."""
+    srv: HttpServer
+    table: dict[str, Answer] = {"/a": lambda _r: moved(srv.url("/x/../y/./f")), "/y/f": FINAL}
+    with HttpServer(routes(table)) as srv:
+        easy, body = fetch(srv.url("/a"), follow_location=True)
+    assert (easy.result, body) == (Code.OK, b"final body")
+    assert [r.target for r in srv.requests] == ["/a", "/y/f"]
+    assert easy.effective_url == srv.url("/y/f")
+
+
 def test_redirect_info_filled(fetch: Fetch) -> None:
     """redirect_time is > 0 and within total_time; same-host hops reuse one connection."""
     table: dict[str, Answer] = {"/1": moved("/2"), "/2": moved("/3"), "/3": FINAL}
