@@ -33,14 +33,23 @@ class ConfigError(ValueError):
     build() can name it as the user gave it (the flag, or the HIPERFIFO_ variable).
     """
 
-    def __init__(self, message: str, option: str | None = None, problem: str = "") -> None:
+    def __init__(
+        self, message: str, option: str | None = None, problem: str = "", other: str = ""
+    ) -> None:
         super().__init__(message)
         self.option = option
         self.problem = problem or message
+        self.other = other  # the option `option` cannot be combined with (EXCLUSIVE)
 
 
 def _flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _exclusive(name: str, other: str) -> ConfigError:
+    """`name` was given with `other` (a pair of EXCLUSIVE); build() names both as given."""
+    problem = f"cannot be combined with {_BY_NAME[other].flag}"
+    return ConfigError(f"{_BY_NAME[name].flag}: {problem}", name, problem, other)
 
 
 def _bad(name: str, problem: str) -> ConfigError:
@@ -289,6 +298,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
+# switches that cannot be given together (the second one is named as the culprit)
+EXCLUSIVE: tuple[tuple[str, str], ...] = (("http1_1", "http2_prior_knowledge"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,8 +366,9 @@ class Config:
         _at_least("redis_results_maxlen", self.redis_results_maxlen, 1)
         if not self.redis_claim_idle >= 0.1:
             raise _bad("redis_claim_idle", f"must be at least 0.1, got {self.redis_claim_idle}")
-        if self.http1_1 and self.http2_prior_knowledge:
-            raise _bad("http2_prior_knowledge", "cannot be combined with --http1.1")
+        for first, second in EXCLUSIVE:
+            if getattr(self, first) and getattr(self, second):
+                raise _exclusive(second, first)
         if self.log_format not in LOG_FORMATS:
             raise _bad("log_format", f"{self.log_format!r} is not one of {LOG_FORMATS}")
         if self.log_level not in LOG_LEVELS:
@@ -456,6 +468,9 @@ def build(
         return Config(**values, proxy_environ=proxy_environ)
     except ConfigError as exc:
         judged = _BY_NAME.get(exc.option or "")
-        if judged is None or judged.name not in from_env:
+        if judged is None:
             raise
-        raise ConfigError(f"{judged.env}: {exc.problem}", judged.name, exc.problem) from None
+        problem = exc.problem
+        if exc.other:
+            problem = f"cannot be combined with {given_as(_BY_NAME[exc.other])}"
+        raise ConfigError(f"{given_as(judged)}: {problem}", judged.name, problem) from None

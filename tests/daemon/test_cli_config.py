@@ -13,7 +13,7 @@ from hf_support import WAIT, Daemon, Server, spawn
 
 from hiperfifo import __version__
 from hiperfifo.cli import resolve
-from hiperfifo.config import OPTIONS, Config, ConfigError
+from hiperfifo.config import EXCLUSIVE, OPTIONS, Config, ConfigError
 from hiperfifo.engine import Easy
 from hiperfifo.jobs import easy_options
 
@@ -121,6 +121,40 @@ def test_the_command_line_wins_and_is_named_when_it_is_bad() -> None:
         resolve(["--timeout", "x"], {"HIPERFIFO_TIMEOUT": "3"}, stdout_is_tty=False)
     with pytest.raises(ConfigError, match=r"^--max-queued: must be at least 1, got 0"):
         resolve(["--max-queued", "0"], {}, stdout_is_tty=False)
+
+
+@pytest.mark.parametrize(("first", "second"), EXCLUSIVE)
+@pytest.mark.parametrize("where", ["flags", "env", "first from env", "second from env"])
+def test_options_that_exclude_each_other_are_named_as_given(
+    first: str, second: str, where: str
+) -> None:
+    """Every mutually exclusive pair (both switches): the error names each side as the user
+    gave it, the flag or the HIPERFIFO_ variable, as for a bad value."""
+    one, other = (next(o for o in OPTIONS if o.name == name) for name in (first, second))
+    assert (one.is_switch, other.is_switch) == (True, True)
+    env_first = where in ("env", "first from env")
+    env_second = where in ("env", "second from env")
+    argv = [o.flag for o, env in ((one, env_first), (other, env_second)) if not env]
+    environ = {o.env: "true" for o, env in ((one, env_first), (other, env_second)) if env}
+    named = (other.env if env_second else other.flag, one.env if env_first else one.flag)
+    with pytest.raises(ConfigError) as info:
+        resolve(argv, environ, stdout_is_tty=False)
+    assert str(info.value) == f"{named[0]}: cannot be combined with {named[1]}"
+
+
+def test_http1_1_and_prior_knowledge_from_the_environment_exit_2_naming_both(
+    tmp_path: Path,
+) -> None:
+    """The whole daemon: one stderr line naming both variables, exit 2, no FIFO made."""
+    env = {"HIPERFIFO_HTTP1_1": "1", "HIPERFIFO_HTTP2_PRIOR_KNOWLEDGE": "1"}
+    proc = spawn(["--fifo", str(tmp_path / "f")], env=env)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.decode().strip().splitlines()[-1] == (
+        "hiperfifo: error: HIPERFIFO_HTTP2_PRIOR_KNOWLEDGE: cannot be combined with "
+        "HIPERFIFO_HTTP1_1"
+    )
+    assert not (tmp_path / "f").exists()
 
 
 def test_version_and_help() -> None:
