@@ -29,6 +29,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from h2.errors import ErrorCodes
 
 from hiperfifo.engine.codes import Code, TransferError
@@ -195,6 +196,12 @@ _CONTROL_FRAMES = frozenset((0x2, 0x3, 0x4, 0x6, 0xA))
 _KNOWN_FRAMES = frozenset(range(0xB))
 # hyperframe's RST_STREAM frame, as h2 imports it (the engine imports h2 only).
 _RST_STREAM: Any = vars(h2.connection)["RstStreamFrame"]
+_HEADERS_FRAME: Any = vars(h2.connection)["HeadersFrame"]
+_CONTINUATION_FRAME: Any = vars(h2.connection)["ContinuationFrame"]
+_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_ODD = h2.connection.AllowedStreamIDs.ODD
+_STREAM_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_STREAM_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
 
 
 class _Connection(h2.connection.H2Connection):
@@ -245,6 +252,34 @@ class _Connection(h2.connection.H2Connection):
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def send_request(self, stream_id: int, block: Headers, end_stream: bool) -> None:
+        """h2 4.4's send_headers for the request that opens a client stream, step for step
+        (the same state machines, stream object and frames), less what cannot apply to it:
+        str headers to encode, the validation flags (our checks run instead), trailers,
+        priority. ~30% of what opening a stream cost."""
+        remote_max = self.remote_settings.max_concurrent_streams
+        if self.open_outbound_streams + 1 > remote_max:
+            raise h2.exceptions.TooManyStreamsError(f"Max outbound streams is {remote_max}")
+        self.state_machine.process_input(_SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, _ODD)
+        machine = stream.state_machine
+        machine.process_input(_STREAM_SEND_HEADERS)
+        encoded = self.encoder.encode(block)
+        size = self.max_outbound_frame_size
+        first = _HEADERS_FRAME(stream_id, encoded[:size])
+        frames = [first]
+        frames.extend(
+            _CONTINUATION_FRAME(stream_id, encoded[at : at + size])
+            for at in range(size, len(encoded), size)
+        )
+        frames[-1].flags.add("END_HEADERS")
+        if end_stream:
+            machine.process_input(_STREAM_SEND_END_STREAM)
+            first.flags.add("END_STREAM")
+        stream._authority = block[2][1]  # request_block() puts :method and :authority there
+        stream.request_method = block[0][1]
+        self._data_to_send += b"".join([frame.serialize() for frame in frames])
 
 
 # Headers are checked by _field() and _head() (once per distinct header, not per request).
@@ -352,7 +387,7 @@ class Http2:
         block = request_block(method, scheme, target, headers)
         conn = self._h2
         stream_id = conn.get_next_available_stream_id()
-        conn.send_headers(stream_id, block, end_stream=not body)
+        conn.send_request(stream_id, block, not body)
         self._streams.add(stream_id)
         if body:
             self._bodies[stream_id] = memoryview(body)

@@ -20,6 +20,7 @@ from hiperfifo.engine.http2 import (
     StreamEnd,
     StreamHead,
     StreamReset,
+    request_block,
 )
 
 GET = [("Host", "example.org"), ("Accept", "*/*")]
@@ -126,6 +127,46 @@ def test_request_blocks_index_nothing_and_credentials_are_never_indexed() -> Non
     assert [dict(h)[b":path"] for h in received] == paths
     assert not pair.server.decoder.header_table.dynamic_entries
     assert pair.server.decoder.header_table.maxsize == 0  # our size update arrived
+
+
+@pytest.mark.parametrize("body", [None, b"posted"])
+@pytest.mark.parametrize("extra", [0, 40_000])
+def test_opening_a_stream_leaves_h2_as_its_own_send_headers_would(
+    body: bytes | None, extra: int
+) -> None:
+    """Http2 opens a stream with a lean copy of h2's send_headers (send_request): the same
+    frames (HEADERS, CONTINUATION past the frame size, END_STREAM without a body) and the
+    same stream and connection state as h2's own call on a twin connection."""
+    headers = [*GET, ("X-Big", "b" * extra)] if extra else GET
+    ours = Pair()
+    sid = ours.client.open_stream("GET", "https", "/p", headers, body)
+    raw = ours.client.data_to_send()
+    sent = _frames(raw)
+    twin = Pair()
+    conn = twin.client._h2  # h2's own send_headers on it, through the same encoder
+    fields = request_block("GET", "https", "/p", headers)
+    h2.connection.H2Connection.send_headers(conn, sid, fields, end_stream=not body)
+    if body:  # as _pump_bodies sends a body: DATA, then an empty DATA with END_STREAM
+        conn.send_data(sid, body)
+        conn.end_stream(sid)
+    theirs = _frames(conn.data_to_send())
+    assert [(f.type, f.stream_id, sorted(f.flags), bytes(f.data)) for f in sent] == [
+        (f.type, f.stream_id, sorted(f.flags), bytes(f.data)) for f in theirs
+    ]
+    if extra:
+        kinds = [f.type for f in sent if f.type != 0x0]  # DATA aside
+        assert kinds == [0x1] + [0x9] * (len(kinds) - 1)
+        assert len(kinds) > 1  # CONTINUATION frames
+    mine, twins = ours.client._h2.streams[sid], conn.streams[sid]
+    for name in ("state", "client", "headers_sent", "stream_closed_by"):
+        assert getattr(mine.state_machine, name) == getattr(twins.state_machine, name)
+    assert (mine._authority, mine.request_method) == (twins._authority, twins.request_method)
+    assert ours.client._h2.highest_outbound_stream_id == conn.highest_outbound_stream_id
+    events = ours.server.receive_data(raw)
+    requests = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    assert [dict(e.headers)[b":path"] for e in requests] == [b"/p"]
+    if extra:
+        assert dict(requests[0].headers)[b"x-big"] == b"b" * extra
 
 
 def _frames(data: bytes) -> list[Frame]:
