@@ -35,6 +35,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 import trustme
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
@@ -124,6 +125,10 @@ class H2Peer:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> None:
+        if self.server.settings:  # in the preface, and enforced on the client from the start
+            self.conn.local_settings = h2.settings.Settings(
+                client=False, initial_values=dict(self.server.settings)
+            )
         self.conn.initiate_connection()
         self.flush()
         sock = self.peer.sock
@@ -185,6 +190,10 @@ class H2Peer:
             self.server.client_resets.append(event.stream_id or 0)
         elif isinstance(event, h2.events.WindowUpdated):
             self._resume_bodies()
+        elif isinstance(event, h2.events.PingReceived):
+            self.server.pings.append(event.ping_data or b"")
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.server.ping_acks.append(event.ping_data or b"")
 
     def _dispatch(self, stream_id: int) -> None:
         fields = self._heads.pop(stream_id, [])
@@ -238,8 +247,12 @@ class H2Server(Server):
         *,
         default: H2Route | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        settings: dict[int, int] | None = None,
     ) -> None:
         self.routes: dict[str, H2Route] = dict(routes or {})
+        self.settings = dict(settings or {})  # the server's SETTINGS in its preface
+        self.pings: list[bytes] = []  # PINGs the client sent (not its ACKs)
+        self.ping_acks: list[bytes] = []  # the client's answers to ours
         self.default = default or answer(b"not found", status=404)
         self.protocol_errors: list[str] = []  # what the client did wrong, as h2 saw it
         self.client_resets: list[int] = []  # streams the client cancelled

@@ -34,7 +34,14 @@ from h2.errors import ErrorCodes
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import ResponseHead
-from hiperfifo.engine.http2_events import Event, StreamData, StreamEnd, StreamHead, StreamReset
+from hiperfifo.engine.http2_events import (
+    Event,
+    StreamData,
+    StreamEnd,
+    StreamHead,
+    StreamReset,
+    StreamTrailers,
+)
 
 MAX_HEADER_LIST = 100 * 1024  # decoded header list of one head (libcurl: CURL_MAX_HTTP_HEADER)
 STREAM_WINDOW = 1 << 20  # what one stream may have in flight before we consume it
@@ -249,9 +256,32 @@ class _Connection(h2.connection.H2Connection):
                 raise h2.exceptions.StreamClosedError(e.stream_id) from e
             else:
                 raise
+        except h2.exceptions.ProtocolError as e:
+            events = self._malformed(frame, e)
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def _malformed(self, frame: Any, exc: h2.exceptions.ProtocolError) -> list[h2.events.Event]:
+        """What h2 found wrong while one of our streams took a HEADERS or DATA frame (after
+        HPACK decoding): DATA over or short of the content-length, an invalid content-length,
+        END_STREAM on a 1xx, trailers without END_STREAM, DATA before the final head. nghttp2
+        makes these stream errors (RFC 9113 8.1.1: a malformed response; DATA before any
+        HEADERS at all aside: a connection error there), h2 connection errors that would fail
+        every stream: reset that stream alone. Anything else is raised on."""
+        sid = frame.stream_id
+        trace = exc.__traceback__
+        while trace is not None and trace.tb_frame.f_code not in _STREAM_RECEIVERS:
+            trace = trace.tb_next
+        if trace is None or sid not in self.ours:
+            raise exc
+        try:
+            self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+        except h2.exceptions.H2Error:
+            pass  # closed already: its END_STREAM came with the error
+        if frame.type == 0:  # the connection window it took is ours to give back
+            self.acknowledge_received_data(frame.flow_controlled_length, sid)
+        return [_StreamError(sid, str(exc) or type(exc).__name__)]
 
     def send_request(self, stream_id: int, block: Headers, end_stream: bool) -> None:
         """h2 4.4's send_headers for the request that opens a client stream, step for step
@@ -280,6 +310,19 @@ class _Connection(h2.connection.H2Connection):
         stream._authority = block[2][1]  # request_block() puts :method and :authority there
         stream.request_method = block[0][1]
         self._data_to_send += b"".join([frame.serialize() for frame in frames])
+
+
+_STREAM_RECEIVERS = frozenset(
+    (h2.stream.H2Stream.receive_headers.__code__, h2.stream.H2Stream.receive_data.__code__)
+)
+
+
+class _StreamError(h2.events.Event):
+    """Our event: h2 found the response on `stream_id` malformed (_Connection._malformed)."""
+
+    def __init__(self, stream_id: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
 
 
 # Headers are checked by _field() and _head() (once per distinct header, not per request).
@@ -495,14 +538,10 @@ class Http2:
         if isinstance(head, ResponseHead):
             out.append(StreamHead(sid, head, final))
             return
-        # A malformed response (RFC 9113 8.1.1) is a stream error, as nghttp2 treats it.
-        self._streams.discard(sid)
-        self._bodies.pop(sid, None)
-        try:
-            self._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
-        except h2.exceptions.H2Error:
-            pass
-        out.append(StreamReset(sid, Code.HTTP2_STREAM, f"Invalid HTTP/2 response: {head}", False))
+        # libcurl writes the fields of a head without :status as header lines before any
+        # status line: its HTTP layer calls that a weird reply (8).
+        code = Code.WEIRD_SERVER_REPLY if head is _NO_STATUS else Code.HTTP2_STREAM
+        _stream_error(self, sid, f"Invalid HTTP/2 response: {head}", out, code)
 
     def _on_data(self, event: h2.events.DataReceived, out: list[Event]) -> None:
         sid = event.stream_id
@@ -518,36 +557,6 @@ class Http2:
             self._bodies.pop(sid, None)
             self.completed += 1
             out.append(StreamEnd(sid))
-
-    def _on_reset(self, event: h2.events.StreamReset, out: list[Event]) -> None:
-        sid = event.stream_id
-        if sid not in self._streams or not event.remote_reset:
-            return
-        self._streams.discard(sid)
-        self._bodies.pop(sid, None)
-        code = event.error_code
-        name = code.name if isinstance(code, ErrorCodes) else str(code)
-        if code == ErrorCodes.REFUSED_STREAM:
-            out.append(StreamReset(sid, Code.HTTP2_STREAM, f"HTTP/2 stream {sid} refused", True))
-            return
-        text = f"HTTP/2 stream {sid} was not closed cleanly: {name} (err {int(code)})"
-        out.append(StreamReset(sid, Code.HTTP2_STREAM, text, False))
-
-    def _on_goaway(self, event: h2.events.ConnectionTerminated, out: list[Event]) -> None:
-        last = event.last_stream_id if event.last_stream_id is not None else 0
-        self.goaway = last if self.goaway is None else min(self.goaway, last)
-        for sid in sorted(s for s in self._streams if s > last):
-            self._streams.discard(sid)
-            self._bodies.pop(sid, None)
-            out.append(
-                StreamReset(
-                    sid,
-                    Code.HTTP2_STREAM,
-                    f"HTTP/2 stream {sid} was not processed by the server "
-                    f"(GOAWAY, last stream {last})",
-                    True,
-                )
-            )
 
     def _fail(self, reason: str, code: ErrorCodes | None = None) -> list[Event]:
         """A connection-level error: every stream of ours ends with HTTP2 (16)."""
@@ -665,8 +674,8 @@ def _head(headers: Headers) -> ResponseHead | str:
         fields.append(field)
         if name not in lookup:
             lookup[name] = value
-    if len(status) != 3 or not status.isdigit():
-        return f"bad :status {status!r}"
+    if len(status) != 3 or not status.isdigit() or status < b"100" or status == b"101":
+        return f"bad :status {status!r}" if status or not fields else _NO_STATUS
     return ResponseHead(int(status), "2", "", fields, lookup)
 
 
@@ -680,11 +689,93 @@ def _bad_field(name: bytes, value: bytes) -> str:
     return ""
 
 
+_NO_STATUS = "no :status"
+
+
+# --- what ends a stream otherwise, and trailers: rarer than a response's ordinary course ---
+
+
+def _stream_error(
+    conn: Http2, sid: int, text: str, out: list[Event], code: Code = Code.HTTP2_STREAM
+) -> None:
+    """A malformed response on `sid` (RFC 9113 8.1.1) is a stream error, as nghttp2 treats
+    it: RST_STREAM(PROTOCOL_ERROR) unless it is closed already; the other streams go on."""
+    conn._streams.discard(sid)
+    conn._bodies.pop(sid, None)
+    try:
+        conn._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+    except h2.exceptions.H2Error:
+        pass  # closed already (its END_STREAM came with the trouble)
+    out.append(StreamReset(sid, code, text, False))
+
+
+def _on_malformed(conn: Http2, event: _StreamError, out: list[Event]) -> None:
+    sid = event.stream_id
+    if sid in conn._streams:
+        conn._streams.discard(sid)
+        conn._bodies.pop(sid, None)
+        text = f"Invalid HTTP/2 response on stream {sid}: {event.reason}"
+        out.append(StreamReset(sid, Code.HTTP2_STREAM, text, False))
+
+
+def _on_trailers(conn: Http2, event: h2.events.TrailersReceived, out: list[Event]) -> None:
+    """Trailer fields (a HEADERS after the body, with END_STREAM): checked as a head's
+    fields, no pseudo-header allowed; handed on as the `name: value` lines libcurl writes
+    to the header callback after the body (as for chunked trailers over HTTP/1.1)."""
+    sid = event.stream_id
+    if sid not in conn._streams:
+        return
+    lines = []
+    for name, value in event.headers:
+        reason = "pseudo-header in trailers" if name[:1] == b":" else _bad_field(name, value)
+        if reason:
+            _stream_error(conn, sid, f"Invalid HTTP/2 trailers: {reason}", out)
+            return
+        lines.append(b"%s: %s\r\n" % (name, value))
+    out.append(StreamTrailers(sid, lines))
+
+
+def _on_reset(conn: Http2, event: h2.events.StreamReset, out: list[Event]) -> None:
+    """RST_STREAM from the server, or h2's own reset of a stream the server broke (a
+    WINDOW_UPDATE past 2^31-1 on it): that stream ends, REFUSED_STREAM to be retried."""
+    sid = event.stream_id
+    if sid not in conn._streams:
+        return
+    conn._streams.discard(sid)
+    conn._bodies.pop(sid, None)
+    code = event.error_code
+    name = code.name if isinstance(code, ErrorCodes) else str(code)
+    if code == ErrorCodes.REFUSED_STREAM and event.remote_reset:
+        out.append(StreamReset(sid, Code.HTTP2_STREAM, f"HTTP/2 stream {sid} refused", True))
+        return
+    text = f"HTTP/2 stream {sid} was not closed cleanly: {name} (err {int(code)})"
+    out.append(StreamReset(sid, Code.HTTP2_STREAM, text, False))
+
+
+def _on_goaway(conn: Http2, event: h2.events.ConnectionTerminated, out: list[Event]) -> None:
+    last = event.last_stream_id if event.last_stream_id is not None else 0
+    conn.goaway = last if conn.goaway is None else min(conn.goaway, last)
+    for sid in sorted(s for s in conn._streams if s > last):
+        conn._streams.discard(sid)
+        conn._bodies.pop(sid, None)
+        out.append(
+            StreamReset(
+                sid,
+                Code.HTTP2_STREAM,
+                f"HTTP/2 stream {sid} was not processed by the server "
+                f"(GOAWAY, last stream {last})",
+                True,
+            )
+        )
+
+
 _HANDLERS: dict[type, Callable[[Http2, Any, list[Event]], None]] = {
     h2.events.ResponseReceived: Http2._on_response,
     h2.events.DataReceived: Http2._on_data,
     h2.events.StreamEnded: Http2._on_end,
-    h2.events.StreamReset: Http2._on_reset,
+    h2.events.StreamReset: _on_reset,
     h2.events.InformationalResponseReceived: Http2._on_info,
-    h2.events.ConnectionTerminated: Http2._on_goaway,
+    h2.events.ConnectionTerminated: _on_goaway,
+    h2.events.TrailersReceived: _on_trailers,
+    _StreamError: _on_malformed,
 }

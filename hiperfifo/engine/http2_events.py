@@ -30,6 +30,14 @@ class StreamData(NamedTuple):
     flow: int
 
 
+class StreamTrailers(NamedTuple):
+    """Trailer fields after the body on `stream_id`, as `name: value` lines with CRLF (what
+    libcurl writes to the header callback), just before its StreamEnd."""
+
+    stream_id: int
+    lines: list[bytes]
+
+
 class StreamEnd(NamedTuple):
     """The response on `stream_id` is complete."""
 
@@ -45,4 +53,4 @@ class StreamReset(NamedTuple):
     retry: bool
 
 
-Event = StreamHead | StreamData | StreamEnd | StreamReset
+Event = StreamHead | StreamData | StreamTrailers | StreamEnd | StreamReset

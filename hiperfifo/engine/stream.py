@@ -18,7 +18,14 @@ from collections.abc import Callable
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.exchange import Stale
-from hiperfifo.engine.http2_events import Event, StreamData, StreamEnd, StreamHead, StreamReset
+from hiperfifo.engine.http2_events import (
+    Event,
+    StreamData,
+    StreamEnd,
+    StreamHead,
+    StreamReset,
+    StreamTrailers,
+)
 from hiperfifo.engine.response import Response
 from hiperfifo.engine.shared import Shared, StreamUser
 
@@ -77,6 +84,10 @@ class Stream:
         if kind is StreamEnd:
             response.on_end()
             return True
+        if kind is StreamTrailers:
+            assert isinstance(event, StreamTrailers)
+            response.on_trailers(event.lines)
+            return False
         assert isinstance(event, StreamReset)
         if event.retry and self._retries < MAX_RETRIES:
             raise Retry(event.code, event.text)

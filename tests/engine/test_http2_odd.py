@@ -1,0 +1,382 @@
+"""HTTP/2 against odd-but-real servers, where libcurl and we might disagree.
+
+Each misbehaviour is scripted on h2's own SERVER side (tests/h2_servers.py, real
+sockets, TLS with ALPN h2) and the engine must do what libcurl 8.23 with nghttp2 1.70
+does with the same server (checked side by side through pycurl; the reading is in
+docs/engine.md's HTTP/2 section): a response the server got wrong fails its own stream
+(92), not its connection, and never hangs. Beside a broken stream runs a slow sound one
+on the same connection, which must finish. Every run has a deadline (perform raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import hpack
+import pytest
+import trustme
+from h2_servers import H2Peer, H2Request, H2Server, answer, h2_context, slow
+from hyperframe.frame import (
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    PushPromiseFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from hiperfifo.engine import Code, Easy
+
+BODY = b"h2 body\n" * 128  # 1 KiB
+Route = Callable[[H2Peer, H2Request], None]
+
+
+@pytest.fixture
+def h2_server(serve: Callable[[Any], Any], ca: trustme.CA) -> Callable[..., H2Server]:
+    """An in-test HTTP/2 server (TLS, ALPN h2) with these routes and preface SETTINGS."""
+
+    def start(routes: dict[str, Route], settings: dict[int, int] | None = None) -> H2Server:
+        return serve(H2Server(routes, ssl_context=h2_context(ca), settings=settings))
+
+    return start
+
+
+def fetch(driver: Any, urls: list[str], ca_file: str, timeout: float = 20.0) -> list[Any]:
+    """One Easy per URL, all at once; each gets `.private` = (body, header lines)."""
+    easies = []
+    for url in urls:
+        body = bytearray()
+        lines: list[bytes] = []
+        easy = Easy(url, write_function=body.extend, header_function=lines.append)
+        easy.ca_file = ca_file
+        easy.private = (body, lines)
+        easies.append(easy)
+    driver.perform(*easies, timeout=timeout)
+    return easies
+
+
+def raw_headers(stream_id: int, fields: list[tuple[str, str]], *flags: str) -> bytes:
+    """A HEADERS frame h2's server side would refuse to send (checked encoding bypassed)."""
+    block = hpack.Encoder().encode(fields)
+    return HeadersFrame(stream_id, block, flags=["END_HEADERS", *flags]).serialize()
+
+
+def beside_a_sound_one(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str, bad: Route
+) -> Any:
+    """Run `bad` beside a slow sound stream on one connection: the sound one must finish
+    (the trouble was its stream's alone); the bad one's Easy is returned."""
+    server = h2_server({"/bad": bad, "/ok": slow(BODY, 0.5)})
+    sound, broken = fetch(drv, [server.url("/ok"), server.url("/bad")], ca_file)
+    assert sound.result is Code.OK, sound.error
+    assert bytes(sound.private[0]) == BODY
+    assert server.accepted == 1
+    return broken
+
+
+# --- trailers and informational heads ------------------------------------------------------
+
+
+def test_trailers_go_to_the_header_callback_after_the_body(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """libcurl writes HTTP/2 trailer fields to the header callback after the body, one
+    'name: value' line each (as chunked trailers over HTTP/1.1); they were dropped."""
+    order: list[str] = []
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        sid = request.stream_id
+        peer.conn.send_headers(sid, [(":status", "200"), ("trailer", "x-checksum")])
+        peer.conn.send_data(sid, BODY)
+        peer.conn.send_headers(sid, [("x-checksum", "abc123"), ("x-n", "2")], end_stream=True)
+        peer.flush()
+
+    server = h2_server({"/": route})
+    easy = Easy(
+        server.url("/"),
+        ca_file=ca_file,
+        write_function=lambda data: order.append("body") or None,
+        header_function=lambda line: order.append(line.decode()) or None,
+    )
+    drv.perform(easy, timeout=20)
+    assert easy.result is Code.OK, easy.error
+    assert order == [
+        "HTTP/2 200 \r\n",
+        "trailer: x-checksum\r\n",
+        "\r\n",
+        "body",
+        "x-checksum: abc123\r\n",
+        "x-n: 2\r\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[(":status", "200"), ("x-t", "1")], [("X-T", "1")], [("connection", "close")]],
+    ids=["pseudo-header", "upper-case-name", "connection-specific"],
+)
+def test_malformed_trailers_fail_their_stream_only(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str, fields: list[tuple[str, str]]
+) -> None:
+    """Trailers are checked as a head's fields (nghttp2: a stream error, libcurl 92)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.conn.send_headers(request.stream_id, [(":status", "200")])
+        peer.conn.send_data(request.stream_id, b"hello")
+        peer.send_raw(raw_headers(request.stream_id, fields, "END_STREAM"))
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is Code.HTTP2_STREAM, easy.error
+    assert "trailers" in easy.error
+
+
+def test_trailers_without_end_stream_fail_their_stream_only(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """h2 called this a connection error (16 for every stream); nghttp2 a stream error."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.conn.send_headers(request.stream_id, [(":status", "200")])
+        peer.conn.send_data(request.stream_id, b"hello")
+        peer.send_raw(raw_headers(request.stream_id, [("x-t", "1")]))
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is Code.HTTP2_STREAM, easy.error
+
+
+def test_early_hints_before_the_final_response(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """103 Early Hints (and a 100) before the final head: each head goes to the header
+    callback, status line and blank line included, as libcurl writes them; the response
+    code is the final one's."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        sid = request.stream_id
+        peer.conn.send_headers(sid, [(":status", "103"), ("link", "</s.css>; rel=preload")])
+        peer.conn.send_headers(sid, [(":status", "100")])
+        peer.respond(sid, BODY)
+
+    server = h2_server({"/": route})
+    (easy,) = fetch(drv, [server.url("/")], ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert easy.response_code == 200
+    assert easy.private[1] == [
+        b"HTTP/2 103 \r\n",
+        b"link: </s.css>; rel=preload\r\n",
+        b"\r\n",
+        b"HTTP/2 100 \r\n",
+        b"\r\n",
+        b"HTTP/2 200 \r\n",
+        b"content-length: 1024\r\n",
+        b"\r\n",
+    ]
+    assert bytes(easy.private[0]) == BODY
+
+
+def test_informational_head_that_ends_the_stream(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """A 1xx with END_STREAM (no final response will come): 92 for that stream alone
+    (h2 made it a connection error: 16 for every stream)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.send_raw(raw_headers(request.stream_id, [(":status", "103")], "END_STREAM"))
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is Code.HTTP2_STREAM, easy.error
+
+
+# --- content-length and :status -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "body"),
+    [("5", b"hello, and more"), ("50", b"hello"), ("x5", b"hello"), ("5, 6", b"hello")],
+    ids=["data-over-length", "data-short-of-length", "not-a-number", "two-lengths"],
+)
+def test_content_length_the_data_does_not_match_fails_its_stream_only(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str, length: str, body: bytes
+) -> None:
+    """nghttp2 checks DATA against content-length and resets the stream (libcurl 92);
+    h2 raised a connection error, which failed every stream on the connection (16)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        sid = request.stream_id
+        fields = [(":status", "200"), ("content-length", length)]
+        peer.send_raw(raw_headers(sid, fields, *(() if body else ("END_STREAM",))))
+        peer.send_raw(_data(sid, body))
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is Code.HTTP2_STREAM, easy.error
+    assert easy.error.startswith("Invalid HTTP/2 response on stream")
+
+
+def test_content_length_matching_the_data_and_head_without_body(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """The sound cases stay sound: a matching length, and HEAD's length with no DATA."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        if request.method == "HEAD":
+            fields = [(":status", "200"), ("content-length", str(len(BODY)))]
+            peer.conn.send_headers(request.stream_id, fields, end_stream=True)
+            peer.flush()
+        else:
+            peer.respond(request.stream_id, BODY)
+
+    server = h2_server({"/": route})
+    get = Easy(server.url("/"), ca_file=ca_file, write_function=lambda data: None)
+    head = Easy(server.url("/"), ca_file=ca_file, method="HEAD")
+    drv.perform(get, head, timeout=20)
+    assert (get.result, head.result) == (Code.OK, Code.OK), (get.error, head.error)
+    assert (get.size_download, head.content_length) == (len(BODY), len(BODY))
+
+
+def _data(stream_id: int, body: bytes) -> bytes:
+    return DataFrame(stream_id, body, flags=["END_STREAM"]).serialize() if body else b""
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ([("x-a", "1")], Code.WEIRD_SERVER_REPLY),
+        ([], Code.HTTP2_STREAM),
+        ([(":status", "abc")], Code.HTTP2_STREAM),
+        ([(":status", "20")], Code.HTTP2_STREAM),
+        ([(":status", "099")], Code.HTTP2_STREAM),
+        ([(":status", "101")], Code.HTTP2_STREAM),
+        ([(":status", "200"), (":status", "200")], Code.HTTP2_STREAM),
+    ],
+    ids=["no-status", "empty", "abc", "two-digits", "099", "101", "status-twice"],
+)
+def test_bad_status_fails_its_stream_only(
+    h2_server: Callable[..., H2Server],
+    drv: Any,
+    ca_file: str,
+    fields: list[tuple[str, str]],
+    code: Code,
+) -> None:
+    """libcurl 8.23: a head without :status but with other fields is 8 (its HTTP layer
+    reads a header line before any status line), an empty head 92; a :status that is not
+    three digits from 100 up, or 101 (no upgrade over HTTP/2), 92 (nghttp2's check)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.send_raw(raw_headers(request.stream_id, fields, "END_STREAM"))
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is code, easy.error
+
+
+def test_status_600_is_a_status(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """Three digits from 100 up are a status for libcurl, 600 too."""
+    server = h2_server({"/": answer(b"odd", status=600)})
+    (easy,) = fetch(drv, [server.url("/")], ca_file)
+    assert (easy.result, easy.response_code) == (Code.OK, 600), easy.error
+
+
+# --- the connection's own frames ------------------------------------------------------------
+
+
+def test_push_promise_although_push_is_off_is_a_connection_error(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """We say ENABLE_PUSH 0; a PUSH_PROMISE anyway is a connection error (RFC 9113 8.4):
+    16 for every stream (libcurl: 16 too, 92 for the stream that carried it)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        authority = f"127.0.0.1:{peer.server.port}"
+        fields = [(":method", "GET"), (":scheme", "https"), (":authority", authority)]
+        block = hpack.Encoder().encode([*fields, (":path", "/pushed")])
+        frame = PushPromiseFrame(
+            request.stream_id, promised_stream_id=2, data=block, flags=["END_HEADERS"]
+        )
+        peer.send_raw(frame.serialize())
+
+    server = h2_server({"/bad": route, "/ok": slow(BODY, 2.0)})
+    for easy in fetch(drv, [server.url("/ok"), server.url("/bad")], ca_file):
+        assert easy.result is Code.HTTP2, easy.error
+    assert "pushed" in easy.error
+    assert not drv.watched
+
+
+def test_huge_header_table_size_changes_nothing_we_send(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """SETTINGS_HEADER_TABLE_SIZE 2^32-1 from the server is a maximum, not an order: our
+    requests keep using no dynamic table (each still decodes on its own), all complete."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        big = SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 2**32 - 1})
+        peer.send_raw(big.serialize())
+        peer.respond(request.stream_id, BODY)
+
+    server = h2_server({"/": route})
+    easies = fetch(drv, [server.url(f"/{n}") for n in range(3)], ca_file)
+    easies += fetch(drv, [server.url("/again")], ca_file)
+    assert [e.result for e in easies] == [Code.OK] * 4
+    assert server.accepted == 1
+    assert server.protocol_errors == []
+
+
+def test_window_update_overflow_on_the_connection_is_16(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """A WINDOW_UPDATE past 2^31-1 on stream 0: FLOW_CONTROL_ERROR for the connection,
+    16 for every stream (libcurl: the same)."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.send_raw(WindowUpdateFrame(0, window_increment=2**31 - 1).serialize())
+
+    server = h2_server({"/bad": route, "/ok": slow(BODY, 2.0)})
+    for easy in fetch(drv, [server.url("/ok"), server.url("/bad")], ca_file):
+        assert easy.result is Code.HTTP2, easy.error
+
+
+def test_window_update_overflow_on_a_stream_fails_it_and_does_not_hang(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """A WINDOW_UPDATE past 2^31-1 on one stream: h2 resets that stream itself
+    (FLOW_CONTROL_ERROR) and told us only by an event we ignored, so the transfer waited
+    forever (to its timeout). Now 92 at once, as libcurl; the other stream goes on."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        frame = WindowUpdateFrame(request.stream_id, window_increment=2**31 - 1)
+        peer.send_raw(frame.serialize())
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is Code.HTTP2_STREAM, easy.error
+    assert "FLOW_CONTROL_ERROR" in easy.error
+
+
+def test_pings_are_answered_and_none_are_sent(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """libcurl answers a server's PING (nghttp2 does) and sends none of its own while a
+    transfer runs (its keepalive PINGs are only for curl_easy_upkeep, which we lack): the
+    server gets an ACK with its own payload, and no PING, over a 1.5 s response."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.send_raw(PingFrame(0, opaque_data=b"odd-ping").serialize())
+        peer.later(1.5, lambda: peer.respond(request.stream_id, BODY))
+
+    server = h2_server({"/": route})
+    (easy,) = fetch(drv, [server.url("/")], ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert server.ping_acks == [b"odd-ping"]
+    assert server.pings == []
+
+
+def test_an_unasked_ping_ack_is_ignored(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    def route(peer: H2Peer, request: H2Request) -> None:
+        peer.send_raw(PingFrame(0, opaque_data=b"whatever", flags=["ACK"]).serialize())
+        peer.respond(request.stream_id, BODY)
+
+    server = h2_server({"/": route})
+    (easy,) = fetch(drv, [server.url("/")], ca_file)
+    assert easy.result is Code.OK, easy.error
