@@ -66,6 +66,8 @@ def _special_default(name: str) -> str:
         "log_file": "stdout",
         "redis": "none, the FIFO only",
         "redis_consumer": "the host name",
+        "cacert": "the system's CAs",
+        "redis_cacert": "the system's CAs",
     }.get(name, "-")
 
 

@@ -295,6 +295,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_results", _name, "hiperfifo:results", "KEY", "the stream results go to"),
     Option("redis_results_maxlen", _count, "1000000", "N", "results kept (approximate MAXLEN)"),
     Option("redis_claim_idle", _seconds, "60", "S", "take over entries pending this long"),
+    Option(
+        "redis_cacert",
+        _ca_file,
+        None,
+        "FILE",
+        "CA certificates (PEM) to verify a rediss:// server with (not --cacert's)",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -347,6 +354,7 @@ class Config:
     redis_results: str = "hiperfifo:results"
     redis_results_maxlen: int = 1_000_000
     redis_claim_idle: float = 60.0
+    redis_cacert: Path | None = None  # None: the system's CAs verify a rediss:// server
     # http_proxy, https_proxy, all_proxy, no_proxy (either case) as cli.py found them
     proxy_environ: tuple[tuple[str, str], ...] = ()
 

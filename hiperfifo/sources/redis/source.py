@@ -11,6 +11,7 @@ never learns where a URL came from.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Protocol
@@ -64,6 +65,8 @@ class Options(Protocol):
     @property
     def redis_claim_idle(self) -> float: ...
     @property
+    def redis_cacert(self) -> os.PathLike[str] | None: ...
+    @property
     def max_queued(self) -> int: ...
     @property
     def max_total_connections(self) -> int: ...
@@ -84,6 +87,7 @@ def settings(config: Options) -> StreamSettings:
         results=config.redis_results,
         results_maxlen=config.redis_results_maxlen,
         claim_idle=config.redis_claim_idle,
+        ca_file=os.fspath(config.redis_cacert) if config.redis_cacert is not None else "",
         window=min(config.max_queued, HELD_PER_CONNECTION * config.max_total_connections),
     )
 
