@@ -3,8 +3,8 @@
 The only module that imports h11. A response head is collected until its
 blank line, bounded on the way by libcurl's limits (http1_head.HeadBuffer),
 then parsed here: an ordinary head (HTTP/1.1, status 200-599, every line in
-h11's own grammar, RFC 9112 via h11._abnf) by one regular expression of
-ours, anything else by h11, which stays the parser of record for what it
+h11's own grammar, RFC 9112 via h11._abnf) by a fast path of ours (bytes
+methods), anything else by h11, which stays the parser of record for what it
 accepts and decides its errors. Before h11 sees an odd head, libcurl's
 verdicts that h11's grammar cannot give are applied to it (_normalise): the
 HTTP version, a folded first header line, Content-Length lists, repeats and
@@ -54,14 +54,8 @@ _TARGET = re.compile(_abnf.request_target.encode("ascii"))
 _FIELD_VALUE = re.compile(_abnf.field_value.encode("ascii"))
 
 
-def _header_line() -> bytes:
-    """One header line of h11's grammar with its CRLF, capturing name and value."""
-    name, ows, content = _abnf.field_name, _abnf.OWS, _abnf.field_content
-    return f"({name}):{ows}((?:{content})?){ows}\r\n".encode("ascii")
-
-
-# (name, value) of each line, the value without the whitespace around it, as h11 keeps it.
-_HEADER_LINE = re.compile(_header_line())
+# h11's tchar, lower case (header names are checked once lowered: lower() maps A-Z only).
+_TOKEN_LOWER = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
 _NO_BODY_STATUS = (204, 304)
 _LINES: dict[tuple[str, str], bytes] = {}  # checked request header lines, by (name, value)
@@ -544,7 +538,7 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     header, a length of plain digits (short enough not to overflow), a
     Transfer-Encoding of exactly `chunked`. "Closes" is h11's rule: a "close"
     token in the Connection header. The header block is checked and split by
-    one regular expression, not line by line in Python.
+    bytes methods (C loops): no regular expression over every byte.
     """
     if not head.endswith(b"\r\n\r\n", 0, end):
         return None
@@ -552,20 +546,10 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     status_line = _FAST_STATUS_LINE.fullmatch(head, 0, first_end)
     if status_line is None:
         return None
-    # One pass over the header lines, each with its CRLF: [gap, name, value, gap, ..., gap].
-    # In h11's grammar every gap is empty (a line that is not a header leaves a gap).
-    parts = _HEADER_LINE.split(head[first_end + 2 : end - 2])
-    if any(parts[::3]):
+    fields = _fields(bytes(head[first_end + 2 : end - 2]))
+    if fields is None:
         return None
-    headers = list(zip(parts[1::3], parts[2::3], strict=True))
-    if len(headers) > MAX_HEADER_LINES:
-        return None  # too many: the fallback says so
-    lookup = {name.lower(): value for name, value in reversed(headers)}  # first one wins
-    if len(lookup) != len(headers):  # a name repeats: h11 judges repeated framing headers
-        names = [name.lower() for name, _value in headers]
-        for repeated in (b"content-length", b"connection", b"transfer-encoding"):
-            if names.count(repeated) > 1:
-                return None
+    headers, lookup = fields
     coding = lookup.get(b"transfer-encoding")
     length = lookup.get(b"content-length")
     if (coding is not None and coding != b"chunked") or (
@@ -589,6 +573,42 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     if length is None:
         return "head", response, UNTIL_CLOSE, True
     return "head", response, int(length), closes
+
+
+def _fields(block: bytes) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]] | None:
+    """The header lines of `block` (each with its CRLF) as (name, value) pairs and a
+    lower-case name -> first value lookup, if every line is in h11's grammar and no
+    framing header repeats; else None. No other CR or LF, no NUL, VT or FF anywhere:
+    h11's field-value is field-vchar ([^\\x00\\s]) with inner spaces and tabs."""
+    lines = block.split(b"\r\n")
+    lines.pop()  # after the last CRLF: empty
+    count = len(lines)
+    if (
+        count > MAX_HEADER_LINES  # too many: the fallback says so
+        or block.count(b"\r") != count
+        or block.count(b"\n") != count
+        or block.find(b"\x00") >= 0  # find, not `in`: bytes' `in` tries an int first
+        or block.find(b"\x0b") >= 0
+        or block.find(b"\x0c") >= 0
+    ):
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    lookup: dict[bytes, bytes] = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            return None
+        value = value.strip(b" \t")  # h11's OWS around the value
+        headers.append((name, value))
+        lookup.setdefault(name.lower(), value)  # the first one wins
+    if b"".join(lookup).translate(None, _TOKEN_LOWER):  # a name that is not a token
+        return None
+    if len(lookup) != count:  # a name repeats: h11 judges repeated framing headers
+        names = [name.lower() for name, _value in headers]
+        for repeated in (b"content-length", b"connection", b"transfer-encoding"):
+            if names.count(repeated) > 1:
+                return None
+    return headers, lookup
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
