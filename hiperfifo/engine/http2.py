@@ -21,8 +21,9 @@ stalls holds at most its own window and stalls nobody else.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import h2.config
 import h2.connection
@@ -206,9 +207,32 @@ _RST_STREAM: Any = vars(h2.connection)["RstStreamFrame"]
 _HEADERS_FRAME: Any = vars(h2.connection)["HeadersFrame"]
 _CONTINUATION_FRAME: Any = vars(h2.connection)["ContinuationFrame"]
 _SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_RECV_DATA = h2.connection.ConnectionInputs.RECV_DATA
+_RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
+_decode_headers: Callable[[Any, bytes], Any] = vars(h2.connection)["_decode_headers"]
+_FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's: length (24 bits), type, flags, id
+_PADDED_OR_PRIORITY = 0x08 | 0x20  # DATA's and HEADERS' PADDED, HEADERS' PRIORITY
+# Stream states in which a DATA or HEADERS frame is a plain next step (RFC 9113 5.1).
+_RECEIVING = {
+    state: state in (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+    for state in h2.stream.StreamState
+}
 _ODD = h2.connection.AllowedStreamIDs.ODD
 _STREAM_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
 _STREAM_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+
+
+class _Taken(NamedTuple):
+    """What _malformed() reads of a frame the short path took."""
+
+    stream_id: int
+    type: int
+    flow_controlled_length: int
+
+
+def _frame_length(data: Any, at: int) -> int:
+    high, low = _FRAME_HEADER.unpack_from(data, at)[:2]
+    return int((high << 8) | low)
 
 
 class _Connection(h2.connection.H2Connection):
@@ -282,6 +306,91 @@ class _Connection(h2.connection.H2Connection):
         if frame.type == 0:  # the connection window it took is ours to give back
             self.acknowledge_received_data(frame.flow_controlled_length, sid)
         return [_StreamError(sid, str(exc) or type(exc).__name__)]
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        """h2's receive_data, with the two frames of every response taken on a short path:
+        a DATA frame, and a HEADERS frame that holds a whole header block (END_HEADERS),
+        on a stream of ours that is open for receiving, unpadded, without priority, within
+        the frame size and both windows. Those go to the same h2 calls h2's own handlers
+        make (connection state machine, flow-control windows, the stream's receive_data /
+        receive_headers, the HPACK decoder), only without building hyperframe objects or
+        copying through h2's FrameBuffer. Any other whole frame goes to h2 alone; from an
+        incomplete one, or a header block that goes on in CONTINUATION frames, h2 takes
+        the rest of the bytes."""
+        buf = self.incoming_buffer
+        if buf._headers_buffer:  # in a header block: h2 collects its CONTINUATION frames
+            return super().receive_data(data)
+        pending = buf._data
+        if pending:  # the start of a frame, left over from the last call
+            if len(pending) >= 9 and len(pending) + len(data) < 9 + _frame_length(pending, 0):
+                return super().receive_data(data)  # still short of it: no copy back and forth
+            data = bytes(pending) + bytes(data)
+            pending.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)  # event data must not be a view of a buffer reused later
+        events: list[h2.events.Event] = []
+        size = len(data)
+        at = 0
+        while at < size:
+            try:
+                at = self._short_path(data, at, events)
+            except h2.exceptions.ProtocolError as e:  # as h2's receive_data does
+                self._terminate_connection(e.error_code)
+                raise
+            end = at + 9 + _frame_length(data, at) if size - at >= 9 else size + 1
+            if end > size:
+                break
+            events += super().receive_data(memoryview(data)[at:end])  # one frame, h2's way
+            at = end
+            if buf._headers_buffer:
+                break
+        if at < size:
+            events += super().receive_data(memoryview(data)[at:])
+        return events
+
+    def _short_path(self, data: bytes, at: int, events: list[h2.events.Event]) -> int:
+        """Take the frames from `at` on that receive_data() takes itself; where the first
+        other one starts."""
+        streams = self.streams
+        limit = self.max_inbound_frame_size
+        size = len(data)
+        while size - at >= 9:
+            high, low, kind, flags, sid = _FRAME_HEADER.unpack_from(data, at)
+            length = (high << 8) | low
+            end = at + 9 + length
+            if end > size or length > limit or flags & _PADDED_OR_PRIORITY:
+                break
+            stream = streams.get(sid & 0x7FFFFFFF)
+            if stream is None or not _RECEIVING[stream.state_machine.state]:
+                break
+            windows = self._inbound_flow_control_window_manager
+            if kind == 0x0 and (
+                length > windows.current_window_size
+                or length > stream._inbound_window_manager.current_window_size
+            ):
+                break  # h2 raises the FLOW_CONTROL_ERROR
+            if kind != 0x0 and (kind != 0x1 or not flags & 0x4):
+                break  # not DATA, nor HEADERS with END_HEADERS
+            try:
+                if kind == 0x0:
+                    if not length and not flags & 0x1:
+                        self.control += 1  # an empty DATA frame: a flood, as nghttp2 counts
+                    events += self.state_machine.process_input(_RECV_DATA)
+                    windows.window_consumed(length)
+                    body = data[at + 9 : end]
+                    frames, more = stream.receive_data(body, bool(flags & 0x1), length)
+                else:
+                    headers = _decode_headers(self.decoder, data[at + 9 : end])
+                    events += self.state_machine.process_input(_RECV_HEADERS)
+                    frames, more = stream.receive_headers(
+                        headers, bool(flags & 0x1), self.config.header_encoding
+                    )
+            except h2.exceptions.ProtocolError as e:  # as in _receive_frame
+                frames, more = [], self._malformed(_Taken(stream.stream_id, kind, length), e)
+            self._prepare_for_sending(frames)
+            events += more
+            at = end
+        return at
 
     def send_request(self, stream_id: int, block: Headers, end_stream: bool) -> None:
         """h2 4.4's send_headers for the request that opens a client stream, step for step

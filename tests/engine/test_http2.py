@@ -8,7 +8,14 @@ import h2.errors
 import h2.events
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+)
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http2 import (
@@ -202,6 +209,123 @@ def test_response_events_and_head() -> None:
     assert end == StreamEnd(sid)
     assert pair.client.streams == 0
     assert pair.client.completed == 1
+
+
+def _server_bytes(pair: Pair, sids: list[int]) -> bytes:
+    """What a server sends that takes every path of Http2's receiving: plain responses,
+    padded DATA, HEADERS with PRIORITY, 1xx heads, a header block in CONTINUATION frames,
+    trailers, an empty DATA frame, a PING, a WINDOW_UPDATE, a reset, late frames."""
+    server = pair.server
+    a, b, c, d, e, f, g, h = sids
+    server.send_headers(a, [(":status", "200"), ("content-length", "5")])
+    server.send_data(a, b"he", pad_length=3)
+    server.send_headers(b, [(":status", "103"), ("link", "</s.css>")])
+    server.send_data(a, b"llo", end_stream=True)
+    server.send_headers(b, [(":status", "200"), ("x-big", "q" * 40_000)])  # CONTINUATION
+    server.send_data(b, b"")  # empty, not ending: a control frame
+    server.ping(b"12345678")
+    out = server.data_to_send()
+    block = server.encoder.encode([(b":status", b"204")])  # h2 servers never send PRIORITY
+    flags = ("END_HEADERS", "END_STREAM", "PRIORITY")
+    out += HeadersFrame(c, block, flags=flags, stream_weight=20).serialize()
+    server.send_data(b, b"x" * 16_000)
+    server.increment_flow_control_window(1000)
+    server.send_headers(b, [("x-trailer", "t")], end_stream=True)
+    server.send_headers(d, [(":status", "200")])
+    server.reset_stream(d, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    server.send_headers(e, [(":status", "200")])
+    server.send_data(e, b"y" * 100)
+    server.send_data(e, b"z" * 100, end_stream=True)
+    out += server.data_to_send()
+    # Malformed (stream errors, h2-odd): DATA past content-length, trailers not ending.
+    server.send_headers(f, [(":status", "200"), ("content-length", "3")])
+    out += server.data_to_send() + DataFrame(f, b"12345", flags=["END_STREAM"]).serialize()
+    server.send_headers(g, [(":status", "200")])
+    server.send_data(g, b"ok")
+    out += server.data_to_send()
+    trailer = server.encoder.encode([(b"x-t", b"1")])
+    out += HeadersFrame(g, trailer, flags=["END_HEADERS"]).serialize()
+    server.send_headers(h, [(":status", "200")])
+    server.send_data(h, b"last", end_stream=True)
+    return out + server.data_to_send()
+
+
+def _received(chunk: int, short: bool) -> tuple[list[object], object]:
+    pair = Pair()
+    sids = [pair.get(f"/{i}") for i in range(8)]
+    pair.to_server()
+    data = _server_bytes(pair, sids)
+    client = pair.client
+    taken: list[int] = []
+    conn = client._h2
+    short_path = conn._short_path
+
+    def spy(data: bytes, at: int, events: list[h2.events.Event]) -> int:
+        taken.append(short_path(data, at, events) - at)
+        return at + taken[-1]
+
+    conn._short_path = spy  # type: ignore[method-assign]
+    if not short:  # h2's own receive_data, FrameBuffer and all
+        conn.receive_data = h2.connection.H2Connection.receive_data.__get__(conn)  # type: ignore[method-assign]
+    events: list[object] = []
+    for at in range(0, len(data), chunk):
+        for event in client.receive(data[at : at + chunk], 0.0):
+            events.append(event)
+            if isinstance(event, StreamData):
+                client.consumed(event.stream_id, event.flow)
+    streams = {
+        sid: (s.state_machine.state, s.inbound_flow_control_window)
+        for sid, s in conn.streams.items()
+    }
+    state = (
+        conn.state_machine.state,
+        conn.inbound_flow_control_window,
+        streams,
+        conn.control,
+        client.error,
+        client.data_to_send(),
+    )
+    return events, state
+
+
+@pytest.mark.parametrize("chunk", [1, 9, 10, 100, 1000, 16393, 1 << 20])
+def test_short_path_and_h2s_own_receive_agree(chunk: int) -> None:
+    """Http2's _Connection.receive_data takes DATA and whole HEADERS frames on a short path
+    beside h2's FrameBuffer: split anywhere, the same bytes give the same events, the same
+    state (stream states, windows, control-frame count) and the same bytes back."""
+    short = _received(chunk, short=True)
+    full = _received(chunk, short=False)
+    assert short == full
+    kinds = [type(e).__name__ for e in short[0]]
+    assert kinds.count("StreamEnd") == 5
+    assert kinds.count("StreamReset") == 3
+
+
+def test_short_path_malformed_response_is_its_streams_error() -> None:
+    """DATA past content-length taken on the short path: that stream alone is reset (92),
+    as on h2's own path (_malformed), and the stream after it in the same bytes goes on."""
+    pair = Pair()
+    bad, good = pair.get("/bad"), pair.get("/good")
+    pair.to_server()
+    pair.server.send_headers(bad, [(":status", "200"), ("content-length", "3")])
+    raw = pair.server.data_to_send() + DataFrame(bad, b"12345", flags=["END_STREAM"]).serialize()
+    pair.respond(good, b"fine")
+    raw += pair.server.data_to_send()
+    seen: list[object] = []
+    malformed = pair.client._h2._malformed
+
+    def spy(frame: object, exc: h2.exceptions.ProtocolError) -> list[h2.events.Event]:
+        seen.append(frame)
+        return malformed(frame, exc)
+
+    pair.client._h2._malformed = spy  # type: ignore[method-assign]
+    events = pair.client.receive(raw, 0.0)
+    assert [type(f).__name__ for f in seen] == ["_Taken"]  # the short path's
+    resets = [e for e in events if isinstance(e, StreamReset)]
+    assert [(e.stream_id, e.code) for e in resets] == [(bad, Code.HTTP2_STREAM)]
+    assert StreamData(good, b"fine", 4) in events
+    assert StreamEnd(good) in events
+    assert not pair.client.error
 
 
 def test_many_streams_interleave_on_one_connection() -> None:
