@@ -35,7 +35,6 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
 import hpack
 import trustme
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
@@ -125,11 +124,9 @@ class H2Peer:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> None:
-        if self.server.settings:  # in the preface, and enforced on the client from the start
-            self.conn.local_settings = h2.settings.Settings(
-                client=False, initial_values=dict(self.server.settings)
-            )
         self.conn.initiate_connection()
+        if self.server.settings:  # right behind the preface; in force once acknowledged
+            self.conn.update_settings(dict(self.server.settings))
         self.flush()
         sock = self.peer.sock
         while not self.closed:
@@ -179,6 +176,8 @@ class H2Peer:
             assert event.stream_id is not None
             self._heads[event.stream_id] = list(event.headers or [])
             self._bodies[event.stream_id] = bytearray()
+            if self.server.opened is not None:
+                self.server.opened(self, event.stream_id)
         elif isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None
             self._bodies.setdefault(event.stream_id, bytearray()).extend(event.data or b"")
@@ -194,6 +193,9 @@ class H2Peer:
             self.server.pings.append(event.ping_data or b"")
         elif isinstance(event, h2.events.PingAckReceived):
             self.server.ping_acks.append(event.ping_data or b"")
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            changed = event.changed_settings or {}
+            self.server.settings_acked.append({k: v.new_value for k, v in changed.items()})
 
     def _dispatch(self, stream_id: int) -> None:
         fields = self._heads.pop(stream_id, [])
@@ -248,11 +250,14 @@ class H2Server(Server):
         default: H2Route | None = None,
         ssl_context: ssl.SSLContext | None = None,
         settings: dict[int, int] | None = None,
+        opened: Callable[[H2Peer, int], None] | None = None,
     ) -> None:
         self.routes: dict[str, H2Route] = dict(routes or {})
-        self.settings = dict(settings or {})  # the server's SETTINGS in its preface
+        self.settings = dict(settings or {})  # SETTINGS sent right after the preface
+        self.opened = opened  # called with each request's stream as its HEADERS arrive
         self.pings: list[bytes] = []  # PINGs the client sent (not its ACKs)
         self.ping_acks: list[bytes] = []  # the client's answers to ours
+        self.settings_acked: list[dict[int, int | None]] = []  # our SETTINGS the client took
         self.default = default or answer(b"not found", status=404)
         self.protocol_errors: list[str] = []  # what the client did wrong, as h2 saw it
         self.client_resets: list[int] = []  # streams the client cancelled

@@ -459,6 +459,7 @@ class Http2:
         "completed",
         "error",
         "goaway",
+        "raised",
     )
 
     def __init__(self, max_concurrent_streams: int = MAX_CONCURRENT_STREAMS) -> None:
@@ -493,6 +494,7 @@ class Http2:
         self.goaway: int | None = None  # last_stream_id of the server's GOAWAY
         self.error: str = ""  # why the connection failed; "" while it is healthy
         self.completed = 0  # streams that got their whole response
+        self.raised = False  # the server raised its stream limit: queued transfers may go
 
     def __repr__(self) -> str:
         state = "FAILED" if self.error else "GOAWAY" if self.goaway is not None else "OPEN"
@@ -602,7 +604,9 @@ class Http2:
             elif kind is h2.events.RemoteSettingsChanged:
                 pump = True
                 remote = self._h2.remote_settings.max_concurrent_streams
-                self._limit = min(self._max_streams, remote)
+                limit = min(self._max_streams, remote)
+                self.raised = self.raised or limit > self._limit
+                self._limit = limit
         control, self._h2.control = self._h2.control, 0
         if control and not self._charge(control, now):
             return out + self._fail(

@@ -196,6 +196,9 @@ class Runner:
             self._release_pending(self.in_action, freed=shared.origin)
             return
         self._pollset.sync(shared, shared.easy(), shared.wanted())
+        if shared.h2.raised:  # SETTINGS raised the stream limit: a queued transfer may go
+            shared.h2.raised = False  # (and the next, as it starts: _settle)
+            self._release_pending(self.in_action, freed=shared.origin)
         if not shared.streams:
             self._lease.shared_idle(shared)
             self._release_pending(self.in_action)  # its slot may serve another host now

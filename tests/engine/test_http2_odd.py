@@ -10,13 +10,15 @@ on the same connection, which must finish. Every run has a deadline (perform rai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import h2.settings
 import hpack
 import pytest
 import trustme
-from h2_servers import H2Peer, H2Request, H2Server, answer, h2_context, slow
+from h2_servers import H2Peer, H2Request, H2Server, answer, echo, h2_context, slow
 from hyperframe.frame import (
     DataFrame,
     HeadersFrame,
@@ -36,8 +38,13 @@ Route = Callable[[H2Peer, H2Request], None]
 def h2_server(serve: Callable[[Any], Any], ca: trustme.CA) -> Callable[..., H2Server]:
     """An in-test HTTP/2 server (TLS, ALPN h2) with these routes and preface SETTINGS."""
 
-    def start(routes: dict[str, Route], settings: dict[int, int] | None = None) -> H2Server:
-        return serve(H2Server(routes, ssl_context=h2_context(ca), settings=settings))
+    def start(
+        routes: dict[str, Route],
+        settings: dict[int, int] | None = None,
+        opened: Callable[[H2Peer, int], None] | None = None,
+    ) -> H2Server:
+        context = h2_context(ca)
+        return serve(H2Server(routes, ssl_context=context, settings=settings, opened=opened))
 
     return start
 
@@ -380,3 +387,141 @@ def test_an_unasked_ping_ack_is_ignored(
     server = h2_server({"/": route})
     (easy,) = fetch(drv, [server.url("/")], ca_file)
     assert easy.result is Code.OK, easy.error
+
+
+# --- the server's SETTINGS: stream limits and windows --------------------------------------
+
+MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+
+
+def _settings(peer: H2Peer, **values: int) -> None:
+    peer.conn.update_settings({getattr(h2.settings.SettingCodes, k): v for k, v in values.items()})
+    peer.flush()
+
+
+def test_max_concurrent_streams_lowered_while_streams_run(
+    h2_server: Callable[..., H2Server], make_driver: Callable[..., Any], ca_file: str
+) -> None:
+    """The server lowers SETTINGS_MAX_CONCURRENT_STREAMS to 1 while 3 of our streams run:
+    they finish, and the 3 queued transfers then go one at a time on the same connection
+    (h2's server side enforces its limit once we acknowledged it: a stream too many would
+    be a protocol error there). libcurl does the same."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        if len(peer.seen) == 1:
+            _settings(peer, MAX_CONCURRENT_STREAMS=1)
+        peer.later(0.3, lambda: peer.respond(request.stream_id, BODY))
+
+    server = h2_server({"/": route})
+    driver = make_driver(max_host_connections=1, max_concurrent_streams=3)
+    easies = fetch(driver, [server.url(f"/?{n}") for n in range(6)], ca_file)
+    assert [e.result for e in easies] == [Code.OK] * 6, [e.error for e in easies]
+    assert (server.accepted, server.protocol_errors) == (1, [])
+    assert any(acked.get(MAX_STREAMS) == 1 for acked in server.settings_acked)
+
+
+def test_max_concurrent_streams_zero_then_raised_wakes_the_waiting(
+    h2_server: Callable[..., H2Server], make_driver: Callable[..., Any], ca_file: str
+) -> None:
+    """SETTINGS_MAX_CONCURRENT_STREAMS 0 while a slow stream runs: transfers added then
+    wait (max_host_connections=1: no second connection; no failure), and go on the same
+    connection as soon as the server raises the limit, long before the slow stream ends:
+    a settings change must wake them, not only a stream's end (libcurl: connchanged)."""
+
+    def first(peer: H2Peer, request: H2Request) -> None:
+        _settings(peer, MAX_CONCURRENT_STREAMS=0)
+        peer.later(0.5, lambda: _settings(peer, MAX_CONCURRENT_STREAMS=10))
+        peer.later(3.0, lambda: peer.respond(request.stream_id, BODY))
+
+    server = h2_server({"/first": first, "/next": answer(BODY)})
+    driver = make_driver(max_host_connections=1)
+    slow_one = Easy(server.url("/first"), ca_file=ca_file, write_function=lambda data: None)
+    driver.multi.add_handle(slow_one)
+    deadline = time.monotonic() + 10
+    while len(server.settings_acked) < 2:  # (h2's server applies all it sent at one ACK:
+        assert time.monotonic() < deadline, "the client never took SETTINGS 0"
+        driver.step(0.05)  # the second is the client's answer to SETTINGS 0, whatever came)
+    later = [Easy(server.url("/next"), ca_file=ca_file) for _ in range(3)]
+    for easy in later:
+        easy.write_function = lambda data: None
+        driver.multi.add_handle(easy)
+    done = [m.easy for m in driver.run(timeout=20)]
+    assert [e.result for e in [slow_one, *later]] == [Code.OK] * 4, [
+        (e.error, server.protocol_errors) for e in [slow_one, *later]
+    ]
+    assert done[-1] is slow_one  # the others did not wait for its end
+    assert (server.accepted, server.protocol_errors) == (1, [])
+
+
+def test_uploads_under_a_tiny_initial_window(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """SETTINGS_INITIAL_WINDOW_SIZE 100 from the start: three 100 KiB POST bodies go out
+    100 bytes at a time per stream as the server hands window back, all intact (h2's
+    server side refuses a byte past its window: a protocol error there)."""
+    server = h2_server({"/echo": echo()}, settings={INITIAL_WINDOW: 100})
+    data = [bytes([n]) * 100 * 1024 for n in range(3)]
+    easies = []
+    for body in data:
+        sink = bytearray()
+        easies.append(
+            Easy(
+                server.url("/echo"),
+                ca_file=ca_file,
+                method="POST",
+                body=body,
+                write_function=sink.extend,
+            )
+        )
+        easies[-1].private = sink
+    drv.perform(*easies, timeout=30)
+    assert [e.result for e in easies] == [Code.OK] * 3, [e.error for e in easies]
+    assert [bytes(e.private) for e in easies] == data
+    assert (server.accepted, server.protocol_errors) == (1, [])
+
+
+def test_uploads_with_no_window_until_the_server_opens_it(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """SETTINGS_INITIAL_WINDOW_SIZE 0: a POST body cannot start until the server sends a
+    WINDOW_UPDATE for its stream (0.3 s later here); then it completes, no hang."""
+
+    def opened(peer: H2Peer, stream_id: int) -> None:
+        def open_window() -> None:
+            peer.conn.increment_flow_control_window(1 << 20, stream_id)
+            peer.flush()
+
+        peer.later(0.3, open_window)
+
+    server = h2_server({"/echo": echo()}, settings={INITIAL_WINDOW: 0}, opened=opened)
+    body = b"x" * 50_000
+    sink = bytearray()
+    easy = Easy(server.url("/echo"), ca_file=ca_file, method="POST", body=body)
+    easy.write_function = sink.extend
+    drv.perform(easy, timeout=20)
+    assert easy.result is Code.OK, easy.error
+    assert bytes(sink) == body
+    assert server.protocol_errors == []
+
+
+def test_initial_window_lowered_to_zero_mid_upload_then_raised(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
+) -> None:
+    """The server lowers SETTINGS_INITIAL_WINDOW_SIZE to 0 as the upload starts (the
+    stream's window may go negative, RFC 9113 6.9.2) and raises it 0.3 s later: the rest
+    of the body goes out then, as the new setting allows."""
+
+    def opened(peer: H2Peer, stream_id: int) -> None:
+        if len(peer._heads) == 1:
+            _settings(peer, INITIAL_WINDOW_SIZE=0)
+            peer.later(0.3, lambda: _settings(peer, INITIAL_WINDOW_SIZE=1 << 16))
+
+    server = h2_server({"/echo": echo()}, opened=opened)
+    body = bytes(range(256)) * 1000
+    sink = bytearray()
+    easy = Easy(server.url("/echo"), ca_file=ca_file, method="POST", body=body)
+    easy.write_function = sink.extend
+    drv.perform(easy, timeout=20)
+    assert easy.result is Code.OK, (easy.error, server.protocol_errors)
+    assert bytes(sink) == body
