@@ -406,6 +406,16 @@ class _Connection(h2.connection.H2Connection):
         machine.process_input(_STREAM_SEND_HEADERS)
         encoded = self.encoder.encode(block)
         size = self.max_outbound_frame_size
+        if end_stream:
+            machine.process_input(_STREAM_SEND_END_STREAM)
+        stream._authority = block[2][1]  # request_block() puts :method and :authority there
+        stream.request_method = block[0][1]
+        if len(encoded) <= size:  # one HEADERS frame: its 9-byte header as hyperframe's
+            flags = 0x5 if end_stream else 0x4  # END_HEADERS, END_STREAM
+            length = len(encoded)
+            header = _FRAME_HEADER.pack(length >> 8, length & 0xFF, 0x1, flags, stream_id)
+            self._data_to_send += header + encoded
+            return
         first = _HEADERS_FRAME(stream_id, encoded[:size])
         frames = [first]
         frames.extend(
@@ -414,10 +424,7 @@ class _Connection(h2.connection.H2Connection):
         )
         frames[-1].flags.add("END_HEADERS")
         if end_stream:
-            machine.process_input(_STREAM_SEND_END_STREAM)
             first.flags.add("END_STREAM")
-        stream._authority = block[2][1]  # request_block() puts :method and :authority there
-        stream.request_method = block[0][1]
         self._data_to_send += b"".join([frame.serialize() for frame in frames])
 
 
