@@ -631,10 +631,11 @@ class Http2:
         out: list[Event] = [
             StreamReset(
                 sid,
-                Code.HTTP2_STREAM,
+                Code.HTTP2,  # PARTIAL_FILE once body bytes came: the stream decides
                 f"HTTP/2 stream {sid} was not closed cleanly before end of the underlying "
                 f"connection ({reason})",
                 False,
+                True,
             )
             for sid in sorted(self._streams)
         ]
@@ -873,20 +874,18 @@ def _on_reset(conn: Http2, event: h2.events.StreamReset, out: list[Event]) -> No
 
 
 def _on_goaway(conn: Http2, event: h2.events.ConnectionTerminated, out: list[Event]) -> None:
+    """Streams above last_stream_id were not processed: retried elsewhere, unless the GOAWAY
+    carries an error (libcurl 8.23 fails them then, 92); those up to it may finish."""
     last = event.last_stream_id if event.last_stream_id is not None else 0
     conn.goaway = last if conn.goaway is None else min(conn.goaway, last)
+    code = event.error_code
+    error = "" if not code else code.name if isinstance(code, ErrorCodes) else str(code)
     for sid in sorted(s for s in conn._streams if s > last):
         conn._streams.discard(sid)
         conn._bodies.pop(sid, None)
-        out.append(
-            StreamReset(
-                sid,
-                Code.HTTP2_STREAM,
-                f"HTTP/2 stream {sid} was not processed by the server "
-                f"(GOAWAY, last stream {last})",
-                True,
-            )
-        )
+        why = f"GOAWAY {error} (err {int(code or 0)})" if error else "GOAWAY"
+        text = f"HTTP/2 stream {sid} was not processed by the server ({why}, last stream {last})"
+        out.append(StreamReset(sid, Code.HTTP2_STREAM, text, not error))
 
 
 _HANDLERS: dict[type, Callable[[Http2, Any, list[Event]], None]] = {

@@ -45,12 +45,14 @@ class StreamEnd(NamedTuple):
 
 
 class StreamReset(NamedTuple):
-    """`stream_id` ended without its response: `retry` when the server never processed it."""
+    """`stream_id` ended without its response: `retry` when the server never processed it,
+    `lost` when the connection itself went away under it (closed, or failed)."""
 
     stream_id: int
     code: Code
     text: str
     retry: bool
+    lost: bool = False
 
 
 Event = StreamHead | StreamData | StreamTrailers | StreamEnd | StreamReset

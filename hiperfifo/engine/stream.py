@@ -39,7 +39,7 @@ class Retry(TransferError):
 class Stream:
     """Our stream on `shared`, and the response it carries."""
 
-    __slots__ = ("_retries", "_reused", "response", "shared", "stream_id")
+    __slots__ = ("_easy", "_retries", "_reused", "response", "shared", "stream_id")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Stream:
         easy: Easy = user.easy
         method, scheme, path, headers, body = request
         self.shared = shared
+        self._easy = easy
         self.response = response
         self._retries = retries
         self._reused = shared.h2.completed > 0  # others finished on it before us
@@ -89,10 +90,17 @@ class Stream:
             response.on_trailers(event.lines)
             return False
         assert isinstance(event, StreamReset)
-        if event.retry and self._retries < MAX_RETRIES:
-            raise Retry(event.code, event.text)
-        if self._reused and response.head is None and event.code is Code.HTTP2_STREAM:
-            raise Stale(event.code, event.text)
+        if event.retry:  # never processed by the server: libcurl goes again, 5 times at most
+            if self._retries < MAX_RETRIES:
+                raise Retry(event.code, event.text)
+            raise TransferError(
+                Code.RECV_ERROR, f"Connection died, tried {MAX_RETRIES} times before giving up"
+            )
+        if event.lost:  # libcurl: 18 once body bytes came, else 16; a reused one goes again
+            if self._reused and response.head is None:
+                raise Stale(event.code, event.text)
+            if self._easy.size_download:
+                raise TransferError(Code.PARTIAL_FILE, event.text)
         raise TransferError(event.code, event.text)
 
     def cancel(self) -> None:

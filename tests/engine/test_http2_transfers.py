@@ -297,22 +297,6 @@ def test_connection_errors_fail_every_stream_with_16(
     assert not drv.watched
 
 
-def test_server_closing_mid_stream_is_92(
-    h2_server: Callable[..., H2Server], drv: Any, ca_file: str
-) -> None:
-    """EOF while a stream runs: HTTP2_STREAM, 'not closed cleanly', as libcurl reports it."""
-
-    def hang_up(peer: H2Peer, request: H2Request) -> None:
-        peer.conn.send_headers(request.stream_id, [(":status", "200")])
-        peer.conn.send_data(request.stream_id, b"part")
-        peer.hang_up()
-
-    server = h2_server({"/": hang_up})
-    (easy,) = fetch_all(drv, [server.url("/")], ca_file=ca_file)
-    assert easy.result is Code.HTTP2_STREAM
-    assert "not closed cleanly" in easy.error
-
-
 # --- one stream's trouble stays on its stream -------------------------------------------
 
 
