@@ -7,7 +7,7 @@ transfer) and calls `on_ready()` when the socket is ready: it reads (up to a
 budget), hands each event to its stream's transfer, and sends what the
 protocol wants sent. It never closes its socket: `finished` tells the lease
 to (POLL_REMOVE first). A socket error or EOF ends every stream still on it
-(HTTP2_STREAM, as libcurl says), never only the transfer that happened to be
+(PARTIAL_FILE or HTTP2, as libcurl 8.23 says), never only the transfer that happened to be
 reading.
 """
 

@@ -5,9 +5,10 @@ a request fills, hands what the connection received for the stream to the
 Response, and hands the window back as the body is taken. A stream that
 ends without its response raises what libcurl would retry: Retry for a
 stream the server never processed (REFUSED_STREAM, above a GOAWAY's
-last_stream_id; up to 5 times), Stale for a reused connection that died
-before any byte of the response (once, as on HTTP/1.1); else a
-TransferError with the stream's code (92, or 16 for a connection error).
+last_stream_id; up to 5 times, then RECV_ERROR 56), Stale for a reused
+connection that died before any byte of the response (once, as on
+HTTP/1.1); else a TransferError with the stream's code (92; 16 for a
+connection error; a lost connection 18 once body bytes came, else 16).
 """
 
 from __future__ import annotations
