@@ -675,7 +675,8 @@ class Http2:
         sid = event.stream_id
         if sid in self._streams:
             self._streams.discard(sid)
-            self._bodies.pop(sid, None)
+            if self._bodies.pop(sid, None) is not None:
+                _stop_upload(self, sid)
             self.completed += 1
             out.append(StreamEnd(sid))
 
@@ -828,6 +829,17 @@ def _stream_error(
     except h2.exceptions.H2Error:
         pass  # closed already (its END_STREAM came with the trouble)
     out.append(StreamReset(sid, code, text, False))
+
+
+def _stop_upload(conn: Http2, sid: int) -> None:
+    """The whole response came before the whole request body: stop sending it with
+    RST_STREAM(STREAM_CLOSED), as libcurl does, else the stream stays half open on both
+    sides for good and counts against the server's stream limit (after 100 such, the
+    connection broke on the next stream)."""
+    try:
+        conn._h2.reset_stream(sid, ErrorCodes.STREAM_CLOSED)
+    except h2.exceptions.H2Error:
+        pass  # the server reset it already
 
 
 def _on_malformed(conn: Http2, event: _StreamError, out: list[Event]) -> None:

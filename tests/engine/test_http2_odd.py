@@ -28,6 +28,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from servers import wait_until
 
 from hiperfifo.engine import Code, Easy
 
@@ -643,3 +644,31 @@ def test_never_processed_five_times_is_56(
     assert easy.result is Code.RECV_ERROR, easy.error
     assert easy.error == "Connection died, tried 5 times before giving up"
     assert len(server.requests) == 6
+
+
+def test_a_response_before_the_whole_upload_stops_the_upload(
+    h2_server: Callable[..., H2Server], make_driver: Callable[..., Any], ca_file: str
+) -> None:
+    """The server answers 413 as a POST's HEADERS arrive, before its body (no RST_STREAM
+    of its own): the transfer completes with the 413, and we stop the upload with
+    RST_STREAM(STREAM_CLOSED) as libcurl does. The stream stayed half open on both sides
+    for good, so after 100 such the server's stream limit was full and the connection
+    broke on the next one: 150 here, on one connection."""
+
+    def opened(peer: H2Peer, stream_id: int) -> None:
+        peer.respond(stream_id, b"too big", status=413)
+
+    server = h2_server({"/": answer(BODY)}, opened=opened)
+    driver = make_driver(max_host_connections=1)
+    done = []
+    for _ in range(15):
+        easies = [
+            Easy(server.url("/"), ca_file=ca_file, method="POST", body=b"x" * 200_000)
+            for _ in range(10)
+        ]
+        for easy in easies:
+            easy.write_function = lambda data: None
+        done += driver.perform(*easies, timeout=20)
+    assert {(e.result, e.response_code) for e in done} == {(Code.OK, 413)}
+    assert (server.accepted, server.protocol_errors) == (1, [])
+    assert wait_until(lambda: len(server.client_resets) == 150, timeout=10)
