@@ -459,6 +459,8 @@ class Http2:
         "_bodies",
         "_budget",
         "_budget_at",
+        "_ended_flow",
+        "_ended_on",
         "_h2",
         "_limit",
         "_max_streams",
@@ -496,6 +498,8 @@ class Http2:
         self._max_streams = max_concurrent_streams
         self._limit = min(max_concurrent_streams, 100)  # the server's, until its SETTINGS say
         self._bodies: dict[int, memoryview] = {}  # request bodies still to send
+        self._ended_flow = 0  # consumed on streams that ended, not handed back yet
+        self._ended_on = 0  # the last of those streams
         self._budget = float(CONTROL_BURST)
         self._budget_at: float | None = None
         self.goaway: int | None = None  # last_stream_id of the server's GOAWAY
@@ -569,17 +573,33 @@ class Http2:
             pass  # already closed on h2's side: nothing to cancel
 
     def consumed(self, stream_id: int, flow: int) -> None:
-        """The application took `flow` bytes of `stream_id`: reopen that much window."""
+        """The application took `flow` bytes of `stream_id`: reopen that much window. For a
+        stream that ended there is only the connection's: handed back once for all the
+        streams that ended, before the next bytes go out (h2 sends the WINDOW_UPDATE when
+        half the window is taken either way)."""
         if flow and not self.error:
-            self._h2.acknowledge_received_data(flow, stream_id)
+            if stream_id in self._streams:
+                self._h2.acknowledge_received_data(flow, stream_id)
+            else:
+                self._ended_flow += flow
+                self._ended_on = stream_id
 
     @property
     def unsent(self) -> bool:
         """Frames wait for data_to_send()."""
+        if self._ended_flow:
+            self._ack_ended()
         return bool(self._h2._data_to_send)
 
     def data_to_send(self) -> bytes:
+        if self._ended_flow:
+            self._ack_ended()
         return self._h2.data_to_send()
+
+    def _ack_ended(self) -> None:
+        flow, self._ended_flow = self._ended_flow, 0
+        if not self.error:  # h2 gives a stream that is gone nothing: the connection only
+            self._h2.acknowledge_received_data(flow, self._ended_on)
 
     def close(self) -> None:
         """Say GOAWAY (a polite close of an idle connection); nothing more is opened."""

@@ -373,6 +373,27 @@ def test_request_body_larger_than_the_window_is_sent_as_it_opens() -> None:
     assert StreamEnd(sid) in pair.to_client()
 
 
+def test_window_of_streams_that_ended_comes_back_to_the_connection() -> None:
+    """1,100 responses of one 16 KiB frame each, END_STREAM on it: more than the 16 MiB
+    connection window in all, so the window their data took must come back (once per
+    batch of ended streams, before the next bytes go out) or the server stalls."""
+    pair = Pair()
+    body = b"w" * 16384
+    done = 0
+    for _ in range(11):
+        sids = [pair.get(f"/{i}") for i in range(100)]
+        pair.to_server()
+        for sid in sids:
+            assert pair.server.local_flow_control_window(sid) >= len(body)  # else it stalls
+            pair.server.send_headers(sid, [(":status", "200")])
+            pair.server.send_data(sid, body, end_stream=True)
+        events = pair.to_client()
+        assert consume_all(pair, events) == body * 100
+        done += sum(isinstance(e, StreamEnd) for e in events)
+    assert done == 1100
+    assert not pair.client.error
+
+
 def test_a_stalled_stream_holds_only_its_own_window() -> None:
     """Data not consumed stops its stream at STREAM_WINDOW; another stream still flows."""
     pair = Pair()
