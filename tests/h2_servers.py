@@ -420,11 +420,17 @@ http {{
         root {prefix}/www;
         keepalive_requests 1000;
         location /slow/ {{ limit_rate 65536; }}
+        location /trailers/ {{ add_trailer x-checksum "abc123" always; }}
     }}
     server {{
         listen 127.0.0.1:{goaway_port} ssl http2;
         root {prefix}/www;
         keepalive_requests {goaway_after};
+    }}
+    server {{
+        listen 127.0.0.1:{limited_port} ssl http2;
+        root {prefix}/www;
+        http2_max_concurrent_streams 2;
     }}
 }}
 """
@@ -441,7 +447,8 @@ class LogLine:
 
 
 class H2Nginx:
-    """nginx on three ports: https h2 (`port`), h2c (`h2c_port`), https GOAWAY after N."""
+    """nginx on four ports: https h2 (`port`), h2c (`h2c_port`), https GOAWAY after N
+    (`goaway_port`), https with SETTINGS_MAX_CONCURRENT_STREAMS 2 (`limited_port`)."""
 
     def __init__(self, ca: trustme.CA, *, goaway_after: int = 10) -> None:
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -449,7 +456,7 @@ class H2Nginx:
         self.ca = ca
         self.goaway_after = goaway_after
         self.prefix = Path(tempfile.mkdtemp(prefix="hiperfifo-h2-nginx-"))
-        self.port = self.h2c_port = self.goaway_port = 0
+        self.port = self.h2c_port = self.goaway_port = self.limited_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -497,13 +504,15 @@ class H2Nginx:
         for path in (self.prefix, self.prefix / "www"):
             path.chmod(0o755)
         for _ in range(attempts):
-            self.port, self.h2c_port, self.goaway_port = (closed_port() for _ in range(3))
+            ports = [closed_port() for _ in range(4)]
+            self.port, self.h2c_port, self.goaway_port, self.limited_port = ports
             (self.prefix / "nginx.conf").write_text(
                 NGINX_CONFIG.format(
                     prefix=self.prefix,
                     port=self.port,
                     h2c_port=self.h2c_port,
                     goaway_port=self.goaway_port,
+                    limited_port=self.limited_port,
                     goaway_after=self.goaway_after,
                     user="user root;" if os.geteuid() == 0 else "",
                 )
@@ -539,10 +548,11 @@ class H2Nginx:
             if self.proc.poll() is not None:
                 return False
             ready = 0
-            for port in (self.port, self.h2c_port, self.goaway_port):
+            ports = (self.port, self.h2c_port, self.goaway_port, self.limited_port)
+            for port in ports:
                 with socket.socket() as sock:
                     ready += sock.connect_ex(("127.0.0.1", port)) == 0
-            if ready == 3:
+            if ready == len(ports):
                 return True
             time.sleep(0.02)
         return False

@@ -11,7 +11,7 @@ on the same connection, which must finish. Every run has a deadline (perform rai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h2.errors
@@ -19,7 +19,17 @@ import h2.settings
 import hpack
 import pytest
 import trustme
-from h2_servers import H2Peer, H2Request, H2Server, answer, echo, h2_context, slow
+from h2_servers import (
+    NGINX_HINT,
+    H2Nginx,
+    H2Peer,
+    H2Request,
+    H2Server,
+    answer,
+    echo,
+    h2_context,
+    slow,
+)
 from hyperframe.frame import (
     DataFrame,
     HeadersFrame,
@@ -672,3 +682,46 @@ def test_a_response_before_the_whole_upload_stops_the_upload(
     assert {(e.result, e.response_code) for e in done} == {(Code.OK, 413)}
     assert (server.accepted, server.protocol_errors) == (1, [])
     assert wait_until(lambda: len(server.client_resets) == 150, timeout=10)
+
+
+# --- Debian's nginx: the same, from a real server -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nginx(ca: trustme.CA) -> Iterator[H2Nginx]:
+    if not H2Nginx.available():
+        pytest.skip(NGINX_HINT)
+    server = H2Nginx(ca).start()
+    server.write("trailers/1k", BODY)
+    server.write("1k", BODY)
+    yield server
+    server.close()
+
+
+def test_nginx_trailers_reach_the_header_callback(nginx: H2Nginx, drv: Any, ca_file: str) -> None:
+    """nginx's add_trailer over HTTP/2: the trailer line after the head, the body intact."""
+    (easy,) = fetch(drv, [nginx.url("/trailers/1k")], ca_file)
+    assert easy.result is Code.OK, easy.error
+    assert bytes(easy.private[0]) == BODY
+    lines = easy.private[1]
+    assert lines[-1] == b"x-checksum: abc123\r\n"
+    assert lines[-2] == b"\r\n"  # the head's end comes before it
+
+
+def test_nginx_with_two_streams_refuses_the_rest_and_all_finish(
+    nginx: H2Nginx, make_driver: Callable[..., Any], ca_file: str
+) -> None:
+    """http2_max_concurrent_streams 2: our first flight opens 20 streams before nginx's
+    SETTINGS arrive, nginx refuses those past its limit (REFUSED_STREAM: 16 of them, when
+    checked) and we send them again, within its limit, on the same connection: 20
+    answers, one connection (libcurl 8.23 opens a second connection for the refused ones
+    and finishes too)."""
+    before = len(nginx.log())
+    driver = make_driver(max_host_connections=1)
+    paths = [f"/1k?{n}" for n in range(20)]
+    easies = fetch(driver, [nginx.url(p, port=nginx.limited_port) for p in paths], ca_file)
+    assert [e.result for e in easies] == [Code.OK] * 20, [e.error for e in easies]
+    lines = nginx.wait_log(before + 20)[before:]
+    assert sorted(line.uri for line in lines) == sorted(paths)
+    assert len({line.connection for line in lines}) == 1
+    assert {line.status for line in lines} == {200}
