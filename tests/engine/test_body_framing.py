@@ -76,6 +76,7 @@ def test_http10_response_is_not_reused(
     first, second, _received = fetch_twice(drv, server, "/old")
     assert (first.result, second.result) == (Code.OK, Code.OK)
     assert second.num_connects == 1
+    assert first.http_version == "1.0"  # the response's version, as CURLINFO_HTTP_VERSION
 
 
 def test_bytes_beyond_content_length_close_the_connection(
