@@ -38,8 +38,11 @@ class Lease:
         "clock",
         "max_idle",
         "max_streams",
+        "may_evict",
         "multiplex",
+        "owed_release",
         "pool",
+        "queued",
         "view",
     )
 
@@ -57,6 +60,11 @@ class Lease:
         self.clock = clock
         self._forget = forget  # POLL_REMOVE for an announced fd
         self.max_idle = max_idle
+        # Does evicting an idle connection of another origin pay for one to this origin?
+        # (the runner's pending queue says; reuse before churn)
+        self.may_evict: Callable[[Origin], bool] = _always
+        self.queued: Callable[[Origin], bool] = _never  # transfers to it wait in the queue?
+        self.owed_release = False  # one went behind its origin's queue and had a way on
         self.call = 0  # which API call of the multi runs now (each one counts up)
         self.multiplex = multiplex  # CURLMOPT_PIPELINING: several streams on one connection
         self.max_streams = max_streams  # CURLMOPT_MAX_CONCURRENT_STREAMS
@@ -86,10 +94,21 @@ class Lease:
             pool.release(conn.origin)
         return None
 
-    def open_slot(self, origin: Origin) -> bool:
-        """Count a new connection to `origin` if the limits allow, evicting idle ones."""
+    def take_released(self, origin: Origin) -> Connection | None:
+        """The connection to `origin` given back within this very API call, out of the cache
+        (for a queued transfer of its origin: the server cannot have said more since)."""
+        conn = self.pool.newest_idle(origin)
+        if conn is None or conn.released_in != self.call:
+            return None
+        return self.pool.take_idle(origin)
+
+    def open_slot(self, origin: Origin, chosen: bool = False) -> bool:
+        """Count a new connection to `origin` if the limits allow, evicting idle ones if that
+        pays (may_evict) or the pending queue `chosen` this transfer for the slot."""
         pool = self.pool
         if not pool.has_room(origin):
+            if not chosen and not self.may_evict(origin):
+                return False
             for victim in pool.make_room(origin):
                 self.close_socket(victim.sock)
             while not pool.has_room(origin):
@@ -111,6 +130,14 @@ class Lease:
                 return False
         return self.pool.could_serve(origin) or bool(self._idle_shared_for(origin))
 
+    def serves_directly(self, origin: Origin) -> bool:
+        """Would a transfer to `origin` go on now without closing another connection (one of
+        its own idle or with a free stream, or room under the limits)?"""
+        pool = self.pool
+        if pool.has_idle(origin) or pool.has_room(origin):
+            return True
+        return any(s.free_slots > 0 for s in self._shared.get(origin, ()))
+
     def busy_to(self, origin: Origin) -> int:
         """Connections to `origin` that will free up: connecting, or carrying a request or
         streams (idle ones, HTTP/1.1 or HTTP/2, are not counted)."""
@@ -120,11 +147,18 @@ class Lease:
     # --- HTTP/2: shared connections -----------------------------------------------------
 
     def choose(
-        self, origin: Origin, h2: bool, fresh_only: bool
+        self, origin: Origin, h2: bool, fresh_only: bool, left_queue: bool = False
     ) -> tuple[bool, Connection | Shared | None]:
         """What a transfer to `origin` goes on with: (True, a stream's shared connection or a
         pooled connection), (True, None): a slot reserved for a new one, (False, None): wait
-        (limits, or a connection that may speak HTTP/2 is in its handshake: PIPEWAIT)."""
+        (limits, or a connection that may speak HTTP/2 is in its handshake: PIPEWAIT, or
+        transfers to `origin` queued before it: it goes behind them, and if it had a way
+        on, owed_release says the oldest of them should take it)."""
+        if not left_queue and self.queued(origin):
+            self.owed_release = self.serves_directly(origin) or (
+                self.could_serve(origin, h2) and self.may_evict(origin)
+            )
+            return False, None
         if not fresh_only:
             shared = self.take_stream(origin) if h2 else None
             if shared is not None:
@@ -134,7 +168,7 @@ class Lease:
                 return True, conn
             if h2 and self.pipewait(origin):
                 return False, None
-        return self.open_slot(origin), None
+        return self.open_slot(origin, left_queue), None
 
     def take_stream(self, origin: Origin) -> Shared | None:
         """A shared connection to `origin` with room for one more stream, or None."""
@@ -239,3 +273,11 @@ class Lease:
         """Close `conn` and stop counting it."""
         self.close_socket(conn.sock)
         self.pool.release(conn.origin)
+
+
+def _always(_origin: Origin) -> bool:
+    return True
+
+
+def _never(_origin: Origin) -> bool:
+    return False

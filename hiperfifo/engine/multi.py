@@ -273,7 +273,7 @@ class Multi:
     def _finish_call(self) -> None:
         """End of every API call: what HTTP/2 streams queued, resolver socket, timer, and a
         callback that raised."""
-        self._runner.flush_unsent()
+        self._runner.end_call()
         resolver = self._resolver
         if resolver.in_flight:
             self._pollset.sync(resolver, None, {resolver.wake_fd: POLL_IN})

@@ -1,11 +1,16 @@
 """The queue of transfers waiting for a connection slot (connection limits reached).
 
 When a connection frees up, one queued transfer leaves the queue: the oldest
-one for the origin of the freed connection, so that the connection is
-reused instead of evicted to open one for another origin ("reuse before
-churn"); otherwise the oldest transfer that could proceed now (first come,
-first served), looking at most PENDING_SCAN entries past a blocked head (its
-host at max_host_connections). Within one origin the order never changes.
+one for the origin of the freed connection (the runner hands it that
+connection), so that the connection is reused instead of evicted to open one
+for another origin ("reuse before churn"). When that origin has nothing
+queued, `_move` picks, among the oldest queued transfer of each origin in the
+first PENDING_SCAN entries: the oldest that closes nothing (an idle
+connection of its own, or room); else the one whose origin has the most
+transfers queued per connection that will free up (the origins run dry
+together, the slot moves as few times as it can), and only if one more
+connection pays for its handshake (`_pays`). Within one origin the order
+never changes.
 
 Fairness bound: a queued transfer whose origin has no connection open (none
 that will free up for it) is passed by at most FAIRNESS transfers queued
@@ -18,7 +23,8 @@ before it. With arrivals numbered 0, 1, 2, ... every number below the
 oldest queued one has left the queue, so the oldest was passed by
 (left so far) - (its number): the count checked against the bound.
 Pure bookkeeping: the runner decides when to ask, the transfer says
-whether it could proceed, `has_live` whether an origin has connections.
+whether it could proceed, `busy` how many connections an origin has that
+will free up, `direct` whether one could go on without closing another.
 """
 
 from __future__ import annotations
@@ -37,10 +43,20 @@ FAIRNESS = 32  # passes by later arrivals before the oldest goes first (see abov
 class PendingQueue:
     """Transfers in PENDING, oldest first, also by origin; removal is lazy."""
 
-    __slots__ = ("_busy", "_by_origin", "_counts", "_left", "_next", "_order", "_queued")
+    __slots__ = (
+        "_busy",
+        "_by_origin",
+        "_counts",
+        "_direct",
+        "_left",
+        "_next",
+        "_order",
+        "_queued",
+    )
 
-    def __init__(self, busy: Callable[[Origin], int]) -> None:
+    def __init__(self, busy: Callable[[Origin], int], direct: Callable[[Origin], bool]) -> None:
         self._busy = busy  # an origin's connections that will free up (connecting or busy)
+        self._direct = direct  # could one to the origin go on now without closing another?
         self._counts: dict[Origin, int] = {}  # queued transfers per origin
         self._order: deque[Transfer] = deque()  # arrival order; entries that left are skipped
         self._by_origin: dict[Origin, deque[Transfer]] = {}  # the same, per origin
@@ -73,34 +89,62 @@ class PendingQueue:
     def take_ready(self, freed: Origin | None = None) -> Transfer | None:
         """The transfer to resume now, out of the queue: the oldest for `freed` (the origin
         of a connection just given back) unless the fairness bound says the oldest of all
-        goes first; else the oldest that could get a connection now; None when none can."""
+        goes first; else the one `_move` picks; None when none can go."""
         order = self._order
         queued = self._queued
         while order and order[0] not in queued:
             order.popleft()
         if not order:
             return None
-        if freed is not None and freed != order[0].origin and not self._owed(order[0]):
+        oldest = order[0]
+        if self._owed(oldest):
+            if oldest.can_leave_pending():
+                return self._take(oldest)
+        elif freed is not None:
             mine = self._oldest_for(freed)
             if mine is not None and mine.can_leave_pending():
                 return self._take(mine)
-        for transfer in itertools.islice(order, PENDING_SCAN):
-            if transfer in queued and transfer.can_leave_pending():
-                if (
-                    freed is not None
-                    and freed != transfer.origin
-                    and self._served_anyway(transfer)
-                ):
-                    continue
-                return self._take(transfer)
-        return None
+        return self._move()
 
-    def _served_anyway(self, transfer: Transfer) -> bool:
-        """Will its origin's busy connections serve `transfer` as soon (each taking one of
-        the origin's queued transfers as it frees up), so that evicting another origin's
-        idle connection for it would only add a connection?"""
-        origin = transfer.origin
-        return self._counts.get(origin, 0) <= self._busy(origin)
+    def _move(self) -> Transfer | None:
+        """No queued transfer of the freed connection's origin: whom the slot goes to. Among
+        the oldest queued transfer of each origin (in the first PENDING_SCAN entries) that
+        could proceed: the oldest one that needs to close nothing (a connection of its own
+        idle, or room under the limits); else, an idle connection of another origin to be
+        evicted, the one whose origin has the most transfers queued per connection that will
+        free up for it (none: first), so that the origins run dry together and a slot moves
+        as few times as it can; never one whose origin's busy connections will serve as soon
+        (no more queued than busy). Ties: the oldest."""
+        queued = self._queued
+        counts = self._counts
+        best: Transfer | None = None
+        best_share = 0.0
+        seen: set[Origin] = set()
+        for transfer in itertools.islice(self._order, PENDING_SCAN):
+            origin = transfer.origin
+            if transfer not in queued or origin in seen:
+                continue
+            seen.add(origin)  # only an origin's oldest may leave (its order never changes)
+            if not transfer.can_leave_pending():
+                continue
+            if self._direct(origin):
+                return self._take(transfer)
+            waiting = counts[origin]
+            busy = self._busy(origin)
+            if not _pays(waiting, busy):
+                continue  # its own connections serve its queue about as soon
+            share = waiting / busy if busy else float("inf")
+            if share > best_share:
+                best, best_share = transfer, share
+        return None if best is None else self._take(best)
+
+    def has_queued(self, origin: Origin) -> bool:
+        return origin in self._counts
+
+    def pays(self, origin: Origin) -> bool:
+        """Does closing an idle connection of another origin pay, to open one for a transfer
+        to `origin` that is not queued (it would be the last of its origin's queue)?"""
+        return _pays(self._counts.get(origin, 0) + 1, self._busy(origin))
 
     def _owed(self, oldest: Transfer) -> bool:
         """Has the oldest queued transfer been passed FAIRNESS times with no connection of
@@ -129,3 +173,13 @@ class PendingQueue:
             self._counts[transfer.origin] = left
         else:
             del self._counts[transfer.origin]
+
+
+def _pays(waiting: int, busy: int) -> bool:
+    """Does one more connection to an origin pay for its handshake (at least one round trip,
+    as long as a request) when `waiting` transfers are queued for it and `busy` of its
+    connections will free up? `busy` connections drain the queue in waiting/busy rounds,
+    one more in a round (its handshake) plus waiting/(busy+1): it pays when
+    waiting/busy - waiting/(busy+1) > 1, that is waiting > busy * (busy + 1).
+    With no connection of its own, always."""
+    return waiting > busy * (busy + 1)

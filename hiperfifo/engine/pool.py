@@ -55,6 +55,14 @@ class Pool:
         del self._idle_order[conn]
         return conn
 
+    def newest_idle(self, origin: Origin) -> Connection | None:
+        """The idle connection to `origin` take_idle() would return, left in the cache."""
+        conns = self._idle.get(origin)
+        return conns[-1] if conns else None
+
+    def has_idle(self, origin: Origin) -> bool:
+        return origin in self._idle
+
     def busy_to(self, origin: Origin) -> int:
         """Connections to `origin` open and not idle (connecting or carrying a request)."""
         return self._per_origin[origin] - len(self._idle.get(origin, ()))

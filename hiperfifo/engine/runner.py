@@ -29,15 +29,17 @@ from hiperfifo.engine.pending import PendingQueue
 from hiperfifo.engine.pollset import PollSet
 from hiperfifo.engine.resolver import Resolver
 from hiperfifo.engine.shared import Shared
-from hiperfifo.engine.transfer import Transfer, TransferState
+from hiperfifo.engine.transfer import Transfer, TransferState, resume_on
 
 
 class Runner:
     """Transfers by Easy, the pending queue, and what finished but was not read yet."""
 
     __slots__ = (
+        "_chained",
         "_clock",
         "_deadlines",
+        "_later",
         "_lease",
         "_pollset",
         "_resolver",
@@ -69,8 +71,12 @@ class Runner:
         self.transfers: dict[Easy, Transfer] = {}  # added and not removed, finished included
         self.alive = 0  # transfers not finished
         self.messages: dict[Easy, None] = {}  # finished, unread, oldest first
-        self.pending = PendingQueue(lease.busy_to)
+        self.pending = PendingQueue(lease.busy_to, lease.serves_directly)
+        lease.may_evict = self.pending.pays
+        lease.queued = self.pending.has_queued
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
+        self._chained = False  # running one of those: the next handed over waits a call
+        self._later: list[Transfer] = []  # left the queue in this call, run in the next
         self._unsent: dict[Shared, None] = {}  # shared connections with bytes queued
         self.in_action = False  # inside socket_action: what is released runs before it returns
 
@@ -140,13 +146,21 @@ class Runner:
         while resumed:
             transfer = resumed.popleft()
             if not transfer.done and self._is_mine(transfer):
-                transfer.run()
-                self._settle(transfer)
+                self._chained = True
+                try:
+                    transfer.run()
+                    self._settle(transfer)
+                finally:
+                    self._chained = False
 
     def _settle(self, transfer: Transfer) -> None:
         """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
         if transfer.state is TransferState.PENDING:
             self.pending.add(transfer)
+            lease = self._lease
+            if lease.owed_release:  # it went behind its origin's queue: the oldest goes on
+                lease.owed_release = False
+                self._release_pending(in_action=True, freed=transfer.origin)
         link, transfer.link = transfer.link, None
         if link is not None:  # first, so that a socket it opened changes hands quietly
             self.settle_shared(link)
@@ -172,6 +186,17 @@ class Runner:
             self._unsent[shared] = None
             return
         self._settled(shared)
+
+    def end_call(self) -> None:
+        """The end of an API call: what the shared connections queued goes out; the
+        transfers held for the next call (see _release_pending) are due then, the timer
+        set at once so that the next call comes."""
+        self.flush_unsent()
+        later = self._later
+        if later:
+            self._resumed.extend(later)
+            later.clear()
+            self._deadlines.set(self, Due.RUN, self._clock())  # only to wake: nothing runs
 
     def flush_unsent(self) -> None:
         """Send what the shared connections queued during this API call, then settle them."""
@@ -205,16 +230,28 @@ class Runner:
 
     def _release_pending(self, in_action: bool, freed: Origin | None = None) -> None:
         """Let one queued transfer that can get a connection now proceed: one for the
-        origin of the connection just given back first (pending.py says when not).
+        origin of the connection just given back first (pending.py says when not), handed
+        that connection straight away.
 
-        Inside socket_action it runs before the call returns (a plain queue); from
-        remove_handle, at the next socket_action, through a RUN deadline at now.
+        Inside socket_action it runs before the call returns (a plain queue), unless it
+        takes over the connection of one that left the queue in this call too: then it is
+        held for the next call (and so is every one after it in this call: they run in
+        the order they left), so that a server answering at once cannot chain one
+        origin's transfers on one connection through a single call while other sockets
+        wait. From remove_handle, at the next socket_action, through a RUN deadline at now.
         """
         transfer = self.pending.take_ready(freed)
         if transfer is None:
             return
-        transfer.resume()
-        if in_action:
-            self._resumed.append(transfer)
+        conn = self._lease.take_released(freed) if freed == transfer.origin else None
+        if conn is not None:
+            resume_on(transfer, conn)
         else:
+            transfer.left_queue = True  # not behind its own origin's queue again
+            transfer.resume()
+        if not in_action:
             self._deadlines.set(transfer, Due.RUN, self._clock())
+        elif (self._chained and conn is not None) or self._later:
+            self._later.append(transfer)  # (after one held: the order they left in)
+        else:
+            self._resumed.append(transfer)

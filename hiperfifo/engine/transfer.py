@@ -71,6 +71,7 @@ class Transfer:
         "conn",
         "easy",
         "headers",
+        "left_queue",
         "link",
         "method",
         "origin",
@@ -103,6 +104,7 @@ class Transfer:
         self._side = StreamSide()  # our HTTP/2 stream, while one runs, and its retries
         self.link: Shared | None = None  # a shared connection we touched, for the runner
         self.progressed = False  # left CONNECT with room left for the next one waiting
+        self.left_queue = False  # resumed from PENDING (the runner): not queued again
 
     def __repr__(self) -> str:
         return f"<Transfer {self.easy.url!r} {self.state.name}>"
@@ -199,7 +201,8 @@ class Transfer:
         svc = self.svc
         assert self.target is not None
         h2 = may_speak_h2(self.easy, self.target, self.proxy)
-        go, link = svc.lease.choose(self.origin, h2, self._fresh_only)
+        go, link = svc.lease.choose(self.origin, h2, self._fresh_only, self.left_queue)
+        self.left_queue = False
         if not go:
             self._set_state(TransferState.PENDING)
             return False
@@ -355,6 +358,13 @@ class Transfer:
 
 def _waits(_transfer: Transfer) -> bool:
     return False
+
+
+def resume_on(transfer: Transfer, conn: Connection) -> None:
+    """`transfer` leaves PENDING on the connection a finished transfer to its origin just gave
+    back (the runner hands it over: no pool round trip, no liveness check)."""
+    transfer.easy.namelookup_time = transfer.easy.connect_time = transfer._elapsed()
+    transfer._ready(conn)
 
 
 # What each deadline does when it expires (a TransferError ends the transfer).
