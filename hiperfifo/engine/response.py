@@ -75,9 +75,20 @@ class Response:
         if final:
             self._on_final_head(head)
 
-    def on_trailers(self, lines: list[bytes]) -> None:
-        """A chunked body's trailers go to the header callback, as libcurl writes them."""
-        function = self._easy.header_function
+    def on_trailers(self, lines: list[bytes], traced: bool = False) -> None:
+        """Trailers go to the header callback, as libcurl writes them; `traced`: to the
+        debug callback too (HEADER_IN), as libcurl shows HTTP/2 trailers (not chunked
+        ones)."""
+        easy = self._easy
+        if traced and easy.debug_function is not None:
+            try:
+                with self._guard.calling():
+                    easy.debug_function(InfoType.HEADER_IN, b"".join(lines).decode("latin-1"))
+            except Exception as exc:
+                raise caused(
+                    TransferError(Code.ABORTED_BY_CALLBACK, f"debug callback raised: {exc!r}"), exc
+                )
+        function = easy.header_function
         if function is not None:
             for line in lines:
                 self._deliver(function, line)

@@ -88,7 +88,7 @@ class Stream:
             return True
         if kind is StreamTrailers:
             assert isinstance(event, StreamTrailers)
-            response.on_trailers(event.lines)
+            response.on_trailers(event.lines, traced=True)
             return False
         assert isinstance(event, StreamReset)
         if event.retry:  # never processed by the server: libcurl goes again, 5 times at most

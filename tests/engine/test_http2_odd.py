@@ -112,14 +112,18 @@ def test_trailers_go_to_the_header_callback_after_the_body(
         peer.flush()
 
     server = h2_server({"/": route})
+    traced: list[str] = []
     easy = Easy(
         server.url("/"),
         ca_file=ca_file,
         write_function=lambda data: order.append("body") or None,
         header_function=lambda line: order.append(line.decode()) or None,
+        debug_function=lambda kind, text: traced.append(text) if kind == "header_in" else None,
     )
     drv.perform(easy, timeout=20)
     assert easy.result is Code.OK, easy.error
+    # the debug callback shows them too (CURLINFO_HEADER_IN), as libcurl shows HTTP/2's
+    assert traced[-1] == "x-checksum: abc123\r\nx-n: 2\r\n"
     assert order == [
         "HTTP/2 200 \r\n",
         "trailer: x-checksum\r\n",
