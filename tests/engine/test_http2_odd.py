@@ -729,3 +729,27 @@ def test_nginx_with_two_streams_refuses_the_rest_and_all_finish(
     assert sorted(line.uri for line in lines) == sorted(paths)
     assert len({line.connection for line in lines}) == 1
     assert {line.status for line in lines} == {200}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [(0x2, 2), (0x4, 2**31), (0x5, 100), (0x5, 2**24), (0x99, 5)],
+    ids=["enable-push-2", "window-2^31", "frame-size-100", "frame-size-2^24", "unknown"],
+)
+def test_settings_values_out_of_range(
+    h2_server: Callable[..., H2Server], drv: Any, ca_file: str, setting: int, value: int
+) -> None:
+    """A SETTINGS value out of its range (ENABLE_PUSH 2, INITIAL_WINDOW_SIZE 2^31,
+    MAX_FRAME_SIZE below 16384 or over 2^24-1) is a connection error, 16 for every stream
+    (libcurl 8.23: the same); a setting nobody knows is ignored."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        payload = setting.to_bytes(2, "big") + value.to_bytes(4, "big")
+        header = len(payload).to_bytes(3, "big") + bytes((0x4, 0)) + bytes(4)
+        peer.send_raw(header + payload)
+        peer.respond(request.stream_id, BODY)
+
+    server = h2_server({"/bad": route, "/ok": slow(BODY, 1.0)})
+    easies = fetch(drv, [server.url("/ok"), server.url("/bad")], ca_file)
+    want = Code.OK if setting == 0x99 else Code.HTTP2
+    assert [e.result for e in easies] == [want, want], [e.error for e in easies]
