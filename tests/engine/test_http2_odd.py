@@ -562,8 +562,8 @@ def test_server_closing_without_goaway_mid_stream(
     code: Code,
 ) -> None:
     """TCP closed under a running stream, no GOAWAY: libcurl 8.23 says PARTIAL_FILE (18)
-    once body bytes came, else HTTP2 (16), on a fresh connection (it was 92 here, as
-    libcurl 7.x said). Over TLS without close_notify libcurl's TLS layer reports the cut
+    once body bytes came, else HTTP2 (16), on a fresh connection (it was 92 here; curl
+    7.88 says 18 either way). Over TLS without close_notify libcurl's TLS layer reports the cut
     as 56 first; we read it as the close it is."""
 
     def route(peer: H2Peer, request: H2Request) -> None:
