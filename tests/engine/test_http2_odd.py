@@ -364,7 +364,8 @@ def test_window_update_overflow_on_a_stream_fails_it_and_does_not_hang(
 ) -> None:
     """A WINDOW_UPDATE past 2^31-1 on one stream: h2 resets that stream itself
     (FLOW_CONTROL_ERROR) and told us only by an event we ignored, so the transfer waited
-    forever (to its timeout). Now 92 at once, as libcurl; the other stream goes on."""
+    forever (to its timeout). Now 92 at once, as libcurl; the other stream goes on (a
+    stream error, RFC 9113 6.9.1; libcurl 8.23 closes the connection too: 16 for it)."""
 
     def route(peer: H2Peer, request: H2Request) -> None:
         frame = WindowUpdateFrame(request.stream_id, window_increment=2**31 - 1)
