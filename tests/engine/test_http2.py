@@ -17,6 +17,7 @@ from hyperframe.frame import (
     RstStreamFrame,
 )
 
+from hiperfifo.engine import http2 as http2_module
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http2 import (
     CONTROL_BURST,
@@ -134,6 +135,10 @@ def test_request_blocks_index_nothing_and_credentials_are_never_indexed() -> Non
     assert [dict(h)[b":path"] for h in received] == paths
     assert not pair.server.decoder.header_table.dynamic_entries
     assert pair.server.decoder.header_table.maxsize == 0  # our size update arrived
+    # Request heads are kept encoded (_PREPARED), never one with credentials.
+    assert not [key for key in http2_module._PREPARED if "s3cret" in repr(key)]
+    pair.client.open_stream("GET", "https", "/x", [*GET, ("X-Thing", "1")], None)
+    assert [key for key in http2_module._PREPARED if ("X-Thing", "1") in key]
 
 
 @pytest.mark.parametrize("body", [None, b"posted"])
