@@ -3,12 +3,12 @@
 The only module that imports h11. A response head is collected until its
 blank line, bounded on the way by libcurl's limits (http1_head.HeadBuffer),
 then parsed here: an ordinary head (HTTP/1.1, status 200-599, every line in
-h11's own grammar, RFC 9112 via h11._abnf) by a fast path of ours (bytes
-methods), anything else by h11, which stays the parser of record for what it
-accepts and decides its errors. Before h11 sees an odd head, libcurl's
-verdicts that h11's grammar cannot give are applied to it (_normalise): the
-HTTP version, a folded first header line, Content-Length lists, repeats and
-overflow, and the Transfer-Encoding list. h11 costs ~50 µs per cycle, more
+h11's own grammar, RFC 9112 via h11._abnf) by a fast path of ours (each
+distinct line checked once), anything else by h11, which stays the parser
+of record for what it accepts and decides its errors. Before h11 sees an odd
+head, libcurl's verdicts that h11's grammar cannot give are applied to it
+(_normalise): the HTTP version, a folded first header line, Content-Length
+lists, repeats and overflow, and the Transfer-Encoding list. h11 costs ~50 µs per cycle, more
 than everything else a small request needs (bench/README.md), which is why
 ordinary exchanges never build an h11 connection: the request is written
 from its parts after the same checks h11 makes, the head parsed by the fast
@@ -54,8 +54,15 @@ _TARGET = re.compile(_abnf.request_target.encode("ascii"))
 _FIELD_VALUE = re.compile(_abnf.field_value.encode("ascii"))
 
 
-# h11's tchar, lower case (header names are checked once lowered: lower() maps A-Z only).
-_TOKEN_LOWER = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+# One header line of h11's grammar (no CRLF), capturing the name and the value without
+# the whitespace around it, as h11 keeps it.
+_FIELD_LINE = re.compile(
+    f"({_abnf.field_name}):{_abnf.OWS}((?:{_abnf.field_content})?){_abnf.OWS}".encode("ascii")
+)
+_FIELDS: dict[bytes, tuple[tuple[bytes, bytes], bytes]] = {}  # lines checked, see _fields
+_FIELDS_KEPT = 1024
+_STATUS_LINES: dict[bytes, tuple[int, str]] = {}  # (status, reason) of status lines seen
+_FIELD_KEPT_LENGTH = 256  # longer lines (cookies, long URLs) are checked, not remembered
 _FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
 _NO_BODY_STATUS = (204, 304)
 _LINES: dict[tuple[str, str], bytes] = {}  # checked request header lines, by (name, value)
@@ -537,15 +544,24 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
     grammar, at most one Connection, Content-Length and Transfer-Encoding
     header, a length of plain digits (short enough not to overflow), a
     Transfer-Encoding of exactly `chunked`. "Closes" is h11's rule: a "close"
-    token in the Connection header. The header block is checked and split by
-    bytes methods (C loops): no regular expression over every byte.
+    token in the Connection header. The header block is split at its CRLFs and
+    each distinct line checked once (_fields): no regular expression over every
+    byte of every response.
     """
     if not head.endswith(b"\r\n\r\n", 0, end):
         return None
     first_end = head.find(b"\r\n", 0, end)
-    status_line = _FAST_STATUS_LINE.fullmatch(head, 0, first_end)
-    if status_line is None:
-        return None
+    status_line = bytes(head[:first_end])
+    known = _STATUS_LINES.get(status_line)
+    if known is None:
+        match = _FAST_STATUS_LINE.fullmatch(status_line)
+        if match is None:
+            return None
+        known = int(match[1]), (match[2] or b"").decode("latin-1")
+        if len(_STATUS_LINES) >= _FIELDS_KEPT:
+            _STATUS_LINES.clear()
+        _STATUS_LINES[status_line] = known
+    status, reason = known
     fields = _fields(bytes(head[first_end + 2 : end - 2]))
     if fields is None:
         return None
@@ -559,11 +575,11 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
         # length h11 refuses, reads as a list, or one that may overflow
         return None
     connection = lookup.get(b"connection")
-    closes = connection is not None and b"close" in [
-        token.strip() for token in connection.lower().split(b",")
-    ]
-    status = int(status_line[1])
-    reason = (status_line[2] or b"").decode("latin-1")
+    closes = (
+        connection is not None
+        and connection != b"keep-alive"
+        and b"close" in [token.strip() for token in connection.lower().split(b",")]
+    )
     response = ResponseHead(status, "1.1", reason, headers, lookup)
     # _framing(), inlined: this runs for every ordinary response
     if method == b"HEAD" or status in _NO_BODY_STATUS or (method == b"CONNECT" and status < 300):
@@ -578,37 +594,48 @@ def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
 def _fields(block: bytes) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]] | None:
     """The header lines of `block` (each with its CRLF) as (name, value) pairs and a
     lower-case name -> first value lookup, if every line is in h11's grammar and no
-    framing header repeats; else None. No other CR or LF, no NUL, VT or FF anywhere:
-    h11's field-value is field-vchar ([^\\x00\\s]) with inner spaces and tabs."""
+    framing header repeats; else None. Each distinct line is checked once, by h11's
+    grammar (_FIELD_LINE), and remembered (_FIELDS): a server repeats most of its lines
+    from one response to the next, and a line checked is a line known."""
     lines = block.split(b"\r\n")
     lines.pop()  # after the last CRLF: empty
     count = len(lines)
-    if (
-        count > MAX_HEADER_LINES  # too many: the fallback says so
-        or block.count(b"\r") != count
-        or block.count(b"\n") != count
-        or block.find(b"\x00") >= 0  # find, not `in`: bytes' `in` tries an int first
-        or block.find(b"\x0b") >= 0
-        or block.find(b"\x0c") >= 0
-    ):
-        return None
+    if count > MAX_HEADER_LINES:
+        return None  # too many: the fallback says so
     headers: list[tuple[bytes, bytes]] = []
     lookup: dict[bytes, bytes] = {}
+    known = _FIELDS
     for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not name:
-            return None
-        value = value.strip(b" \t")  # h11's OWS around the value
-        headers.append((name, value))
-        lookup.setdefault(name.lower(), value)  # the first one wins
-    if b"".join(lookup).translate(None, _TOKEN_LOWER):  # a name that is not a token
-        return None
+        field = known.get(line)
+        if field is None:
+            field = _field(line)
+            if field is None:
+                return None
+        pair, lname = field
+        headers.append(pair)
+        if lname not in lookup:  # the first one wins
+            lookup[lname] = pair[1]
     if len(lookup) != count:  # a name repeats: h11 judges repeated framing headers
         names = [name.lower() for name, _value in headers]
         for repeated in (b"content-length", b"connection", b"transfer-encoding"):
             if names.count(repeated) > 1:
                 return None
     return headers, lookup
+
+
+def _field(line: bytes) -> tuple[tuple[bytes, bytes], bytes] | None:
+    """((name, value), lower-case name) of a header line in h11's grammar (value without
+    the whitespace around it, as h11 keeps it), remembered; else None."""
+    match = _FIELD_LINE.fullmatch(line)
+    if match is None:
+        return None
+    name: bytes = match[1]
+    field = ((name, match[2]), name.lower())
+    if len(line) <= _FIELD_KEPT_LENGTH:
+        if len(_FIELDS) >= _FIELDS_KEPT:
+            _FIELDS.clear()
+        _FIELDS[line] = field
+    return field
 
 
 def _head_of(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
