@@ -104,28 +104,44 @@ class ResponseHead(NamedTuple):
         return None
 
 
-class Head(NamedTuple):
+# The events are plain classes, not NamedTuples: compiled with mypyc they are native
+# (made without a Python-level __new__), one or two per response.
+
+
+class Head:
     """Event: the final response head."""
 
-    head: ResponseHead
+    __slots__ = ("head",)
+
+    def __init__(self, head: ResponseHead) -> None:
+        self.head = head
 
 
-class Info(NamedTuple):
+class Info:
     """Event: an informational (1xx) response head; the final one is still to come."""
 
-    head: ResponseHead
+    __slots__ = ("head",)
+
+    def __init__(self, head: ResponseHead) -> None:
+        self.head = head
 
 
-class Data(NamedTuple):
+class Data:
     """Event: body bytes, as they came (still encoded)."""
 
-    data: bytes
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
-class Trailers(NamedTuple):
+class Trailers:
     """Event: the trailer lines of a chunked body, each with its CRLF, just before End."""
 
-    lines: list[bytes]
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
 
 
 class End(NamedTuple):

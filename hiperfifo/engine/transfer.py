@@ -101,7 +101,7 @@ class Transfer:
         self._fresh_only = False  # the request is sent again: not on a pooled connection
         self._speed: SpeedCheck | None = None
         self._first_origin: tuple[str, str, int] = ("", "", 0)
-        self._side = StreamSide()  # our HTTP/2 stream, while one runs, and its retries
+        self._side: StreamSide | None = None  # HTTP/2: our stream and its retries, once one runs
         self.link: Shared | None = None  # a shared connection we touched, for the runner
         self.progressed = False  # left CONNECT with room left for the next one waiting
         self.left_queue = False  # resumed from PENDING (the runner): not queued again
@@ -256,7 +256,8 @@ class Transfer:
         trace = self._tracer() if easy.debug_function is not None else None
         if isinstance(link, Shared):  # HTTP/2: a stream; the connection owns the socket
             request = (self.method, target.scheme, target.target, *parts[1:])
-            self._side.start(link, self, response, request, trace)
+            side = self._side = self._side or StreamSide()
+            side.start(link, self, response, request, trace)
             self.link, self.progressed = link, link.free_slots > 0
             state = TransferState.STREAMING
         else:
@@ -269,7 +270,7 @@ class Transfer:
     def on_stream(self, event: Event) -> None:
         """What the shared connection received for our stream (never raises)."""
         try:
-            outcome = self._side.settle(event)
+            outcome = self._side.settle(event) if self._side is not None else None
             if outcome is Outcome.ENDED:
                 assert self._response is not None
                 self._on_end(self._response)
@@ -343,7 +344,8 @@ class Transfer:
 
     def _release_all(self, keep: bool) -> None:
         self.svc.deadlines.clear_owner(self, ALL_DUE)
-        self.link = self._side.cancel() or self.link  # one ended early: reset it alone
+        side = self._side  # a stream that ended early: reset it alone
+        self.link = (side.cancel() if side is not None else None) or self.link
         if self._opening is not None:  # attempts, a connection not ready, or an unused slot
             self._opening.close()
             self._opening = None
