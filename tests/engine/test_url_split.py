@@ -44,3 +44,17 @@ def test_parse_reads_urls_as_urlsplit_does(scheme: str, rest: str) -> None:
 def test_parse_agrees_on_any_text(url: str) -> None:
     parse.cache_clear()
     assert _outcome(parse, url) == _outcome(parse_by_urlsplit, url)
+
+
+def test_parse_fills_each_field_of_target() -> None:
+    """Target is made field by field in order (tuple.__new__): each lands in its name."""
+    parse.cache_clear()
+    assert parse("HTTP://u:p@Example.org:81/a/./b?q=1#f")._asdict() == {
+        "url": "http://u:p@Example.org:81/a/b?q=1#f",
+        "scheme": "http",
+        "host": "example.org",
+        "port": 81,
+        "target": "/a/b?q=1",
+        "host_header": "example.org:81",
+        "authorization": "Basic dTpw",
+    }
