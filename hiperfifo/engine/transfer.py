@@ -303,9 +303,8 @@ class Transfer:
         return self.state is not TransferState.DONE
 
     def _retry(self) -> bool:
-        """The request died on a pooled connection before any response byte: send it again,
-        on a fresh connection (which cannot be stale: so once per request, each redirect hop
-        being a request of its own, as libcurl's Curl_retry_request)."""
+        """Died on a pooled connection before any response byte: send it again on a fresh one
+        (never stale: so once per request, each redirect hop its own; Curl_retry_request)."""
         self._let_go(keep=False)
         self._fresh_only = True
         self._set_state(TransferState.CONNECT)
@@ -344,8 +343,7 @@ class Transfer:
 
     def _release_all(self, keep: bool) -> None:
         self.svc.deadlines.clear_owner(self, ALL_DUE)
-        side = self._side  # a stream that ended early: reset it alone
-        self.link = (side.cancel() if side is not None else None) or self.link
+        self.link = (self._side and self._side.cancel()) or self.link  # ended early: reset it
         if self._opening is not None:  # attempts, a connection not ready, or an unused slot
             self._opening.close()
             self._opening = None
