@@ -94,13 +94,12 @@ class Lease:
             pool.release(conn.origin)
         return None
 
-    def take_released(self, origin: Origin) -> Connection | None:
-        """The connection to `origin` given back within this very API call, out of the cache
-        (for a queued transfer of its origin: the server cannot have said more since)."""
+    def released(self, origin: Origin) -> bool:
+        """Is a connection to `origin` given back within this very API call in the cache (the
+        newest: pool.take_idle's; for a queued transfer of its origin, handed over without a
+        liveness check: the server cannot have said more since)?"""
         conn = self.pool.newest_idle(origin)
-        if conn is None or conn.released_in != self.call:
-            return None
-        return self.pool.take_idle(origin)
+        return conn is not None and conn.released_in == self.call
 
     def open_slot(self, origin: Origin, chosen: bool = False) -> bool:
         """Count a new connection to `origin` if the limits allow, evicting idle ones if that
@@ -155,9 +154,11 @@ class Lease:
         transfers to `origin` queued before it: it goes behind them, and if it had a way
         on, owed_release says the oldest of them should take it)."""
         if not left_queue and self.queued(origin):
-            self.owed_release = self.serves_directly(origin) or (
-                self.could_serve(origin, h2) and self.may_evict(origin)
-            )
+            pool = self.pool
+            if pool.idle or self._shared or pool.has_room(origin):  # else: no way on anyway
+                self.owed_release = self.serves_directly(origin) or (
+                    self.could_serve(origin, h2) and self.may_evict(origin)
+                )
             return False, None
         if not fresh_only:
             shared = self.take_stream(origin) if h2 else None

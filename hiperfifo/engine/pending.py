@@ -41,25 +41,17 @@ FAIRNESS = 32  # passes by later arrivals before the oldest goes first (see abov
 
 
 class PendingQueue:
-    """Transfers in PENDING, oldest first, also by origin; removal is lazy."""
+    """Transfers in PENDING, oldest first (removal from that order is lazy), and by origin."""
 
-    __slots__ = (
-        "_busy",
-        "_by_origin",
-        "_counts",
-        "_direct",
-        "_left",
-        "_next",
-        "_order",
-        "_queued",
-    )
+    __slots__ = ("_busy", "_by_origin", "_direct", "_left", "_next", "_order", "_queued")
 
     def __init__(self, busy: Callable[[Origin], int], direct: Callable[[Origin], bool]) -> None:
         self._busy = busy  # an origin's connections that will free up (connecting or busy)
         self._direct = direct  # could one to the origin go on now without closing another?
-        self._counts: dict[Origin, int] = {}  # queued transfers per origin
-        self._order: deque[Transfer] = deque()  # arrival order; entries that left are skipped
-        self._by_origin: dict[Origin, deque[Transfer]] = {}  # the same, per origin
+        # (arrival number, transfer) in arrival order; entries that left are skipped (one
+        # queued again has a new number: its old entry is stale too)
+        self._order: deque[tuple[int, Transfer]] = deque()
+        self._by_origin: dict[Origin, deque[Transfer]] = {}  # queued ones, exactly, per origin
         self._queued: dict[Transfer, int] = {}  # queued -> its arrival number
         self._next = 0  # the next arrival number
         self._left = 0  # how many arrivals have left (resumed or removed)
@@ -71,39 +63,47 @@ class PendingQueue:
         return transfer in self._queued
 
     def add(self, transfer: Transfer) -> None:
-        if transfer in self._queued:
+        queued = self._queued
+        if transfer in queued:
             return
-        self._queued[transfer] = self._next
-        self._next += 1
-        self._order.append(transfer)
+        number = self._next
+        queued[transfer] = number
+        self._next = number + 1
+        self._order.append((number, transfer))
         mine = self._by_origin.get(transfer.origin)
         if mine is None:
-            mine = self._by_origin[transfer.origin] = deque()
-        mine.append(transfer)
-        self._counts[transfer.origin] = self._counts.get(transfer.origin, 0) + 1
+            self._by_origin[transfer.origin] = deque((transfer,))
+        else:
+            mine.append(transfer)
 
     def discard(self, transfer: Transfer) -> None:
         if self._queued.pop(transfer, None) is not None:
-            self._gone(transfer)
+            self._left += 1
+            mine = self._by_origin[transfer.origin]
+            mine.remove(transfer)  # (rare: remove_handle of a queued transfer)
+            if not mine:
+                del self._by_origin[transfer.origin]
 
-    def take_ready(self, freed: Origin | None = None) -> Transfer | None:
+    def take_ready(self, freed: Origin | None = None, handed: bool = False) -> Transfer | None:
         """The transfer to resume now, out of the queue: the oldest for `freed` (the origin
-        of a connection just given back) unless the fairness bound says the oldest of all
-        goes first; else the one `_move` picks; None when none can go."""
+        of a connection just given back; `handed`: that connection is at hand for it, no
+        need to ask) unless the fairness bound says the oldest of all goes first; else the
+        one `_move` picks; None when none can go."""
         order = self._order
         queued = self._queued
-        while order and order[0] not in queued:
+        while order and queued.get(order[0][1]) != order[0][0]:
             order.popleft()
         if not order:
             return None
-        oldest = order[0]
-        if self._owed(oldest):
+        number, oldest = order[0]
+        if self._left - number >= FAIRNESS and not self._busy(oldest.origin):
+            # owed: passed FAIRNESS times with no connection of its own origin to wait for
             if oldest.can_leave_pending():
                 return self._take(oldest)
         elif freed is not None:
-            mine = self._oldest_for(freed)
-            if mine is not None and mine.can_leave_pending():
-                return self._take(mine)
+            mine = self._by_origin.get(freed)
+            if mine and (handed or mine[0].can_leave_pending()):
+                return self._take(mine[0])
         return self._move()
 
     def _move(self) -> Transfer | None:
@@ -113,66 +113,49 @@ class PendingQueue:
         idle, or room under the limits); else, an idle connection of another origin to be
         evicted, the one whose origin has the most transfers queued per connection that will
         free up for it (none: first), so that the origins run dry together and a slot moves
-        as few times as it can; never one whose origin's busy connections will serve as soon
-        (no more queued than busy). Ties: the oldest."""
+        as few times as it can; never one whose origin's busy connections serve its queue
+        about as soon (_pays). Ties: the oldest."""
         queued = self._queued
-        counts = self._counts
+        by_origin = self._by_origin
         best: Transfer | None = None
         best_share = 0.0
         seen: set[Origin] = set()
-        for transfer in itertools.islice(self._order, PENDING_SCAN):
+        for number, transfer in itertools.islice(self._order, PENDING_SCAN):
             origin = transfer.origin
-            if transfer not in queued or origin in seen:
+            if queued.get(transfer) != number or origin in seen:
                 continue
             seen.add(origin)  # only an origin's oldest may leave (its order never changes)
             if not transfer.can_leave_pending():
                 continue
             if self._direct(origin):
                 return self._take(transfer)
-            waiting = counts[origin]
+            waiting = len(by_origin[origin])
             busy = self._busy(origin)
             if not _pays(waiting, busy):
-                continue  # its own connections serve its queue about as soon
+                continue
             share = waiting / busy if busy else float("inf")
             if share > best_share:
                 best, best_share = transfer, share
         return None if best is None else self._take(best)
 
     def has_queued(self, origin: Origin) -> bool:
-        return origin in self._counts
+        return origin in self._by_origin
 
     def pays(self, origin: Origin) -> bool:
         """Does closing an idle connection of another origin pay, to open one for a transfer
         to `origin` that is not queued (it would be the last of its origin's queue)?"""
-        return _pays(self._counts.get(origin, 0) + 1, self._busy(origin))
-
-    def _owed(self, oldest: Transfer) -> bool:
-        """Has the oldest queued transfer been passed FAIRNESS times with no connection of
-        its own origin to wait for?"""
-        passed = self._left - self._queued[oldest]
-        return passed >= FAIRNESS and not self._busy(oldest.origin)
-
-    def _oldest_for(self, origin: Origin) -> Transfer | None:
-        mine = self._by_origin.get(origin)
-        while mine and mine[0] not in self._queued:
-            mine.popleft()
-        if not mine:
-            self._by_origin.pop(origin, None)
-            return None
-        return mine[0]
+        return _pays(len(self._by_origin.get(origin, ())) + 1, self._busy(origin))
 
     def _take(self, transfer: Transfer) -> Transfer:
+        """`transfer` (the oldest of its origin) out of the queue."""
         del self._queued[transfer]
-        self._gone(transfer)
-        return transfer
-
-    def _gone(self, transfer: Transfer) -> None:
         self._left += 1
-        left = self._counts[transfer.origin] - 1
-        if left:
-            self._counts[transfer.origin] = left
-        else:
-            del self._counts[transfer.origin]
+        origin = transfer.origin
+        mine = self._by_origin[origin]
+        mine.popleft()
+        if not mine:
+            del self._by_origin[origin]
+        return transfer
 
 
 def _pays(waiting: int, busy: int) -> bool:

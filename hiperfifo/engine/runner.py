@@ -31,6 +31,9 @@ from hiperfifo.engine.resolver import Resolver
 from hiperfifo.engine.shared import Shared
 from hiperfifo.engine.transfer import Transfer, TransferState, resume_on
 
+_DONE = TransferState.DONE
+_PENDING = TransferState.PENDING
+
 
 class Runner:
     """Transfers by Easy, the pending queue, and what finished but was not read yet."""
@@ -130,12 +133,19 @@ class Runner:
                 self._settle(transfer)
 
     def run_expired(self) -> None:
-        self._run_resumed()
+        if self._resumed:
+            self._run_resumed()
+        transfers = self.transfers
         for owner, due in self._deadlines.pop_expired(self._clock()):
-            if isinstance(owner, Transfer) and not owner.done and self._is_mine(owner):
+            if (
+                isinstance(owner, Transfer)
+                and owner.state is not _DONE
+                and transfers.get(owner.easy) is owner  # (_is_mine, inlined)
+            ):
                 owner.on_deadline(due)
                 self._settle(owner)
-        self._run_resumed()
+        if self._resumed:
+            self._run_resumed()
 
     def _is_mine(self, transfer: Transfer) -> bool:
         return self.transfers.get(transfer.easy) is transfer
@@ -145,7 +155,7 @@ class Runner:
         resumed = self._resumed
         while resumed:
             transfer = resumed.popleft()
-            if not transfer.done and self._is_mine(transfer):
+            if transfer.state is not _DONE and self._is_mine(transfer):
                 self._chained = True
                 try:
                     transfer.run()
@@ -155,23 +165,30 @@ class Runner:
 
     def _settle(self, transfer: Transfer) -> None:
         """After a transfer acted: queue it if it waits for a slot, sync its fds, collect it."""
-        if transfer.state is TransferState.PENDING:
+        if transfer.state is _PENDING:
             self.pending.add(transfer)
             lease = self._lease
             if lease.owed_release:  # it went behind its origin's queue: the oldest goes on
                 lease.owed_release = False
                 self._release_pending(in_action=True, freed=transfer.origin)
-        link, transfer.link = transfer.link, None
+        link = transfer.link
         if link is not None:  # first, so that a socket it opened changes hands quietly
+            transfer.link = None
             self.settle_shared(link)
-        self._pollset.sync(transfer, transfer.easy, transfer.wanted())
-        progressed, transfer.progressed = transfer.progressed, False
-        if transfer.done:
+        if transfer.state is _DONE:
+            if transfer in self.pending:  # ended while queued (its total timeout)
+                self.pending.discard(transfer)
+            self._pollset.drop_owner(transfer)  # (it wants nothing any more)
+            transfer.progressed = False
             self.alive -= 1
             self.messages[transfer.easy] = None
             self._release_pending(in_action=True, freed=transfer.origin)
-        elif progressed and not self._resumed:  # (those already let go come first)
-            self._release_pending(in_action=True)
+            return
+        self._pollset.sync(transfer, transfer.easy, transfer.wanted())
+        if transfer.progressed:
+            transfer.progressed = False
+            if not self._resumed:  # (those already let go come first)
+                self._release_pending(in_action=True)
 
     def settle_shared(self, shared: Shared) -> None:
         """A shared connection acted: its fd changes hands now if a transfer opened it; what
@@ -191,7 +208,8 @@ class Runner:
         """The end of an API call: what the shared connections queued goes out; the
         transfers held for the next call (see _release_pending) are due then, the timer
         set at once so that the next call comes."""
-        self.flush_unsent()
+        if self._unsent:
+            self.flush_unsent()
         later = self._later
         if later:
             self._resumed.extend(later)
@@ -240,10 +258,17 @@ class Runner:
         origin's transfers on one connection through a single call while other sockets
         wait. From remove_handle, at the next socket_action, through a RUN deadline at now.
         """
-        transfer = self.pending.take_ready(freed)
+        pending = self.pending
+        if not pending:
+            return
+        lease = self._lease
+        handed = freed is not None and pending.has_queued(freed) and lease.released(freed)
+        transfer = pending.take_ready(freed, handed)
         if transfer is None:
             return
-        conn = self._lease.take_released(freed) if freed == transfer.origin else None
+        conn = (
+            lease.pool.take_idle(transfer.origin) if handed and freed == transfer.origin else None
+        )
         if conn is not None:
             resume_on(transfer, conn)
         else:

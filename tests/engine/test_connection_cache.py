@@ -224,3 +224,38 @@ def test_reuse_before_churn_keeps_the_fairness_bound(
     position = sent.index("GET /?i=2 HTTP/1.1") - 2  # A URLs sent after B was queued
     assert FAIRNESS - 2 <= position <= FAIRNESS + 2, sent[: position + 3]
     assert b.accepted == 1
+
+
+def test_a_queued_transfer_that_times_out_leaves_the_queue(
+    make_driver: Callable[..., Any], serve: Callable[[Server], Server]
+) -> None:
+    """One connection slot, busy; B (timeout_ms) and C queued behind it: B's total timeout
+    expires while it waits, it ends with 28 and leaves the queue, and the connection, once
+    free, is handed to C (not to B, which would keep it forever: a slot lost)."""
+    release = threading.Event()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + HELLO
+
+    def held_at_first(peer: Peer) -> None:
+        while (request := peer.read_request()) is not None:
+            if request.target == "/a":
+                release.wait(10)  # until B has timed out
+            if not peer.send(answer):
+                return
+
+    server = serve(Server(held_at_first))
+    driver = make_driver(max_total_connections=1)
+    a = Easy(server.url("/a"), write_function=len)
+    b = Easy(server.url("/b"), write_function=len, timeout_ms=200)
+    c = Easy(server.url("/c"), write_function=len)
+    for easy in (a, b, c):
+        driver.multi.add_handle(easy)
+    deadline = time.monotonic() + 10
+    while not any(m.easy is b for m in driver.messages) and time.monotonic() < deadline:
+        driver.step(0.1)
+    assert b.result == Code.OPERATION_TIMEDOUT
+    assert "pending=1" in repr(driver.multi)  # C only
+    release.set()
+    driver.run(timeout=20)
+    assert (a.result, c.result) == (Code.OK, Code.OK)
+    assert [r.target for r in server.requests] == ["/a", "/c"]
+    assert server.accepted == 1
