@@ -40,6 +40,7 @@ from typing import Any
 
 Result = dict[str, Any]
 CONTENDERS = ("engine-h2", "engine-h1", "pycurl-h2", "aiohttp", "httpx-h2")
+COMPILED = " compiled"  # --compiled: an engine contender on the mypyc venv's interpreter
 NGINX_CONFIG = """\
 daemon off;
 master_process off;
@@ -406,14 +407,24 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
-def measure(name: str, server: Nginx, count: int, inflight: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.h2", "--child", name, server.url(), str(count)]
+def measure(
+    name: str, server: Nginx, count: int, inflight: int, compiled: str = ""
+) -> dict[str, Any]:
+    """One contender in its own process; `name` ending in COMPILED runs the engine
+    contender of that name on the `compiled` interpreter (make compiled's venv)."""
+    python, env = sys.executable, dict(os.environ)
+    kind = name
+    if name.endswith(COMPILED):
+        kind, python = name.removesuffix(COMPILED), compiled
+        env["PYTHONSAFEPATH"] = "1"  # the compiled modules, not the tree's hiperfifo/ from cwd
+    cmd = [python, "-m", "bench.h2", "--child", kind, server.url(), str(count)]
     cmd += [str(inflight), server.ca_file]
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parent.parent,
+        env=env,
         text=True,
     )
     assert proc.stdin is not None
@@ -492,19 +503,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--compiled",
+        default="",
+        metavar="PYTHON",
+        help="also run engine-h2 and engine-h1 on this interpreter (make compiled: "
+        ".venv-mypyc/bin/python), as 'engine-h2 compiled' and 'engine-h1 compiled'",
+    )
     parser.add_argument("--child", nargs=5, metavar=("NAME", "URL", "COUNT", "INFLIGHT", "CA"))
     args = parser.parse_args(argv)
     if args.child:
         name, url, count, inflight, ca = args.child
         return child(name, url, int(count), int(inflight), ca)
     names = [n for n in args.only.split(",") if n]
+    if args.compiled:
+        if not Path(args.compiled).exists():
+            parser.error(f"{args.compiled} is missing: run `make compiled` first")
+        names += [n + COMPILED for n in ("engine-h2", "engine-h1") if n in names]
     server = Nginx()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
         for run in range(args.runs):
             for name in names:
                 count = args.httpx_count if name == "httpx-h2" else args.count
-                sample = measure(name, server, count, args.inflight)
+                sample = measure(name, server, count, args.inflight, args.compiled)
                 rows[name].append(sample)
                 wall = sample.get("wall", 0.0)
                 print(
