@@ -224,6 +224,14 @@ _RECV_HEADERS = h2.connection.ConnectionInputs.RECV_HEADERS
 _decode_headers: Callable[[Any, bytes], Any] = vars(h2.connection)["_decode_headers"]
 _FRAME_HEADER = struct.Struct(">HBBBL")  # hyperframe's: length (24 bits), type, flags, id
 _PADDED_OR_PRIORITY = 0x08 | 0x20  # DATA's and HEADERS' PADDED, HEADERS' PRIORITY
+# The connection state in which h2's machine takes SEND_HEADERS, RECV_HEADERS and RECV_DATA
+# as no change and no event (CLIENT_OPEN -> CLIENT_OPEN, nothing called): skipped there.
+_QUIET_IN: Any = h2.connection.ConnectionState.CLIENT_OPEN
+if any(
+    _DrainingStateMachine._transitions.get((_QUIET_IN, kind)) != (None, _QUIET_IN)
+    for kind in (_SEND_HEADERS, _RECV_HEADERS, _RECV_DATA)
+):
+    _QUIET_IN = None  # another h2: always ask its machine
 # Stream states in which a DATA or HEADERS frame is a plain next step (RFC 9113 5.1).
 _RECEIVING = {
     state: state in (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
@@ -387,13 +395,15 @@ class _Connection(h2.connection.H2Connection):
                 if kind == 0x0:
                     if not length and not flags & 0x1:
                         self.control += 1  # an empty DATA frame: a flood, as nghttp2 counts
-                    events += self.state_machine.process_input(_RECV_DATA)
+                    if self.state_machine.state is not _QUIET_IN:
+                        events += self.state_machine.process_input(_RECV_DATA)
                     windows.window_consumed(length)
                     body = data[at + 9 : end]
                     frames, more = stream.receive_data(body, bool(flags & 0x1), length)
                 else:
                     headers = _decode_headers(self.decoder, data[at + 9 : end])
-                    events += self.state_machine.process_input(_RECV_HEADERS)
+                    if self.state_machine.state is not _QUIET_IN:
+                        events += self.state_machine.process_input(_RECV_HEADERS)
                     frames, more = stream.receive_headers(
                         headers, bool(flags & 0x1), self.config.header_encoding
                     )
@@ -414,7 +424,8 @@ class _Connection(h2.connection.H2Connection):
         remote_max = self.remote_settings.max_concurrent_streams
         if self.open_outbound_streams + 1 > remote_max:
             raise h2.exceptions.TooManyStreamsError(f"Max outbound streams is {remote_max}")
-        self.state_machine.process_input(_SEND_HEADERS)
+        if self.state_machine.state is not _QUIET_IN:
+            self.state_machine.process_input(_SEND_HEADERS)
         stream = self._begin_new_stream(stream_id, _ODD)
         machine = stream.state_machine
         machine.process_input(_STREAM_SEND_HEADERS)
