@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from hiperfifo.jobs import Jobs, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
-from hiperfifo.logs import emit
+from hiperfifo.logs import transfer_added
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
 from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
@@ -121,12 +121,10 @@ class Intake:
         now = self._clock()
         queue, log = self._jobs.queue, self._log
         for transfer_id, item in enumerate(urls, first):
-            if item.entry is None:
-                emit(log, "info", "transfer.added", {"id": transfer_id, "url": redact(item.url)})
-            else:
-                added = {"id": transfer_id, "url": redact(item.url), "entry": item.entry}
-                emit(log, "info", "transfer.added", added)
-            queue.append((transfer_id, item.url, now, source, item.entry))
+            url, entry = item.url, item.entry
+            shown = redact(url)
+            transfer_added(log, transfer_id, shown, entry)
+            queue.append((transfer_id, url, now, source, entry, shown))
         return True
 
     def _reject(self, reason: str, token: str, entry: str | None = None) -> None:
@@ -174,8 +172,9 @@ class Intake:
         """Queue what the journal holds unfinished from an earlier run, oldest first."""
         now = self._clock()
         for transfer_id, url in self._journal.unfinished():
-            self._log.info("transfer.resumed", id=transfer_id, url=redact(url))
-            self._jobs.queue.append((transfer_id, url, now, source, None))
+            shown = redact(url)
+            self._log.info("transfer.resumed", id=transfer_id, url=shown)
+            self._jobs.queue.append((transfer_id, url, now, source, None, shown))
         self._jobs.feed()
 
     # -- input refused while the journal cannot be written, paused over a backlog --

@@ -17,8 +17,9 @@ import random
 import resource
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -32,7 +33,7 @@ from hiperfifo.redact import redact
 from hiperfifo.retry import Alarm, RetryAfter, RetryWaits
 from hiperfifo.sources.base import Source
 
-PROGRESS_EVERY = 1.0  # seconds between transfer.progress lines of one transfer
+PROGRESS_EVERY = 1.0  # seconds between looks at the running transfers' bytes (progress)
 REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
 # Accepted URLs wait as plain Pending tuples, ~200 bytes each, and are handed to the
 # engine only while it holds fewer than this many transfers per allowed connection:
@@ -55,64 +56,43 @@ class Phase(Enum):
     ABORTING = "aborting"  # second SIGINT, --shutdown-timeout: nothing more starts
 
 
-# An accepted URL not yet handed to the engine: (id, url, accepted, source, entry), where
-# accepted is clock() when it was accepted and entry the source's name for it (a Redis
-# entry id) or None. A plain tuple: 100,000 of them may wait, and a NamedTuple costs
-# a Python-level __new__ per URL.
-Pending = tuple[int, str, float, Source, str | None]
+# An accepted URL not yet handed to the engine: (id, url, accepted, source, entry, shown),
+# where accepted is clock() when it was accepted, entry the source's name for it (a Redis
+# entry id) or None, and shown the URL as its lines show it (redacted). A plain tuple:
+# 100,000 of them may wait, and a NamedTuple costs a Python-level __new__ per URL.
+Pending = tuple[int, str, float, Source, str | None, str]
 
 
 @dataclass(eq=False, slots=True)
 class Job:
     """One accepted URL, from transfer.added to transfer.done, over all its attempts.
 
-    Its lines carry id, url (redacted) and entry as their first keys; the logger is
-    shared, not bound per job (a bound logger per URL cost more than the Job).
+    Its lines carry id, url (redacted) and entry as their first keys (`shown`); the
+    logger is shared, not bound per job (a bound logger per URL cost more than the Job).
     """
 
     id: int
     url: str
+    shown_url: str  # the URL as its lines show it (redacted)
     sink: Sink
-    log: FilteringBoundLogger
-    clock: Callable[[], float]
     source: Source
     entry: str | None
     started: float  # when the URL was accepted
     first_try: float  # when attempt 1 began
-    last_progress: float = 0.0  # 0: no body byte yet (the clock starts at the first one)
     easy: Easy | None = None  # the current (or, while waiting for a retry, the last) attempt
     attempt: int = 1
     result: Code | None = None  # the last attempt's result, while waiting for a retry
     retry_after: RetryAfter | None = None  # the header_function catching Retry-After
-    shown: dict[str, Any] = field(init=False, repr=False)  # id, url, entry: first in lines
+    seen: int = 0  # the progress look that last logged (or first saw) body bytes; 0: none
+    seen_bytes: int = 0  # the body bytes then
 
-    def __post_init__(self) -> None:
-        self.shown = {"id": self.id, "url": redact(self.url)}
+    @property
+    def shown(self) -> dict[str, Any]:
+        """id, url (redacted) and entry (when set): the first keys of its lines."""
+        shown: dict[str, Any] = {"id": self.id, "url": self.shown_url}
         if self.entry is not None:
-            self.shown["entry"] = self.entry
-
-    def progress(self, dltotal: int, dlnow: int, ultotal: int, ulnow: int) -> bool:
-        """The engine's progress callback: one transfer.progress line a second at most.
-
-        The first line comes a second after the first body byte, so a short
-        transfer logs none (and time spent queued does not count).
-        """
-        now = self.clock()
-        if not self.last_progress:
-            self.last_progress = now
-        elif now - self.last_progress >= PROGRESS_EVERY:
-            self.last_progress = now
-            self.log.info("transfer.progress", **self.shown, bytes=dlnow, total=dltotal or None)
-        return False
-
-    def debug(self, kind: InfoType, text: str) -> None:
-        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
-        state changes as text, request and response heads as lines, credentials hidden."""
-        if kind is InfoType.STATE:
-            self.log.debug("transfer.debug", **self.shown, kind=str(kind), text=text)
-        else:
-            head = logs.redact_head(text)
-            self.log.debug("transfer.debug", **self.shown, kind=str(kind), head=head)
+            shown["entry"] = self.entry
+        return shown
 
 
 class Jobs:
@@ -150,8 +130,11 @@ class Jobs:
         self._easy_options = easy_options(
             config, dict(config.proxy_environ), network_policy(config)
         )
-        # transfer.progress is an info line: below that level nobody needs the callback
-        self._progress = config.log_level in ("debug", "info")
+        # transfer.progress is an info line: below that level nobody looks at the bytes
+        progress = config.log_level in ("debug", "info")
+        self._progress = alarm(self._look_at_progress) if progress else None
+        self._progress_set = False  # the alarm is set (it is, while jobs run)
+        self._looks = 0  # progress looks so far
         self._debug = config.log_level == "debug"
 
     def __repr__(self) -> str:
@@ -182,26 +165,64 @@ class Jobs:
             self._start(self.queue.popleft())
 
     def _start(self, pending: Pending) -> None:
-        transfer_id, url, accepted, source, entry = pending
+        transfer_id, url, accepted, source, entry, shown = pending
         sink = self._output.sink(transfer_id, url)
-        log, clock = self._log, self._clock
-        job = Job(transfer_id, url, sink, log, clock, source, entry, accepted, clock())
+        job = Job(transfer_id, url, shown, sink, source, entry, accepted, self._clock())
         self.running[transfer_id] = job
         self._attempt(job)
 
     def _attempt(self, job: Job) -> None:
         """Hand one attempt of `job` to the engine: a new Easy each time."""
         job.retry_after = RetryAfter() if self._retry.retries else None
+        job.seen = job.seen_bytes = 0
         job.easy = Easy(
             job.url,
             write_function=job.sink.write,
             header_function=job.retry_after,
-            progress_function=job.progress if self._progress else None,
-            debug_function=job.debug if self._debug else None,
+            debug_function=partial(self._debug_line, job) if self._debug else None,
             private=job,
             **self._easy_options,
         )
         self._multi.add_handle(job.easy)
+        if self._progress is not None and not self._progress_set:
+            self._progress_set = True
+            self._progress.set(PROGRESS_EVERY)
+
+    # -- what runs: progress lines, debug lines --
+
+    def _look_at_progress(self) -> None:
+        """Once a second while jobs run: transfer.progress for each transfer whose body grew
+        since its last line, or since its first body bytes were seen a look ago.
+
+        So a line a second at most, the first one to two seconds after the first body
+        byte: a short transfer logs none (time spent queued does not count), and a
+        transfer costs nothing per body block (the engine's progress callback did).
+        """
+        self._looks += 1
+        look, log = self._looks, self._log
+        for job in self.running.values():
+            easy = job.easy
+            if easy is None or job.result is not None:  # waiting for a retry
+                continue
+            got = easy.size_download
+            if got == job.seen_bytes:  # no body byte yet, or none since the last look
+                continue
+            if job.seen:
+                total = max(easy.content_length, 0) or None  # -1: not known
+                log.info("transfer.progress", **job.shown, bytes=got, total=total)
+            job.seen, job.seen_bytes = look, got
+        self._progress_set = bool(self.running)
+        if self._progress is not None and self._progress_set:
+            self._progress.set(PROGRESS_EVERY)
+
+    def _debug_line(self, job: Job, kind: InfoType, text: str) -> None:
+        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
+        state changes as text, request and response heads as lines, credentials hidden."""
+        if kind is InfoType.STATE:
+            self._log.debug("transfer.debug", **job.shown, kind=str(kind), text=text)
+        else:
+            head = logs.redact_head(text)
+            self._log.debug("transfer.debug", **job.shown, kind=str(kind), head=head)
 
     # -- completion --
 
@@ -225,8 +246,12 @@ class Jobs:
         elif result == Code.WRITE_ERROR and job.sink.error:
             error = job.sink.error
         measured = self._clock() - job.started
+        effective = easy.effective_url or job.url
         fields: dict[str, Any] = {
-            "effective_url": redact(easy.effective_url or job.url),
+            "id": job.id,
+            "url": job.url,
+            "entry": job.entry,
+            "effective_url": job.shown_url if effective == job.url else redact(effective),
             "result": int(result),
             "result_name": _NAMES[result],
             "error": error if error is not None else (easy.error or ""),
@@ -245,10 +270,10 @@ class Jobs:
         if result != Code.OK:
             self.failed += 1
         level = "info" if result == Code.OK else "warning"
-        logs.emit(job.log, level, "transfer.done", {**job.shown, **fields})
+        logs.transfer_done(self._log, level, job.shown_url, fields)
         if self._durable and job.source.journaled:
             self._journal.finish(job.id)
-        job.source.done({"id": job.id, "url": job.url, "entry": job.entry, **fields})
+        job.source.done(fields)
         job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
 
     def remaining(self) -> None:
@@ -275,7 +300,7 @@ class Jobs:
         if delay is None or now + delay > self._drain_until:
             return False
         job.result = result
-        job.log.info(
+        self._log.info(
             "transfer.retry",
             **job.shown,
             attempt=job.attempt,
@@ -332,12 +357,11 @@ class Jobs:
             else:
                 self.report(job, Code.ABORTED_BY_CALLBACK, why)
         while self.queue:
-            transfer_id, url, accepted, source, entry = self.queue.popleft()
+            transfer_id, url, accepted, source, entry, shown = self.queue.popleft()
             if keep and source.journaled:
                 self._defer(transfer_id, url, why)
                 continue
-            log, clock = self._log, self._clock
-            job = Job(transfer_id, url, Sink(), log, clock, source, entry, accepted, clock())
+            job = Job(transfer_id, url, shown, Sink(), source, entry, accepted, self._clock())
             self.report(job, Code.ABORTED_BY_CALLBACK, why)
         self.remaining()
 

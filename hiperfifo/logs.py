@@ -295,7 +295,7 @@ class LineWriter:
 
 _log_file: LogFile | None = None
 _writer: LineWriter | None = None
-# Plain JSON lines (no journald prefix): emit() renders them itself, from this level up.
+# Plain JSON lines (no journald prefix): transfer_added/_done render them, from this level up.
 _direct: LineWriter | None = None
 _direct_level = logging.CRITICAL + 1
 
@@ -343,23 +343,72 @@ def configure(
     )
 
 
-def emit(log: FilteringBoundLogger, level: str, event: str, fields: dict[str, Any]) -> None:
-    """`log.<level>(event, **fields)`: the same line, for the daemon's per-URL lines.
+# The per-URL lines, rendered as one f-string when lines are plain JSON: the same bytes as
+# the generic path (json's ASCII string encoder, ints as str(), floats as repr(), None as
+# null), without building the event's dict and walking it.
+_esc = json.encoder.encode_basestring_ascii
+_DONE_KEYS = 13  # transfer.done's keys in jobs.report's dict, "file" aside
+_ENTRY = '"entry": %s, '
+_FILE = ', "file": %s'
 
-    When lines are plain JSON (the default), it renders the line itself:
-    structlog's per-call work (its method, kwargs and context dicts, the processor
-    chain) cost as much as encoding the line, and the daemon writes two lines per URL.
-    `fields` must not hold "timestamp", "level" or "event"; `log` must be bound to no
-    keys (its keys would be missing here).
-    """
-    if log._logger is not _direct or _direct is None:  # type: ignore[attr-defined]
-        getattr(log, level)(event, **fields)  # logfmt, console, journald, or reconfigured
+
+def _direct_writer(log: FilteringBoundLogger) -> LineWriter | None:
+    """The writer when `log`'s lines are plain JSON rendered here, else None."""
+    writer = _direct
+    return writer if log._logger is writer else None  # type: ignore[attr-defined]
+
+
+def transfer_added(
+    log: FilteringBoundLogger, transfer_id: int, url: str, entry: str | None
+) -> None:
+    """`log.info("transfer.added", id=, url=, entry=)` (entry only when not None)."""
+    writer = _direct_writer(log)
+    if writer is None:
+        fields: dict[str, Any] = {"id": transfer_id, "url": url}
+        if entry is not None:
+            fields["entry"] = entry
+        log.info("transfer.added", **fields)
+        return
+    if _direct_level > logging.INFO:
+        return
+    tail = "}" if entry is None else f', "entry": {_esc(entry)}}}'
+    writer.msg(
+        f'{{"timestamp": "{timestamp()}", "level": "info", "event": "transfer.added", '
+        f'"id": {transfer_id}, "url": {_esc(url)}{tail}'
+    )
+
+
+def transfer_done(
+    log: FilteringBoundLogger, level: str, shown_url: str, fields: Mapping[str, Any]
+) -> None:
+    """`log.<level>("transfer.done", ...)` from the dict jobs.report gives its source: id,
+    url (logged as `shown_url`, the redacted one), entry (left out when None), then
+    effective_url, result, result_name, error, status, bytes, elapsed, redirects,
+    attempts, http_version and perhaps file, in that order."""
+    writer = _direct_writer(log)
+    if writer is None or len(fields) - ("file" in fields) != _DONE_KEYS:
+        line = {"id": fields["id"], "url": shown_url}
+        line.update(fields)
+        line["url"] = shown_url
+        if line["entry"] is None:
+            del line["entry"]
+        getattr(log, level)("transfer.done", **line)
         return
     if _LEVELS[level] < _direct_level:
         return
-    line = {"timestamp": timestamp(), "level": level, "event": event}
-    line.update(fields)
-    _direct.msg(_encode(line))
+    entry, status, version = fields["entry"], fields["status"], fields["http_version"]
+    writer.msg(
+        f'{{"timestamp": "{timestamp()}", "level": "{level}", "event": "transfer.done", '
+        f'"id": {fields["id"]}, "url": {_esc(shown_url)}, '
+        f"{'' if entry is None else _ENTRY % _esc(entry)}"
+        f'"effective_url": {_esc(fields["effective_url"])}, "result": {fields["result"]}, '
+        f'"result_name": {_esc(fields["result_name"])}, "error": {_esc(fields["error"])}, '
+        f'"status": {"null" if status is None else status}, "bytes": {fields["bytes"]}, '
+        f'"elapsed": {fields["elapsed"]!r}, "redirects": {fields["redirects"]}, '
+        f'"attempts": {fields["attempts"]}, '
+        f'"http_version": {"null" if version is None else _esc(version)}'
+        f"{_FILE % _esc(fields['file']) if 'file' in fields else ''}}}"
+    )
 
 
 def flush() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hiperfifo import logs
 
@@ -178,3 +180,112 @@ def test_redact_head_hides_credentials_and_keeps_the_rest() -> None:
     ]
     response = "HTTP/1.1 200 OK\r\nSet-Cookie: sid=abc; Path=/; HttpOnly\r\nX-A: b\r\n\r\n"
     assert logs.redact_head(response) == ["HTTP/1.1 200 OK", "Set-Cookie: sid=***", "X-A: b"]
+
+
+# -- the per-URL lines (transfer.added, transfer.done), rendered without structlog --------
+
+text = st.text(st.characters(codec="utf-8"), max_size=20)
+maybe_text = st.none() | text
+count = st.integers(min_value=0, max_value=2**63)
+DONE_ORDER = ["id", "url", "entry", "effective_url", "result", "result_name", "error", "status"]
+DONE_ORDER += ["bytes", "elapsed", "redirects", "attempts", "http_version", "file"]
+done_fields = st.fixed_dictionaries(
+    {
+        "id": count,
+        "url": text,
+        "entry": maybe_text,
+        "effective_url": text,
+        "result": st.integers(min_value=-1, max_value=100),
+        "result_name": text,
+        "error": text,
+        "status": st.none() | st.integers(min_value=100, max_value=999),
+        "bytes": count,
+        "elapsed": st.floats(min_value=0, max_value=1e9),
+        "redirects": st.integers(min_value=0, max_value=50),
+        "attempts": st.integers(min_value=1, max_value=10),
+        "http_version": st.none() | st.sampled_from(["1.1", "2"]),
+    },
+    optional={"file": text},
+)
+
+
+@pytest.fixture
+def fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "timestamp", lambda: "T")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(transfer_id=count, url=text, entry=maybe_text)
+def test_transfer_added_is_byte_for_byte_the_generic_line(
+    stream: io.StringIO, fixed_time: None, transfer_id: int, url: str, entry: str | None
+) -> None:
+    """The line written without structlog is the line its processor chain would write."""
+    stream.seek(0)
+    stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
+    logs.transfer_added(logs.get(), transfer_id, url, entry)
+    fields: dict[str, Any] = {"id": transfer_id, "url": url}
+    if entry is not None:
+        fields["entry"] = entry
+    assert (
+        stream.getvalue() == _reference_line("info", {"event": "transfer.added", **fields}) + "\n"
+    )
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=done_fields, shown_url=text, level=st.sampled_from(["info", "warning"]))
+def test_transfer_done_is_byte_for_byte_the_generic_line(
+    stream: io.StringIO, fixed_time: None, fields: dict[str, Any], shown_url: str, level: str
+) -> None:
+    """Keys in jobs.report's order, the shown (redacted) URL for url, no entry when None."""
+    stream.seek(0)
+    stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
+    fields = {key: fields[key] for key in DONE_ORDER if key in fields}  # as jobs.report has it
+    logs.transfer_done(logs.get(), level, shown_url, fields)
+    expected = {**fields, "url": shown_url}
+    if expected["entry"] is None:
+        del expected["entry"]
+    reference = _reference_line(level, {"event": "transfer.done", **expected})
+    assert stream.getvalue() == reference + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["json", "logfmt"])
+def test_per_url_lines_follow_the_level_and_other_formats(fmt: str) -> None:
+    """Below --log-level nothing is written; logfmt (and console, journald) get the same
+    keys through structlog; a key the renderer does not know goes the generic way too."""
+    out = io.StringIO()
+    logs.configure(fmt, "warning", out)
+    fields: dict[str, Any] = {
+        "id": 3,
+        "url": "http://u:secret@h/",
+        "entry": None,
+        "effective_url": "http://u:***@h/",
+        "result": 7,
+        "result_name": "COULDNT_CONNECT",
+        "error": "refused",
+        "status": None,
+        "bytes": 0,
+        "elapsed": 0.5,
+        "redirects": 0,
+        "attempts": 1,
+        "http_version": None,
+    }
+    try:
+        logs.transfer_added(logs.get(), 3, "http://u:***@h/", None)
+        logs.transfer_done(logs.get(), "info", "http://u:***@h/", fields)
+        assert out.getvalue() == ""
+        logs.transfer_done(logs.get(), "warning", "http://u:***@h/", fields)
+        logs.transfer_done(logs.get(), "warning", "http://u:***@h/", {**fields, "new": 1})
+    finally:
+        structlog.reset_defaults()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert all("secret" not in line and "entry" not in line for line in lines)
+    if fmt == "json":
+        first, second = (json.loads(line) for line in lines)
+        assert list(first)[3:] == [k for k in fields if k != "entry"]
+        assert {**second, "timestamp": "T"} == {**first, "timestamp": "T", "new": 1}
+    else:
+        assert lines[0].startswith("timestamp=")
+        assert "event=transfer.done" in lines[0]
+        assert "result=7" in lines[0]
+        assert "new=1" in lines[1]
