@@ -21,10 +21,14 @@ SHOWN_TOKEN_CHARS = 200  # a token in a log line is cut to this many characters
 # -- what a source hands in ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Url:
     """An accepted http/https URL; `entry` is the source's own name for it, if any
-    (a Redis stream entry id), logged as `entry` on transfer.added and transfer.done."""
+    (a Redis stream entry id), logged as `entry` on transfer.added and transfer.done.
+
+    Not frozen: one is made per URL read, and a frozen dataclass's __init__ (through
+    object.__setattr__) cost twice a plain one. Nothing changes one once made.
+    """
 
     url: str
     entry: str | None = None

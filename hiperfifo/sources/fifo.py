@@ -30,13 +30,18 @@ from hiperfifo.sources.base import Rejected as Rejected
 from hiperfifo.sources.base import Stop as Stop
 from hiperfifo.sources.base import Url as Url
 
-_SEPARATORS = re.compile(rb"[ \t\r\n\x0b\x0c]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEMES = frozenset({"http", "https"})
 # The common case, which urlsplit() accepts: http(s)://, a host of letters, digits, dots
 # and dashes, an optional port of 1-5 digits (1-65535 checked), then only printable ASCII.
 # Whatever else (userinfo, IPv6, non-ASCII, no host ...) is looked at with urlsplit().
 _PLAIN_URL = re.compile(r"(?i:https?)://[A-Za-z0-9.-]+(?::([0-9]{1,5}))?(?:[/?#][!-~]*)?\Z")
+# A run of such URLs, each ended by ASCII whitespace, checked in one match (the ports
+# spelled out as 1-65535 without leading zeros; any other port: token by token).
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PLAIN_RUN = re.compile(
+    rf"(?:(?i:https?)://[A-Za-z0-9.-]+(?::{_PORT})?(?:[/?#][!-~]*)?[ \t\n\r\x0b\x0c]+)+"
+)
 
 
 class FifoError(Exception):
@@ -118,14 +123,23 @@ class Tokenizer:
     def feed(self, data: bytes) -> list[Item]:
         """Split `data`; a token not yet ended by whitespace waits for more."""
         items: list[Item] = []
-        parts = _SEPARATORS.split(data)
-        self._extend(parts[0], items)
-        if len(parts) == 1:
+        tokens = data.split()  # on runs of ASCII whitespace: space, \t, \n, \r, \x0b, \x0c
+        if not tokens:
+            if data:  # whitespace only: it ends the open token
+                self._finish(items)
             return items
+        first, end = 0, len(tokens)
+        if not data[:1].isspace():  # the first token goes on with the open one
+            self._extend(tokens[0], items)
+            if end == 1 and not data[-1:].isspace():
+                return items  # no whitespace at all
+            first = 1
         self._finish(items)
-        for raw in parts[1:-1]:
-            self._emit(raw, items)
-        self._extend(parts[-1], items)
+        if data[-1:].isspace():
+            self._emit_run(data, tokens, first, end, items)
+        else:  # the last token stays open
+            self._emit_run(data, tokens, first, end - 1, items)
+            self._extend(tokens[-1], items)
         return items
 
     def flush(self) -> list[Item]:
@@ -162,6 +176,27 @@ class Tokenizer:
         if self._pending:
             raw = bytes(self._pending)
             self._pending.clear()
+            self._emit(raw, items)
+
+    def _emit_run(
+        self, data: bytes, tokens: list[bytes], first: int, end: int, items: list[Item]
+    ) -> None:
+        """Emit tokens[first:end], each ended by whitespace in `data`: when all are plain
+        URLs (the common case), checked together in one match, else one by one."""
+        if first >= end:
+            return
+        run = data[: -len(tokens[-1])] if end < len(tokens) else data  # the open one cut
+        run = run[len(tokens[0]) :] if first else run  # the one that ended the open one
+        try:
+            text = run.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""
+        fits = len(text) <= self.max_length or max(map(len, tokens)) <= self.max_length
+        text = text.lstrip()
+        if fits and _PLAIN_RUN.fullmatch(text):
+            items.extend(map(Url, text.split()))
+            return
+        for raw in tokens[first:end]:
             self._emit(raw, items)
 
     def _emit(self, raw: bytes, items: list[Item]) -> None:

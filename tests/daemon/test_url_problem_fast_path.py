@@ -1,11 +1,14 @@
-"""url_problem() answers the common URL without urlsplit(): always as the full check would."""
+"""url_problem() answers the common URL without urlsplit(), and Tokenizer a run of common URLs
+in one match: always as the full check of each token would."""
 
 from __future__ import annotations
+
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiperfifo.sources.fifo import _parsed_url_problem, url_problem
+from hiperfifo.sources.fifo import Item, Tokenizer, Url, _parsed_url_problem, classify, url_problem
 
 PIECES = st.sampled_from(
     ["http://", "HTTPS://", "ftp://", "a", "Z", "0", "9", ".", "-", ":", "/", "?", "#", "[", "]",
@@ -26,3 +29,53 @@ def test_the_common_urls_and_their_edges() -> None:
     assert url_problem("http://a:0/") == "bad port number 0 (a port is 1-65535)"
     assert url_problem("http://a:65536/") == _parsed_url_problem("http://a:65536/") is not None
     assert url_problem("http://") == "unparseable URL: no host"
+
+
+# -- whole runs of tokens: Tokenizer checks a run of plain URLs in one match ------------
+
+SEPARATORS = st.sampled_from([" ", "\n", "\r\n", "\t", "\x0b\x0c", "  \n"])
+PORTS = st.sampled_from(["", ":1", ":80", ":0", ":080", ":9999", ":10000", ":59999", ":60000"])
+PORTS |= st.sampled_from([":64999", ":65000", ":65499", ":65500", ":65529", ":65530", ":65535"])
+PORTS |= st.sampled_from([":65536", ":65540", ":65600", ":66000", ":70000", ":99999", ":"])
+PLAIN = st.builds(
+    "{}{}{}{}".format,
+    st.sampled_from(["http://", "https://", "HtTp://", "ftp://", ""]),
+    st.sampled_from(["a", "127.0.0.1", "ex-ample.org", "", "[::1]", "é.org"]),
+    PORTS,
+    st.sampled_from(["", "/", "/1k?i=7", "#f", "?q", "/x\x7f", "/é", "/\x00"]),
+)
+TOKENS = PLAIN | st.sampled_from(["stop", "junk"]) | st.lists(PIECES, max_size=6).map("".join)
+
+
+def one_by_one(data: bytes, max_length: int) -> list[Item]:
+    """What the tokenizer gives for `data` (ending in whitespace), a token at a time."""
+    tokens = [token for token in re.split(rb"[ \t\n\r\x0b\x0c]+", data) if token]
+    return [
+        classify(token)
+        if len(token) <= max_length
+        else Tokenizer(max_length).feed(token + b" ")[0]
+        for token in tokens
+    ]
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(st.tuples(TOKENS, SEPARATORS), max_size=12),
+    st.sampled_from([8192, 24]),
+    st.integers(min_value=0, max_value=40),
+)
+def test_a_run_of_tokens_gives_what_one_token_at_a_time_gives(
+    pairs: list[tuple[str, str]], max_length: int, cut: int
+) -> None:
+    """All plain URLs or not, in one read or cut in two: the items of classify() per token."""
+    data = "".join(token + sep for token, sep in pairs).encode()
+    expected = one_by_one(data, max_length)
+    assert Tokenizer(max_length).feed(data) == expected
+    tokenizer = Tokenizer(max_length)
+    assert tokenizer.feed(data[:cut]) + tokenizer.feed(data[cut:]) == expected
+
+
+def test_plain_urls_in_a_run_are_all_accepted() -> None:
+    urls = [f"http://127.0.0.1:{port}/1k?i={port}" for port in (1, 80, 9999, 65535)]
+    data = "\r\n".join(urls).encode() + b"\n"
+    assert Tokenizer().feed(data) == [Url(url) for url in urls]
