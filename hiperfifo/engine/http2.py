@@ -948,6 +948,9 @@ def _on_reset(conn: Http2, event: h2.events.StreamReset, out: list[Event]) -> No
     if code == ErrorCodes.REFUSED_STREAM and event.remote_reset:
         out.append(StreamReset(sid, Code.HTTP2_STREAM, f"HTTP/2 stream {sid} refused", True))
         return
+    if code == ErrorCodes.NO_ERROR and event.remote_reset:  # a close, not a failure (stream.py)
+        out.append(StreamReset(sid, Code.OK, f"HTTP/2 stream {sid} reset with NO_ERROR", False))
+        return
     text = f"HTTP/2 stream {sid} was not closed cleanly: {name} (err {int(code)})"
     out.append(StreamReset(sid, Code.HTTP2_STREAM, text, False))
 

@@ -754,3 +754,43 @@ def test_settings_values_out_of_range(
     easies = fetch(drv, [server.url("/ok"), server.url("/bad")], ca_file)
     want = Code.OK if setting == 0x99 else Code.HTTP2
     assert [e.result for e in easies] == [want, want], [e.error for e in easies]
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "length", "code"),
+    [
+        (True, BODY, len(BODY), Code.OK),
+        (True, b"hello", 10, Code.PARTIAL_FILE),
+        (True, b"hello", None, Code.OK),
+        (True, b"", None, Code.OK),
+        (False, b"", None, Code.HTTP2_STREAM),
+    ],
+    ids=["whole-body", "short-of-length", "no-length", "head-only", "before-the-head"],
+)
+def test_rst_stream_no_error_ends_the_response(
+    h2_server: Callable[..., H2Server],
+    drv: Any,
+    ca_file: str,
+    head: bool,
+    body: bytes,
+    length: int | None,
+    code: Code,
+) -> None:
+    """RST_STREAM(NO_ERROR) instead of END_STREAM: libcurl 8.23 reads it as the end of the
+    response (OK), short of the content-length 18 ('end of response with N bytes
+    missing'), before the final head 92 ('closed cleanly, but before getting all response
+    header fields'). It was 92 here in every case."""
+
+    def route(peer: H2Peer, request: H2Request) -> None:
+        sid = request.stream_id
+        if head:
+            fields = [(":status", "200")]
+            fields += [("content-length", str(length))] if length is not None else []
+            peer.conn.send_headers(sid, fields)
+        if body:
+            peer.conn.send_data(sid, body)
+        peer.reset(sid, h2.errors.ErrorCodes.NO_ERROR)
+
+    easy = beside_a_sound_one(h2_server, drv, ca_file, route)
+    assert easy.result is code, easy.error
+    assert bytes(easy.private[0]) == body
