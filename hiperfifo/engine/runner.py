@@ -1,10 +1,15 @@
 """The transfers of one multi in motion: run what an event concerns, then settle it.
 
 A ready fd runs its owner, a finished lookup its transfer, an expired
-deadline its handler; a transfer that left the pending queue during an API
-call runs before the call returns. After a transfer ran it is settled:
-queued if it waits for a slot, its sockets synced (the PollSet's diff),
-collected if it finished (a message, and a slot for the next pending one).
+deadline its handler; transfers added since the last call start (in the
+order added; one deadline at now wakes the application for all of them);
+a transfer that left the pending queue during an API call runs before the
+call returns, unless it took over the connection of one that left it in
+the same call (then at the next: no chain of one connection's transfers
+through a single call). After a transfer ran it is settled: queued if it
+waits for a slot, its sockets synced (the PollSet's diff), collected if it
+finished (a message, and a slot for the next pending one: the connection it
+gave back handed straight to its origin's oldest queued transfer).
 The multi keeps the API, the guard and the callbacks; this room keeps the
 transfers, the running count and the finished-message queue.
 
@@ -32,6 +37,7 @@ from hiperfifo.engine.shared import Shared
 from hiperfifo.engine.transfer import Transfer, TransferState, resume_on
 
 _DONE = TransferState.DONE
+_INIT = TransferState.INIT
 _PENDING = TransferState.PENDING
 
 
@@ -44,6 +50,7 @@ class Runner:
         "_deadlines",
         "_later",
         "_lease",
+        "_new",
         "_pollset",
         "_resolver",
         "_resumed",
@@ -80,28 +87,38 @@ class Runner:
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
         self._chained = False  # running one of those: the next handed over waits a call
         self._later: list[Transfer] = []  # left the queue in this call, run in the next
+        self._new: list[Transfer] = []  # added, to start at the next run of expired deadlines
         self._unsent: dict[Shared, None] = {}  # shared connections with bytes queued
         self.in_action = False  # inside socket_action: what is released runs before it returns
 
     def add(self, transfer: Transfer) -> None:
-        """Take `transfer` in; it starts at the next run of expired deadlines."""
+        """Take `transfer` in; it starts at the next run of expired deadlines (in the order
+        added; one deadline at now for all of them, so that the timer says 0 ms)."""
         self.transfers[transfer.easy] = transfer
         self.alive += 1
-        self._deadlines.set(transfer, Due.RUN, self._clock())
+        self._new.append(transfer)
+        self._wake()
+
+    def _wake(self) -> None:
+        """A deadline at now that runs nothing: the application calls again at once."""
+        deadlines = self._deadlines
+        if not deadlines.is_set(self, Due.RUN):
+            deadlines.set(self, Due.RUN, self._clock())
 
     def remove(self, easy: Easy) -> None:
         """Take `easy`'s transfer out; a running one stops and leaves no message."""
         transfer = self.transfers.pop(easy)
-        self.messages.pop(easy, None)
+        if transfer.state is _DONE:  # (a finished one is out of the queue: _settle)
+            self.messages.pop(easy, None)
+            return
         self.pending.discard(transfer)
-        if not transfer.done:
-            self.alive -= 1
-            transfer.abort()
-            self._pollset.drop_owner(transfer)
-            link, transfer.link = transfer.link, None
-            if link is not None:
-                self.settle_shared(link)
-            self._release_pending(in_action=False)
+        self.alive -= 1
+        transfer.abort()
+        self._pollset.drop_owner(transfer)
+        link, transfer.link = transfer.link, None
+        if link is not None:
+            self.settle_shared(link)
+        self._release_pending(in_action=False)
 
     def act_on_fd(self, fd: int) -> None:
         owner = self._pollset.owner_of(fd)
@@ -135,6 +152,8 @@ class Runner:
     def run_expired(self) -> None:
         if self._resumed:
             self._run_resumed()
+        if self._new:
+            self._run_new()
         transfers = self.transfers
         for owner, due in self._deadlines.pop_expired(self._clock()):
             if (
@@ -146,6 +165,15 @@ class Runner:
                 self._settle(owner)
         if self._resumed:
             self._run_resumed()
+
+    def _run_new(self) -> None:
+        """Start the transfers added since the last run, oldest first."""
+        new, self._new = self._new, []
+        transfers = self.transfers
+        for transfer in new:
+            if transfer.state is _INIT and transfers.get(transfer.easy) is transfer:
+                transfer.run()
+                self._settle(transfer)
 
     def _is_mine(self, transfer: Transfer) -> bool:
         return self.transfers.get(transfer.easy) is transfer
@@ -214,7 +242,7 @@ class Runner:
         if later:
             self._resumed.extend(later)
             later.clear()
-            self._deadlines.set(self, Due.RUN, self._clock())  # only to wake: nothing runs
+            self._wake()
 
     def flush_unsent(self) -> None:
         """Send what the shared connections queued during this API call, then settle them."""
