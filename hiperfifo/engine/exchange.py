@@ -48,7 +48,8 @@ class Exchange:
         easy.primary_ip, easy.primary_port = conn.peer()
         easy.local_port = conn.local_port()
         easy.http_version_used = "1.1"
-        data = conn.http.request(*request)
+        method, target, headers, body = request
+        data = conn.http.request(method, target, headers, body)  # (no *args: a native call)
         conn.queue(data)
         if trace is not None:
             trace(InfoType.HEADER_OUT, head_out(data))

@@ -197,9 +197,10 @@ class Http1:
         """The bytes of one request; raises TransferError for a request h11 refuses to write."""
         headers = list(headers)
         self._method = method.upper().encode()
-        self._closing = any(
-            name.lower() == "connection" and "close" in value.lower() for name, value in headers
-        )
+        self._closing = False
+        for name, value in headers:
+            if name.lower() == "connection" and "close" in value.lower():
+                self._closing = True
         try:
             data = None
             if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means

@@ -22,6 +22,7 @@ from hiperfifo.engine.deadlines import Deadlines, Due
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.guard import CallbackGuard
 from hiperfifo.engine.lease import Lease
+from hiperfifo.engine.limits import IdleLimit
 from hiperfifo.engine.options import check_multi
 from hiperfifo.engine.pollset import PollSet
 from hiperfifo.engine.pool import Pool
@@ -69,6 +70,7 @@ class Multi:
         multiplex = check_multi("multiplex", multiplex)
         max_concurrent_streams = check_multi("max_concurrent_streams", max_concurrent_streams)
         self.socket_function = socket_function
+        self._idle_limit = IdleLimit()
         self.max_connects = max_connects
         self._clock = clock
         self._guard = CallbackGuard()
@@ -82,7 +84,7 @@ class Multi:
             self._pool,
             clock,
             self._pollset.forget,
-            self._max_idle,
+            self._idle_limit,
             multiplex=multiplex,
             max_streams=max_concurrent_streams,
         )
@@ -90,6 +92,7 @@ class Multi:
         self._runner = Runner(
             self._pollset, self._deadlines, self._resolver, clock, self._lease, self._svc.view
         )
+        self._idle_limit.handles = self._runner.transfers
         self._dead: BaseException | None = None
         self._died_now: BaseException | None = None
         self._closed = False
@@ -133,11 +136,11 @@ class Multi:
 
     @property
     def max_connects(self) -> int | None:
-        return self._max_connects
+        return self._idle_limit.max_connects
 
     @max_connects.setter
     def max_connects(self, value: int | None) -> None:
-        self._max_connects: int | None = check_multi("max_connects", value)
+        self._idle_limit.max_connects = check_multi("max_connects", value)
 
     # --- limits (changeable at run time; L5) -------------------------------------------
 
@@ -279,19 +282,14 @@ class Multi:
             self._pollset.sync(resolver, None, {resolver.wake_fd: POLL_IN})
         else:
             self._pollset.drop_owner(resolver)
-        self._update_timer()
+        if self._dead is None:  # the timer callback, if the deadline moved
+            try:
+                self._timer.update(self._deadlines.earliest())
+            except Exception as exc:
+                self._die(exc)
         died, self._died_now = self._died_now, None
         if died is not None:
             raise caused(MultiError(MCode.ABORTED_BY_CALLBACK, "a callback raised"), died)
-
-    def _max_idle(self) -> int:
-        max_connects = self._max_connects
-        if max_connects is not None:
-            return max_connects
-        # libcurl: 4 x the easy handles added and not removed, finished ones included
-        # (multi->num_easy * 4): not the running count, which dips as a loop handles
-        # several ready sockets before info_read.
-        return 4 * max(len(self._runner.transfers), 1)
 
     def _announce(self, easy: Easy | None, fd: int, what: int, socketp: Any) -> bool:
         function = self._socket_function
@@ -307,14 +305,6 @@ class Multi:
         finally:
             guard.depth -= 1
         return True
-
-    def _update_timer(self) -> None:
-        if self._dead is not None:
-            return
-        try:
-            self._timer.update(self._deadlines.earliest())
-        except Exception as exc:
-            self._die(exc)
 
     def _die(self, exc: BaseException) -> None:
         if self._dead is None:

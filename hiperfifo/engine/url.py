@@ -54,7 +54,7 @@ def parse(url: str) -> Target:
     urlsplit once per distinct scheme://authority (_origin, cached): unique URLs
     to one origin (`/item?id=N`) do not pay for urlsplit each.
     """
-    if _FORBIDDEN.search(url):
+    if _forbidden(url):
         raise TransferError(Code.URL_MALFORMAT, "URL rejected: Malformed input to a URL function")
     colon = url.find(":")
     scheme = url[:colon]
@@ -70,6 +70,14 @@ def parse(url: str) -> Target:
         path, _question, query = path.partition("?")
         return _target(url, origin, end - colon - 3, path, query)
     return parse_by_urlsplit(url)
+
+
+def _forbidden(url: str) -> bool:
+    """Whether `url` has a control, a space or DEL (_FORBIDDEN): for an ASCII URL, by
+    str.isprintable and one find (C loops) rather than the regex."""
+    if url.isascii():
+        return not url.isprintable() or url.find(" ") >= 0
+    return _FORBIDDEN.search(url) is not None
 
 
 def parse_by_urlsplit(url: str) -> Target:
