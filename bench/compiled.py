@@ -7,6 +7,12 @@ imported and is timed from "go" to its result (bench.clients' protocol): wall ti
 own CPU time (utime + stime from /proc).
 
     python -m bench.compiled [--runs 3] [--workload small|scale]
+        [--baseline-tree DIR --baseline-compiled PYTHON --baseline-name REV]
+
+A baseline (a before/after table): DIR is a checkout of an older revision (`git archive
+REV | tar -x -C DIR`), run by .venv's Python with DIR first on its import path (PYTHONPATH), and
+PYTHON the Python of a mypyc venv built from that revision (`make compiled
+MYPYC_VENV=.venv-mypyc-REV` on it); both interleaved with the others.
 """
 
 from __future__ import annotations
@@ -37,10 +43,24 @@ class Side:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def sides(pure: Path, compiled: Path) -> list[Side]:
+def sides(pure: Path, compiled: Path, baseline: tuple[Path, Path, str] | None) -> list[Side]:
     # PYTHONSAFEPATH: the compiled venv must not import the tree's hiperfifo/ from the cwd;
     # it finds bench/ through its hiperfifo-repository.pth (appended after site-packages).
+    before: list[Side] = []
+    if baseline is not None:
+        tree, python, name = baseline
+        safe = ("PYTHONSAFEPATH", "1")
+        before = [
+            Side(
+                f"engine-c-shape pure {name}",
+                pure,
+                "engine-c-shape",
+                (safe, ("PYTHONPATH", str(tree))),
+            ),
+            Side(f"engine-c-shape compiled {name}", python, "engine-c-shape", (safe,)),
+        ]
     return [
+        *before,
         Side("engine-c-shape pure", pure, "engine-c-shape"),
         Side("engine-c-shape compiled", compiled, "engine-c-shape", (("PYTHONSAFEPATH", "1"),)),
         Side("pycurl-pyuv", pure, "pycurl-pyuv"),
@@ -106,12 +126,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
     parser.add_argument("--pure", type=Path, default=ROOT / ".venv" / "bin" / "python")
     parser.add_argument("--compiled", type=Path, default=ROOT / ".venv-mypyc" / "bin" / "python")
+    parser.add_argument("--baseline-tree", type=Path, help="a checkout of the older revision")
+    parser.add_argument("--baseline-compiled", type=Path, help="its mypyc venv's python")
+    parser.add_argument("--baseline-name", default="before")
     args = parser.parse_args(argv)
+    baseline = None
+    if args.baseline_tree or args.baseline_compiled:
+        if not (args.baseline_tree and args.baseline_compiled):
+            parser.error("--baseline-tree and --baseline-compiled go together")
+        baseline = (args.baseline_tree.resolve(), args.baseline_compiled, args.baseline_name)
     if not args.compiled.exists():
         parser.error(f"{args.compiled} is missing: run `make compiled` first")
     path, count, concurrency = WORKLOADS[args.workload]
     raise_nofile()
-    contenders = sides(args.pure, args.compiled)
+    contenders = sides(args.pure, args.compiled, baseline)
     measured: dict[str, list[tuple[float, float]]] = {side.label: [] for side in contenders}
     with Nginx() as server:
         for run in range(args.runs):
