@@ -56,6 +56,10 @@ class Server(HTTPServer):
         self.gate.set()
         super().__init__(default=self._answer, **kw)
 
+    def close(self) -> None:
+        self.gate.set()  # held requests end now, not at their next look
+        super().close()
+
     @property
     def server_address(self) -> tuple[str, int]:
         return (self.host, self.port)
@@ -81,7 +85,10 @@ class Server(HTTPServer):
         if kind == "slow":
             peer.sleep(float(arg))
         if kind == "gate":
-            while not self.gate.wait(0.05):
+            # one look a second per held request, not twenty: 500 held requests each
+            # waking every 50 ms starved the test's own thread of the GIL at load 25-40
+            # (a 14-minute stall, pytest-timeout's handler could not run either)
+            while not self.gate.wait(1.0):
                 peer.sleep(0)  # gives up when the server stops
         if kind == "redirect" and int(arg) > 0:
             return _send(peer, 302, b"", [("Location", f"/redirect/{int(arg) - 1}")])
