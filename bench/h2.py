@@ -6,7 +6,8 @@ COUNT times, at most INFLIGHT at once, in its own process, and throws the
 bodies away through a callback that counts them:
 
   engine-h2    hiperfifo's engine on its pyuv driver, Easy(http_version="2") (the
-               default): one connection (max_host_connections=1), INFLIGHT streams
+               default): one connection (max_host_connections=1), INFLIGHT streams;
+               as pycurl-h2, INFLIGHT easy handles, each added again as it finishes
   engine-h1    the same engine forced to HTTP/1.1 (http_version="1.1"): INFLIGHT connections
   pycurl-h2    pycurl's CurlMulti on pyuv through socket_action (hiperfifo.c's shape),
                libcurl + nghttp2, PIPEWAIT, a pool of INFLIGHT easy handles
@@ -106,13 +107,22 @@ def engine(url: str, count: int, inflight: int, ca_file: str, version: str) -> R
     from hiperfifo.engine import Code, Easy, Message, Multi
 
     tally = Tally()
-    # At most `inflight` at once, as the others: HTTP/1.1 on as many connections; HTTP/2 on
-    # one (100 streams, libcurl's default; more connections would be opened once one is full).
+    # At most `inflight` at once, in pycurl-h2's shape: INFLIGHT handles added at the start,
+    # each added again as it finishes until COUNT are done (nothing waits in the engine's
+    # pending queue, no handle made per request). HTTP/1.1 on as many connections; HTTP/2
+    # on one (100 streams, libcurl's default; more connections would be opened once one
+    # is full).
     limit = (
         {"max_total_connections": inflight} if version == "1.1" else {"max_host_connections": 1}
     )
     multi = Multi(**limit, max_concurrent_streams=inflight)
     finished = 0
+    left = count
+
+    def add(easy: Easy) -> None:
+        nonlocal left
+        left -= 1
+        multi.add_handle(easy)
 
     def on_done(messages: list[Message]) -> None:
         nonlocal finished
@@ -121,15 +131,15 @@ def engine(url: str, count: int, inflight: int, ca_file: str, version: str) -> R
             multi.remove_handle(easy)
             error = "" if message.result == Code.OK else f"{message.result.name}: {easy.error}"
             tally.done(easy.response_code, error, easy.http_version)
+            if left:
+                add(easy)
         finished += len(messages)
         if finished == count:
             driver.stop()
 
     driver = Driver(multi, on_done)
-    for _ in range(count):
-        multi.add_handle(
-            Easy(url, write_function=tally.write, ca_file=ca_file, http_version=version)
-        )
+    for _ in range(min(inflight, count)):
+        add(Easy(url, write_function=tally.write, ca_file=ca_file, http_version=version))
     driver.run()
     multi.close()
     driver.close()
