@@ -74,6 +74,9 @@ _PREPARED: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
 _LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _CONNECTION_SPECIFIC = _HOP_BY_HOP - {b"host"}
 _SEEN: set[tuple[bytes, bytes]] = set()  # response header fields judged well-formed
+_HEADS: dict[tuple[tuple[bytes, bytes], ...], ResponseHead] = {}  # header list -> its head
+_HEADS_KEPT = 64
+_HEAD_FIELDS_KEPT = 32  # a longer header list is checked every time, not remembered
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -841,7 +844,22 @@ def _field(name: str, value: str) -> tuple[bytes, bytes]:
 
 def _head(headers: Headers) -> ResponseHead | str:
     """The response head, or why it is malformed (RFC 9113 8.2, 8.3.2): h2's inbound
-    checks, done here with every distinct (name, value) judged once."""
+    checks, done here with every distinct (name, value) judged once, and a well-formed
+    head of a few fields made once per distinct header list (a server repeats its heads:
+    nginx's differ only in Date, once a second). Heads are never changed once made."""
+    key = tuple(headers)
+    head = _HEADS.get(key)
+    if head is not None:
+        return head
+    made = _check_head(headers)
+    if isinstance(made, ResponseHead) and len(key) <= _HEAD_FIELDS_KEPT:
+        if len(_HEADS) >= _HEADS_KEPT:
+            _HEADS.clear()
+        _HEADS[key] = made
+    return made
+
+
+def _check_head(headers: Headers) -> ResponseHead | str:
     status = b""
     fields: Headers = []
     lookup: dict[bytes, bytes] = {}
