@@ -714,19 +714,26 @@ class Http2:
 
     def _on_data(self, event: h2.events.DataReceived, out: list[Event]) -> None:
         sid = event.stream_id
-        if sid in self._streams:
-            out.append(StreamData(sid, event.data, event.flow_controlled_length))
-        else:  # a stream we cancelled: its bytes still count against the connection
+        if sid not in self._streams:  # a stream we cancelled: its bytes still count
             self._h2.acknowledge_received_data(event.flow_controlled_length, sid)
+        elif event.stream_ended is None:
+            out.append(StreamData(sid, event.data, event.flow_controlled_length))
+        else:  # END_STREAM on it: the end goes with the data (h2's StreamEnded then finds
+            self._ended(sid)  # the stream gone from ours)
+            out.append(StreamData(sid, event.data, event.flow_controlled_length, True))
 
     def _on_end(self, event: h2.events.StreamEnded, out: list[Event]) -> None:
         sid = event.stream_id
         if sid in self._streams:
-            self._streams.discard(sid)
-            if self._bodies.pop(sid, None) is not None:
-                _stop_upload(self, sid)
-            self.completed += 1
+            self._ended(sid)
             out.append(StreamEnd(sid))
+
+    def _ended(self, sid: int) -> None:
+        """The response on `sid` is complete."""
+        self._streams.discard(sid)
+        if self._bodies.pop(sid, None) is not None:
+            _stop_upload(self, sid)
+        self.completed += 1
 
     def _fail(self, reason: str, code: ErrorCodes | None = None) -> list[Event]:
         """A connection-level error: every stream of ours ends with HTTP2 (16)."""

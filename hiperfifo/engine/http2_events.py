@@ -23,11 +23,14 @@ class StreamHead(NamedTuple):
 
 
 class StreamData(NamedTuple):
-    """Body bytes on `stream_id`; pass `flow` to consumed() once they are taken."""
+    """Body bytes on `stream_id`; pass `flow` to consumed() once they are taken. `end`: the
+    response is complete with them (END_STREAM came on their DATA frame): no StreamEnd
+    follows (one event less per response)."""
 
     stream_id: int
     data: bytes
     flow: int
+    end: bool = False
 
 
 class StreamTrailers(NamedTuple):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hiperfifo.engine.codes import POLL_IN, POLL_INOUT
 from hiperfifo.engine.connection import Connection
-from hiperfifo.engine.http2_events import Event, StreamEnd, StreamReset
+from hiperfifo.engine.http2_events import Event, StreamData, StreamEnd, StreamReset
 
 if TYPE_CHECKING:
     from hiperfifo.engine.http2 import Http2
@@ -194,8 +194,10 @@ class Shared:
             user = users.get(event.stream_id)
             if user is None:
                 continue
-            kind = type(event)
-            if kind is StreamEnd or kind is StreamReset:  # the stream is over: forget it
+            if isinstance(event, StreamData):
+                if event.end:  # the stream is over: forget it
+                    del users[event.stream_id]
+            elif type(event) is StreamEnd or type(event) is StreamReset:
                 del users[event.stream_id]
             touched[user] = None
             user.on_stream(event)

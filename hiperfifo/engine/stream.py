@@ -78,6 +78,9 @@ class Stream:
             assert isinstance(event, StreamData)
             response.on_body(event.data)
             self.shared.consumed(event.stream_id, event.flow)
+            if event.end:
+                response.on_end()
+                return True
             return False
         if kind is StreamHead:
             assert isinstance(event, StreamHead)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import h2.config
 import h2.connection
 import h2.errors
@@ -34,6 +36,18 @@ from hiperfifo.engine.http2 import (
 GET = [("Host", "example.org"), ("Accept", "*/*")]
 
 
+def split_ends(events: list[Any]) -> list[object]:
+    """Http2.receive's events with the end a last StreamData carries (end=True) as the
+    StreamEnd it stands for, after it: what the assertions here compare with."""
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, StreamData) and event.end:
+            out += [event._replace(end=False), StreamEnd(event.stream_id)]
+        else:
+            out.append(event)
+    return out
+
+
 class Pair:
     """Our client and h2's server, wired back to back (h11's ConnectionPair, for h2)."""
 
@@ -57,7 +71,7 @@ class Pair:
         return events
 
     def to_client(self, raw: bytes = b"") -> list[object]:
-        return list(self.client.receive(raw + self.server.data_to_send(), self.now))
+        return split_ends(self.client.receive(raw + self.server.data_to_send(), self.now))
 
     def get(self, path: str = "/", headers: list[tuple[str, str]] | None = None) -> int:
         return self.client.open_stream("GET", "https", path, headers or GET, None)
@@ -276,7 +290,7 @@ def _received(chunk: int, short: bool) -> tuple[list[object], object]:
         conn.receive_data = h2.connection.H2Connection.receive_data.__get__(conn)  # type: ignore[method-assign]
     events: list[object] = []
     for at in range(0, len(data), chunk):
-        for event in client.receive(data[at : at + chunk], 0.0):
+        for event in split_ends(client.receive(data[at : at + chunk], 0.0)):
             events.append(event)
             if isinstance(event, StreamData):
                 client.consumed(event.stream_id, event.flow)
@@ -293,6 +307,31 @@ def _received(chunk: int, short: bool) -> tuple[list[object], object]:
         client.data_to_send(),
     )
     return events, state
+
+
+def test_the_end_rides_on_the_last_data_frame_a_bodiless_response_has_its_own() -> None:
+    """END_STREAM on a DATA frame: one StreamData(end=True), no StreamEnd after it (one
+    event less per response); END_STREAM on the HEADERS (no body): a StreamEnd."""
+    pair = Pair()
+    with_body, bodiless = pair.get(), pair.get()
+    pair.to_server()
+    pair.server.send_headers(with_body, [(":status", "200")])
+    pair.server.send_data(with_body, b"hel")
+    pair.server.send_data(with_body, b"lo", end_stream=True)
+    pair.server.send_headers(bodiless, [(":status", "204")], end_stream=True)
+    events = pair.client.receive(pair.server.data_to_send(), 0.0)
+    assert [type(e).__name__ for e in events] == [
+        "StreamHead",
+        "StreamData",
+        "StreamData",
+        "StreamHead",
+        "StreamEnd",
+    ]
+    assert events[1] == StreamData(with_body, b"hel", 3, False)
+    assert events[2] == StreamData(with_body, b"lo", 2, True)
+    assert events[4] == StreamEnd(bodiless)
+    assert pair.client.streams == 0
+    assert pair.client.completed == 2
 
 
 @pytest.mark.parametrize("chunk", [1, 9, 10, 100, 1000, 16393, 1 << 20])
@@ -326,7 +365,7 @@ def test_short_path_malformed_response_is_its_streams_error() -> None:
         return malformed(frame, exc)
 
     pair.client._h2._malformed = spy  # type: ignore[method-assign]
-    events = pair.client.receive(raw, 0.0)
+    events = split_ends(pair.client.receive(raw, 0.0))
     assert [type(f).__name__ for f in seen] == ["_Taken"]  # the short path's
     resets = [e for e in events if isinstance(e, StreamReset)]
     assert [(e.stream_id, e.code) for e in resets] == [(bad, Code.HTTP2_STREAM)]
@@ -568,7 +607,7 @@ def test_hpack_bomb_is_refused_without_building_it() -> None:
     block = hpack.Encoder().encode([(b":status", b"200")] + [(b"x-bomb", b"b" * 4000)] * 200)
     assert len(block) < 5000  # tiny on the wire...
     frame = HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
-    events = pair.client.receive(frame, 0.0)
+    events = split_ends(pair.client.receive(frame, 0.0))
     assert_connection_error(events, [sid], "Oversized header block")
     assert MAX_HEADER_LIST == 100 * 1024
 
@@ -602,7 +641,7 @@ def test_control_frame_flood_closes_the_connection(frame: object) -> None:
     sids = [pair.get("/a"), pair.get("/b")]
     pair.to_server()
     flood = frame.serialize() * (CONTROL_BURST + 10)  # type: ignore[attr-defined]
-    events = pair.client.receive(flood, 0.0)
+    events = split_ends(pair.client.receive(flood, 0.0))
     if isinstance(frame, RstStreamFrame):  # the first one closes stream 1 (NO_ERROR)
         assert events[0] == StreamReset(1, Code.OK, "HTTP/2 stream 1 reset with NO_ERROR", False)
         events, sids = events[1:], sids[1:]
@@ -670,7 +709,7 @@ def test_malformed_response_head_resets_only_its_stream(
     pair.to_server()
     block = pair_encoder(pair).encode(fields)
     raw = HeadersFrame(bad, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
-    events = pair.client.receive(raw, 0.0)
+    events = split_ends(pair.client.receive(raw, 0.0))
     (reset,) = events
     assert isinstance(reset, StreamReset)
     assert (reset.stream_id, reset.code, reset.retry) == (bad, Code.HTTP2_STREAM, False)
