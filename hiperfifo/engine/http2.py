@@ -32,6 +32,7 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 from h2.errors import ErrorCodes
+from h2.utilities import is_informational_response
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.http1 import ResponseHead
@@ -243,6 +244,9 @@ _RECEIVING = {
 _ODD = h2.connection.AllowedStreamIDs.ODD
 _STREAM_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
 _STREAM_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+_STREAM_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_STREAM_RECV_INFO = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_STREAM_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 
 
 class _Taken(NamedTuple):
@@ -407,9 +411,7 @@ class _Connection(h2.connection.H2Connection):
                     headers = _decode_headers(self.decoder, data[at + 9 : end])
                     if self.state_machine.state is not _QUIET_IN:
                         events += self.state_machine.process_input(_RECV_HEADERS)
-                    frames, more = stream.receive_headers(
-                        headers, bool(flags & 0x1), self.config.header_encoding
-                    )
+                    frames, more = _receive_headers(stream, headers, bool(flags & 0x1))
             except h2.exceptions.ProtocolError as e:  # as in _receive_frame
                 frames, more = [], self._malformed(_Taken(stream.stream_id, kind, length), e)
             self._prepare_for_sending(frames)
@@ -456,8 +458,40 @@ class _Connection(h2.connection.H2Connection):
         self._data_to_send += b"".join([frame.serialize() for frame in frames])
 
 
+def _receive_headers(
+    stream: Any, headers: list[Any], end_stream: bool
+) -> tuple[list[Any], list[h2.events.Event]]:
+    """h2 4.4's H2Stream.receive_headers for a whole header block the short path took, step
+    for step (the same state machine inputs, events, content-length), less what _CONFIG
+    makes a no-op there: the header validation flags (inbound validation and normalisation
+    are off) and the pipeline's copy of the list (no header_encoding: the decoded list,
+    new for each block, goes to the event as it is)."""
+    if is_informational_response(headers):
+        if end_stream:
+            raise h2.exceptions.ProtocolError("Cannot set END_STREAM on informational responses")
+        input_ = _STREAM_RECV_INFO
+    else:
+        input_ = _STREAM_RECV_HEADERS
+    machine = stream.state_machine
+    events: list[Any] = machine.process_input(input_)
+    headers_event = events[0]
+    if end_stream:
+        ended = machine.process_input(_STREAM_RECV_END_STREAM)
+        headers_event.stream_ended = ended[0]
+        events += ended
+    stream._initialize_content_length(headers)
+    if isinstance(headers_event, h2.events.TrailersReceived) and not end_stream:
+        raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+    headers_event.headers = headers
+    return [], events
+
+
 _STREAM_RECEIVERS = frozenset(
-    (h2.stream.H2Stream.receive_headers.__code__, h2.stream.H2Stream.receive_data.__code__)
+    (
+        h2.stream.H2Stream.receive_headers.__code__,
+        h2.stream.H2Stream.receive_data.__code__,
+        _receive_headers.__code__,
+    )
 )
 
 
@@ -478,6 +512,12 @@ _CONFIG = h2.config.H2Configuration(
     validate_inbound_headers=False,
     normalize_inbound_headers=False,
 )
+if (
+    _CONFIG.validate_inbound_headers
+    or _CONFIG.normalize_inbound_headers
+    or _CONFIG.header_encoding
+):
+    raise ImportError("http2._receive_headers needs h2's inbound header pipeline off (_CONFIG)")
 
 
 class Http2:
