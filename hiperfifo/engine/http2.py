@@ -262,20 +262,25 @@ def _frame_length(data: Any, at: int) -> int:
     return int((high << 8) | low)
 
 
+# h2 keeps a closed stream's object until a count of open streams sweeps it (late frames on
+# it are answered from _closed_streams after that): a sweep walks every stream, open or not.
+_SWEEP = 256
+
+
 class _Connection(h2.connection.H2Connection):
     """h2's connection, counting the frames that cost us work and carry no response, and
     counting our open streams from our own table: h2 walks all its streams for that on
-    every new one (and drops the closed ones as it goes), here once per 64 new ones."""
+    every new one (and drops the closed ones as it goes), here once per _SWEEP new ones."""
 
     control = 0
     ours: set[int] = set()  # Http2's running streams (replaced per connection)
-    _sweep_at = 64
+    _sweep_at = _SWEEP
 
     @property
     def open_outbound_streams(self) -> int:
         if len(self.streams) >= self._sweep_at:
             count = super().open_outbound_streams  # forgets the closed streams
-            self._sweep_at = len(self.streams) + 64
+            self._sweep_at = len(self.streams) + _SWEEP
             return count
         return len(self.ours)
 
