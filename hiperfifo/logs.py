@@ -353,25 +353,21 @@ def configure(
 
 # The per-URL lines, rendered as one f-string when lines are plain JSON: the same bytes as
 # the generic path (json's ASCII string encoder, ints as str(), floats as repr(), None as
-# null), without building the event's dict and walking it.
+# null), without building the event's dict and walking it. `log` must be bound to no keys.
 _esc = json.encoder.encode_basestring_ascii
+# JSON of the values most lines repeat (no error, OK, the HTTP versions): looked up, not encoded
+_JSON = {None: "null", "": '""', "OK": '"OK"', "1.1": '"1.1"', "2": '"2"'}
 _DONE_KEYS = 13  # transfer.done's keys in jobs.report's dict, "file" aside
 _ENTRY = '"entry": %s, '
 _FILE = ', "file": %s'
-
-
-def _direct_writer(log: FilteringBoundLogger) -> LineWriter | None:
-    """The writer when `log`'s lines are plain JSON rendered here, else None."""
-    writer = _direct
-    return writer if log._logger is writer else None  # type: ignore[attr-defined]
 
 
 def transfer_added(
     log: FilteringBoundLogger, transfer_id: int, url: str, entry: str | None
 ) -> None:
     """`log.info("transfer.added", id=, url=, entry=)` (entry only when not None)."""
-    writer = _direct_writer(log)
-    if writer is None:
+    writer = _direct
+    if writer is None or log._logger is not writer:  # type: ignore[attr-defined]
         fields: dict[str, Any] = {"id": transfer_id, "url": url}
         if entry is not None:
             fields["entry"] = entry
@@ -392,9 +388,14 @@ def transfer_done(
     """`log.<level>("transfer.done", ...)` from the dict jobs.report gives its source: id,
     url (logged as `shown_url`, the redacted one), entry (left out when None), then
     effective_url, result, result_name, error, status, bytes, elapsed, redirects,
-    attempts, http_version and perhaps file, in that order."""
-    writer = _direct_writer(log)
-    if writer is None or len(fields) - ("file" in fields) != _DONE_KEYS:
+    attempts, http_version and perhaps file, in that order (another key: structlog's way).
+    """
+    writer = _direct
+    if (
+        writer is None
+        or log._logger is not writer  # type: ignore[attr-defined]
+        or len(fields) - ("file" in fields) != _DONE_KEYS
+    ):
         line = {"id": fields["id"], "url": shown_url}
         line.update(fields)
         line["url"] = shown_url
@@ -404,17 +405,21 @@ def transfer_done(
         return
     if _LEVELS[level] < _direct_level:
         return
-    entry, status, version = fields["entry"], fields["status"], fields["http_version"]
+    known = _JSON.get
+    url = _esc(shown_url)
+    effective = fields["effective_url"]
+    effective = url if effective is shown_url else _esc(effective)
+    name, error, version = fields["result_name"], fields["error"], fields["http_version"]
+    entry, status = fields["entry"], fields["status"]
     writer.msg(
         f'{{"timestamp": "{timestamp()}", "level": "{level}", "event": "transfer.done", '
-        f'"id": {fields["id"]}, "url": {_esc(shown_url)}, '
+        f'"id": {fields["id"]}, "url": {url}, '
         f"{'' if entry is None else _ENTRY % _esc(entry)}"
-        f'"effective_url": {_esc(fields["effective_url"])}, "result": {fields["result"]}, '
-        f'"result_name": {_esc(fields["result_name"])}, "error": {_esc(fields["error"])}, '
+        f'"effective_url": {effective}, "result": {fields["result"]}, '
+        f'"result_name": {known(name) or _esc(name)}, "error": {known(error) or _esc(error)}, '
         f'"status": {"null" if status is None else status}, "bytes": {fields["bytes"]}, '
         f'"elapsed": {fields["elapsed"]!r}, "redirects": {fields["redirects"]}, '
-        f'"attempts": {fields["attempts"]}, '
-        f'"http_version": {"null" if version is None else _esc(version)}'
+        f'"attempts": {fields["attempts"]}, "http_version": {known(version) or _esc(version)}'
         f"{_FILE % _esc(fields['file']) if 'file' in fields else ''}}}"
     )
 

@@ -264,10 +264,12 @@ def test_journald_stream_gets_syslog_priority_prefixes(tmp_path: Path) -> None:
         ["--timeout", "2.5", "--fail", "--insecure", "--compressed", "--max-filesize", "9"],
         ["--http1.1"],
         ["--http2-prior-knowledge"],
+        ["--speed-limit", "100", "--speed-time", "7"],
     ],
 )
 def test_easy_options_leave_out_only_what_equals_the_engine_defaults(argv: list[str]) -> None:
-    """Every attempt's Easy ends up with every option of the command line, defaults included."""
+    """Every attempt's Easy ends up with every option of the command line, defaults included
+    (--speed-time only with a --speed-limit: without one libcurl checks neither)."""
     config = resolve(argv, {}, stdout_is_tty=False)
     url = "http://127.0.0.1/"
     given = Easy(url, **easy_options(config, {}, None))
@@ -279,7 +281,7 @@ def test_easy_options_leave_out_only_what_equals_the_engine_defaults(argv: list[
         connect_timeout_ms=config.connect_timeout_ms,
         timeout_ms=config.timeout_ms,
         low_speed_limit=config.speed_limit,
-        low_speed_time=config.speed_time,
+        low_speed_time=config.speed_time if config.speed_limit else 0,
         verify=not config.insecure,
         ca_file=None,
         accept_encoding="" if config.compressed else None,
