@@ -124,6 +124,8 @@ class Jobs:
         self.deferred = 0  # with --state-dir: unfinished at abort, kept for the next start
         self._multi = multi
         self._output = output
+        self._shared = output.shared  # the one Sink of every transfer (--output discard)
+        self._shared_write = output.shared.write if output.shared else None
         self._journal = journal
         self._durable = journal.durable
         self._log = log
@@ -170,21 +172,21 @@ class Jobs:
         running, queue = self.running, self.queue
         if len(running) > self._feed_low or not queue or self.phase is _ABORTING:
             return
-        sink, clock, attempt = self._output.sink, self._clock, self._attempt
+        shared, sink, clock, attempt = self._shared, self._output.sink, self._clock, self._attempt
         for _ in range(min(len(queue), self._feed_limit - len(running))):
             transfer_id, url, accepted, source, entry, shown = queue.popleft()
-            job = Job(
-                transfer_id, url, shown, sink(transfer_id, url), source, entry, accepted, clock()
-            )
+            out = shared or sink(transfer_id, url)
+            job = Job(transfer_id, url, shown, out, source, entry, accepted, clock())
             running[transfer_id] = job
             attempt(job)
 
     def _attempt(self, job: Job) -> None:
         """Hand one attempt of `job` to the engine: a new Easy each time."""
         job.retry_after = RetryAfter() if self._retries else None
+        sink = job.sink
         job.easy = Easy(
             job.url,
-            write_function=job.sink.write,
+            write_function=self._shared_write if sink is self._shared else sink.write,
             header_function=job.retry_after,
             debug_function=partial(self._debug_line, job) if self._debug else None,
             private=job,

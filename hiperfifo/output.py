@@ -118,6 +118,10 @@ class FileSink(Sink):
 class Output:
     """`--output discard`: every transfer gets a discarding Sink."""
 
+    # The one Sink every transfer gets; None: sink() makes one each (a subclass that
+    # overrides sink() sets it to None, or jobs.py hands out this one without asking).
+    shared: Sink | None = _DISCARD
+
     def sink(self, transfer_id: int, url: str) -> Sink:
         return _DISCARD  # holds no state: one for every transfer
 
@@ -127,6 +131,8 @@ class Output:
 
 class DirectoryOutput(Output):
     """`--output DIR`: one file per transfer, named from the URL, never overwriting."""
+
+    shared = None
 
     def __init__(self, path: Path) -> None:
         self.path = path
