@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Sequence
@@ -48,6 +47,8 @@ class Journal:
     durable = True  # what it records survives the process (NullJournal: nothing does)
 
     def __init__(self, directory: Path) -> None:
+        import sqlite3  # loaded by the first Journal: none without --state-dir
+
         self.directory = directory
         self.path = directory / DATABASE
         self._lock_fd = _lock(directory)
@@ -65,6 +66,8 @@ class Journal:
             raise JournalError(f"--state-dir {directory}: {DATABASE}: {exc}") from exc
 
     def _setup(self) -> None:
+        import sqlite3  # loaded by the first Journal: none without --state-dir
+
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode {mode})")
@@ -95,6 +98,8 @@ class Journal:
 
     def unfinished(self) -> list[Row]:
         """(id, url) of every URL recorded and not finished, oldest first."""
+        import sqlite3  # loaded by the first Journal: none without --state-dir
+
         try:
             rows = self._db.execute("SELECT id, url FROM queue ORDER BY id").fetchall()
         except sqlite3.Error as exc:
@@ -128,6 +133,8 @@ class Journal:
         self._finished = []
 
     def _write(self, sql: str, params: Sequence[tuple[object, ...]]) -> None:
+        import sqlite3  # loaded by the first Journal: none without --state-dir
+
         try:
             self._db.execute("BEGIN")
             self._db.executemany(sql, params)

@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol, cast
 
 from hiperfifo.engine import Code
@@ -108,6 +107,8 @@ def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
     text = value.strip()
     if text.isdigit():
         return float(text)
+    from email.utils import parsedate_to_datetime  # the email package: only for a date here
+
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
