@@ -472,6 +472,8 @@ def build(
             values[option.name] = option.parse(text)
         except ConfigError as exc:
             raise ConfigError(f"{given_as(option)}: {exc}", option.name, str(exc)) from None
+    if raw.get("speed_time") is not None and raw.get("speed_limit") is None:
+        values["speed_limit"] = 1  # curl: --speed-time alone means a limit of 1 byte/s
     try:
         return Config(**values, proxy_environ=proxy_environ)
     except ConfigError as exc:

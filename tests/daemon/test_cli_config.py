@@ -258,9 +258,32 @@ def test_journald_stream_gets_syslog_priority_prefixes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "env", "limit", "seconds"),
+    [
+        ([], {}, 0, 30),
+        (["--speed-time", "7"], {}, 1, 7),
+        ([], {"HIPERFIFO_SPEED_TIME": "7"}, 1, 7),
+        (["--speed-time", "7", "--speed-limit", "100"], {}, 100, 7),
+        (["--speed-limit", "100"], {}, 100, 30),
+    ],
+)
+def test_speed_time_alone_means_a_limit_of_one_byte_a_second(
+    argv: list[str], env: dict[str, str], limit: int, seconds: int
+) -> None:
+    """As curl's --speed-time: "If --speed-limit is not used, this option uses a speed limit
+    of 1"; the default 30 s alone checks nothing."""
+    config = resolve(argv, env, stdout_is_tty=False)
+    assert (config.speed_limit, config.speed_time) == (limit, seconds)
+    options = easy_options(config, {}, None)
+    assert options.get("low_speed_limit", 0) == limit
+    assert options.get("low_speed_time", 0) == (seconds if limit else 0)
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         [],
+        ["--speed-time", "7"],
         ["--timeout", "2.5", "--fail", "--insecure", "--compressed", "--max-filesize", "9"],
         ["--http1.1"],
         ["--http2-prior-knowledge"],
