@@ -123,11 +123,14 @@ class Lease:
     def could_serve(self, origin: Origin, h2: bool = False) -> bool:
         """Would a transfer to `origin` get a connection, a stream or a slot now?"""
         if h2:
-            if any(s.free_slots > 0 for s in self._shared.get(origin, ())):
-                return True
+            for shared in self._shared.get(origin, ()):  # (no generator: asked per queued one)
+                if shared.free_slots > 0:
+                    return True
             if self.pipewait(origin):
                 return False
-        return self.pool.could_serve(origin) or bool(self._idle_shared_for(origin))
+        if self.pool.could_serve(origin):
+            return True
+        return bool(self._idle_shared) and bool(self._idle_shared_for(origin))
 
     def serves_directly(self, origin: Origin) -> bool:
         """Would a transfer to `origin` go on now without closing another connection (one of
