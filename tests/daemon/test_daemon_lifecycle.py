@@ -119,13 +119,15 @@ def test_idle_stop_exits_at_once(run_daemon: Callable[..., Daemon]) -> None:
     assert daemon.events("daemon.stopped")[0]["done"] == 0
 
 
-def test_burst_of_20000_keeps_the_loop_responsive(
+def test_burst_of_90000_keeps_the_loop_responsive(
     run_daemon: Callable[..., Daemon], http_server: Server
 ) -> None:
-    """20,000 URLs in one cat: SIGTERM acted on mid-burst (before the burst is all read, and
+    """90,000 URLs in one cat (under --max-queued, and more than the daemon reads in the
+    time the test takes to see 2,000 of them: 20,000 were all read first once the intake
+    got faster): SIGTERM acted on mid-burst (before the burst is all read, and
     within 2 s even on a loaded machine; typically ~10 ms); each URL read is done."""
     daemon = run_daemon("--max-total-connections", "4", "--shutdown-timeout", "0.5")
-    data = url_lines(http_server, "/hang", 20_000)
+    data = url_lines(http_server, "/hang", 90_000)
     writer = threading.Thread(target=_write_ignoring_epipe, args=(daemon, data), daemon=True)
     writer.start()
     daemon.wait_for("transfer.added", 2_000)
@@ -138,7 +140,7 @@ def test_burst_of_20000_keeps_the_loop_responsive(
     added = daemon.events("transfer.added")
     done = daemon.events("transfer.done")
     assert sorted(e["id"] for e in done) == sorted(e["id"] for e in added)
-    assert 2_000 <= len(added) == stopping["running"] < 20_000  # mid-burst: not all read
+    assert 2_000 <= len(added) == stopping["running"] < 90_000  # mid-burst: not all read
 
 
 def _write_ignoring_epipe(daemon: Daemon, data: bytes) -> None:
