@@ -14,6 +14,16 @@ bodies away through a callback that counts them:
   aiohttp      HTTP/1.1 only: one ClientSession, TCPConnector(limit=INFLIGHT)
   httpx-h2     AsyncClient(http2=True), INFLIGHT worker tasks
 
+--shape says how the engine and pycurl contenders feed their multi handle
+(both the same way, so that they compare):
+
+  reuse    (default) INFLIGHT handles, each added again as it finishes
+  fresh    a new handle for each request, added as one finishes (the daemon's way:
+           one Easy per URL), at most INFLIGHT at once
+  upfront  all COUNT handles made and added at the start; the multi holds the rest
+           back (one connection: max_host_connections=1 for both), as an application
+           that adds everything it has at once
+
 Clock and CPU (utime + stime of the child, all threads, from /proc) are read
 after the child has imported everything and said "ready", and again when it
 reports. Every response must be 200 with all its bytes, or the run counts as
@@ -40,6 +50,14 @@ from pathlib import Path
 from typing import Any
 
 Result = dict[str, Any]
+SHAPES = ("reuse", "fresh", "upfront")
+SHAPE_ENV = "HIPERFIFO_BENCH_SHAPE"  # the parent's --shape, to its children
+
+
+def shape() -> str:
+    return os.environ.get(SHAPE_ENV, "reuse")
+
+
 CONTENDERS = ("engine-h2", "engine-h1", "pycurl-h2", "aiohttp", "httpx-h2")
 COMPILED = " compiled"  # --compiled: an engine contender on the mypyc venv's interpreter
 NGINX_CONFIG = """\
@@ -118,6 +136,10 @@ def engine(url: str, count: int, inflight: int, ca_file: str, version: str) -> R
     multi = Multi(**limit, max_concurrent_streams=inflight)
     finished = 0
     left = count
+    fed = shape()
+
+    def new() -> Easy:
+        return Easy(url, write_function=tally.write, ca_file=ca_file, http_version=version)
 
     def add(easy: Easy) -> None:
         nonlocal left
@@ -132,14 +154,14 @@ def engine(url: str, count: int, inflight: int, ca_file: str, version: str) -> R
             error = "" if message.result == Code.OK else f"{message.result.name}: {easy.error}"
             tally.done(easy.response_code, error, easy.http_version)
             if left:
-                add(easy)
+                add(easy if fed == "reuse" else new())
         finished += len(messages)
         if finished == count:
             driver.stop()
 
     driver = Driver(multi, on_done)
-    for _ in range(min(inflight, count)):
-        add(Easy(url, write_function=tally.write, ca_file=ca_file, http_version=version))
+    for _ in range(count if fed == "upfront" else min(inflight, count)):
+        add(new())
     driver.run()
     multi.close()
     driver.close()
@@ -166,6 +188,9 @@ class PycurlH2:
         self.polls: dict[int, Any] = {}
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAX_TOTAL_CONNECTIONS, inflight)
+        self.fed = shape()
+        if self.fed == "upfront":  # one connection, as engine-h2's max_host_connections=1
+            self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, 1)
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, self.socket_function)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, self.timer_function)
         self.uv = {
@@ -176,18 +201,22 @@ class PycurlH2:
         self.versions = {pycurl.CURL_HTTP_VERSION_2_0: "2", pycurl.CURL_HTTP_VERSION_1_1: "1.1"}
 
     def run(self) -> Result:
-        pycurl = self.pycurl
-        for _ in range(min(self.inflight, self.left)):
-            handle = pycurl.Curl()
-            handle.setopt(pycurl.WRITEFUNCTION, self.tally.write)
-            handle.setopt(pycurl.NOSIGNAL, 1)
-            handle.setopt(pycurl.CAINFO, self.ca_file)
-            handle.setopt(pycurl.PIPEWAIT, 1)
-            handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
-            self.start(handle)
+        first = self.left if self.fed == "upfront" else min(self.inflight, self.left)
+        for _ in range(first):
+            self.start(self.new())
         self.loop.run()
         self.multi.close()
         return self.tally.result()
+
+    def new(self) -> Any:
+        pycurl = self.pycurl
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.WRITEFUNCTION, self.tally.write)
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        handle.setopt(pycurl.CAINFO, self.ca_file)
+        handle.setopt(pycurl.PIPEWAIT, 1)
+        handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
+        return handle
 
     def start(self, handle: Any) -> None:
         self.left -= 1
@@ -201,10 +230,12 @@ class PycurlH2:
         self.tally.done(handle.getinfo(pycurl.RESPONSE_CODE), error, version)
         self.multi.remove_handle(handle)
         self.running -= 1
-        if self.left:
+        if self.left and self.fed == "reuse":
             self.start(handle)
         else:
             handle.close()
+            if self.left:
+                self.start(self.new())
 
     def check(self) -> None:
         while True:
@@ -514,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(CONTENDERS))
     parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="reuse",
+        help="how the engine and pycurl contenders feed their multi (see above)",
+    )
+    parser.add_argument(
         "--compiled",
         default="",
         metavar="PYTHON",
@@ -530,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.compiled).exists():
             parser.error(f"{args.compiled} is missing: run `make compiled` first")
         names += [n + COMPILED for n in ("engine-h2", "engine-h1") if n in names]
+    os.environ[SHAPE_ENV] = args.shape  # the children read it
     server = Nginx()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
@@ -548,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     print(
         f"{args.count:,} x 1 KiB over https (nginx, TLS), at most {args.inflight} at once; "
-        f"medians of {args.runs}; httpx-h2 does {args.httpx_count:,}"
+        f"medians of {args.runs}; httpx-h2 does {args.httpx_count:,}; shape {args.shape}"
     )
     print("\n".join(table(rows)))
     return 0
