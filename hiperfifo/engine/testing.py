@@ -27,7 +27,7 @@ from hiperfifo.engine.codes import (
 from hiperfifo.engine.easy import Easy
 from hiperfifo.engine.multi import Message, Multi
 
-_EVENTS = {
+SELECTOR_EVENTS = {  # what a socket callback asks for, as selectors events
     POLL_IN: selectors.EVENT_READ,
     POLL_OUT: selectors.EVENT_WRITE,
     POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
@@ -148,7 +148,7 @@ class SelectorDriver:
             if socketp is not None:
                 self._removed[fd] = self._inodes[fd]
             return
-        events = _EVENTS[what]
+        events = SELECTOR_EVENTS[what]
         if socketp is None:
             self._register(fd, events)
             self.multi.assign(fd, fd)

@@ -34,27 +34,18 @@ from hiperfifo.daemon import Daemon
 from hiperfifo.engine import (
     CSELECT_IN,
     CSELECT_OUT,
-    POLL_IN,
-    POLL_INOUT,
-    POLL_OUT,
     POLL_REMOVE,
     SOCKET_TIMEOUT,
     Message,
     Multi,
 )
-from hiperfifo.engine.testing import FakeClock
+from hiperfifo.engine.testing import SELECTOR_EVENTS, FakeClock
 from hiperfifo.journal import Journal
 from hiperfifo.output import Output
 from hiperfifo.sources.base import Inbox, Item, Loop
 
 QUIET = 0.02  # real seconds with nothing ready before the fake clock may jump
 WAIT = 30.0  # real seconds: the bound on one run of the loop
-
-_EVENTS = {
-    POLL_IN: selectors.EVENT_READ,
-    POLL_OUT: selectors.EVENT_WRITE,
-    POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
-}
 
 
 class FakeTimer:
@@ -160,10 +151,10 @@ class FakeLoop:
         if socketp is None or fd not in self.selector.get_map():
             if fd in self.selector.get_map():
                 self.selector.unregister(fd)
-            self.selector.register(fd, _EVENTS[what], None)
+            self.selector.register(fd, SELECTOR_EVENTS[what], None)
             self._multi.assign(fd, fd)
         else:
-            self.selector.modify(fd, _EVENTS[what], None)
+            self.selector.modify(fd, SELECTOR_EVENTS[what], None)
 
     def _timer_function(self, timeout_ms: int) -> None:
         self._engine_at = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000

@@ -14,9 +14,6 @@ from servers import HELLO, HTTPServer, Peer, QuickServer, Server, in_rounds, res
 from hiperfifo.engine import (
     CSELECT_IN,
     CSELECT_OUT,
-    POLL_IN,
-    POLL_INOUT,
-    POLL_OUT,
     POLL_REMOVE,
     SOCKET_TIMEOUT,
     Code,
@@ -25,12 +22,7 @@ from hiperfifo.engine import (
     Multi,
 )
 from hiperfifo.engine.pending import FAIRNESS
-
-EVENTS = {
-    POLL_IN: selectors.EVENT_READ,
-    POLL_OUT: selectors.EVENT_WRITE,
-    POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
-}
+from hiperfifo.engine.testing import SELECTOR_EVENTS
 
 
 def selectors_loop(multi: Multi, urls: list[str], keep: int) -> list[Easy]:
@@ -45,9 +37,9 @@ def selectors_loop(multi: Multi, urls: list[str], keep: int) -> list[Easy]:
         if what == POLL_REMOVE:
             sel.unregister(fd)
         elif watched:
-            sel.modify(fd, EVENTS[what])
+            sel.modify(fd, SELECTOR_EVENTS[what])
         else:
-            sel.register(fd, EVENTS[what])
+            sel.register(fd, SELECTOR_EVENTS[what])
 
     def on_timer(ms: int) -> None:
         timer[0] = None if ms < 0 else ms / 1000
