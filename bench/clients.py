@@ -103,7 +103,21 @@ def engine_pyuv(url: str, count: int, concurrency: int) -> Result:
     return tally.result()
 
 
-# -- hiperfifo's engine under a plain pyuv loop over the public Multi API (hiperfifo.c's shape)
+# -- hiperfifo.c's shape: the application's own pyuv loop over the public multi API --------
+#
+# EngineCShape (hiperfifo.engine) and PycurlPyuv (pycurl) are the same driver, line for line,
+# over two libraries: one Poll per announced socket, one Timer, info_read after each
+# socket_action, at most `concurrency` handles in the multi, the next URL started as one
+# finishes, unique URLs. Each is fed in two shapes (SHAPES), so that neither library is
+# measured only in the shape that suits it:
+#   fresh  a new handle per URL, dropped when it is done: hiperfifo.c's own shape (its
+#          new_conn() calls curl_easy_init, check_multi_info() curl_easy_cleanup)
+#   reuse  `concurrency` handles made at the start, each added again with the next URL
+#          (both keep the options set; the engine's add_handle clears what getinfo
+#          answers, Easy.reset_info(), as libcurl does when a transfer starts)
+# The Python each does per event is the same (bench/README.md, "Same driver, same shapes").
+
+SHAPES = ("fresh", "reuse")
 
 
 def unique(url: str, i: int) -> str:
@@ -112,15 +126,20 @@ def unique(url: str, i: int) -> str:
 
 
 def engine_c_shape(url: str, count: int, concurrency: int) -> Result:
-    """At most `concurrency` Easy handles in the multi, a new one added as each finishes."""
-    return EngineCShape(url, count, concurrency).run()
+    """hiperfifo.c's shape: a new Easy per URL, at most `concurrency` in the multi."""
+    return EngineCShape(url, count, concurrency, reuse=False).run()
+
+
+def engine_c_shape_reuse(url: str, count: int, concurrency: int) -> Result:
+    """`concurrency` Easy handles, each added again with the next URL as it finishes."""
+    return EngineCShape(url, count, concurrency, reuse=True).run()
 
 
 class EngineCShape:
     """hiperfifo.c in Python over hiperfifo.engine: one Poll per announced socket, one Timer,
     info_read after each socket_action. The application's own loop, not hiperfifo.driver."""
 
-    def __init__(self, url: str, count: int, concurrency: int) -> None:
+    def __init__(self, url: str, count: int, concurrency: int, reuse: bool) -> None:
         import pyuv
 
         from hiperfifo import engine
@@ -131,6 +150,8 @@ class EngineCShape:
         self.added = 0
         self.running = 0
         self.concurrency = concurrency
+        self.reuse = reuse
+        self.made = 0  # handles made (count fresh, concurrency reused)
         self.tally = Tally()
         self.loop = pyuv.Loop()
         self.timer = pyuv.Timer(self.loop)
@@ -148,27 +169,37 @@ class EngineCShape:
 
     def run(self) -> Result:
         for _ in range(min(self.concurrency, self.count)):
-            self.add()
+            self.start(None)
         self.loop.run()
         self.multi.close()
-        return self.tally.result()
+        return {**self.tally.result(), "handles": self.made}
 
-    def add(self) -> None:
-        easy = self.engine.Easy(unique(self.url, self.added), write_function=self.tally.write)
+    def start(self, easy: Any) -> None:
+        """The next URL on `easy` (reuse), or on a new Easy (None: fresh, and the first ones)."""
+        url = unique(self.url, self.added)
+        if easy is None:
+            easy = self.engine.Easy(url, write_function=self.tally.write)
+            self.made += 1
+        else:
+            easy.url = url
         self.added += 1
         self.running += 1
         self.multi.add_handle(easy)
 
+    def done(self, easy: Any) -> None:
+        self.multi.remove_handle(easy)
+        self.running -= 1
+        if self.added < self.count:
+            self.start(easy if self.reuse else None)
+
     def check_info(self) -> None:
-        ok = self.engine.Code.OK
         while (message := self.multi.info_read()) is not None:
             easy = message.easy
-            error = "" if message.result == ok else f"{message.result.name}: {easy.error}"
-            self.tally.done(easy.response_code, error)
-            self.multi.remove_handle(easy)
-            self.running -= 1
-            if self.added < self.count:
-                self.add()
+            if message.result:  # Code.OK is 0 (an IntEnum: int's own truth test)
+                self.tally.done(easy.response_code, f"{message.result.name}: {easy.error}")
+            else:
+                self.tally.done(easy.response_code)
+            self.done(easy)
         if self.running == 0:  # done: let loop.run() return
             self.timer.stop()
             for poll in self.polls.values():
@@ -208,28 +239,31 @@ class EngineCShape:
             self.timer.start(self.on_timeout, timeout_ms / 1000.0, 0.0)
 
 
-# -- pycurl's CurlMulti on pyuv through socket_action (hiperfifo.c's shape) ---------------
-
-
 def pycurl_pyuv(url: str, count: int, concurrency: int) -> Result:
-    """A pool of `concurrency` easy handles, each reused for the next URL when it finishes
-    (unique URLs, as engine-c-shape)."""
-    return PycurlPyuv(url, count, concurrency).run()
+    """A pool of `concurrency` Curl handles, each added again with the next URL."""
+    return PycurlPyuv(url, count, concurrency, reuse=True).run()
+
+
+def pycurl_pyuv_fresh(url: str, count: int, concurrency: int) -> Result:
+    """hiperfifo.c's shape: a new Curl per URL (curl_easy_init), closed when done."""
+    return PycurlPyuv(url, count, concurrency, reuse=False).run()
 
 
 class PycurlPyuv:
-    """hiperfifo.c in Python: one Poll per socket libcurl announces, one Timer."""
+    """hiperfifo.c in Python over pycurl: EngineCShape's driver, line for line."""
 
-    def __init__(self, url: str, count: int, concurrency: int) -> None:
+    def __init__(self, url: str, count: int, concurrency: int, reuse: bool) -> None:
         import pycurl
         import pyuv
 
         self.pycurl, self.pyuv = pycurl, pyuv
         self.url = url
         self.count = count
-        self.left = count
+        self.added = 0
         self.running = 0
         self.concurrency = concurrency
+        self.reuse = reuse
+        self.made = 0
         self.tally = Tally()
         self.loop = pyuv.Loop()
         self.timer = pyuv.Timer(self.loop)
@@ -245,28 +279,34 @@ class PycurlPyuv:
         }
 
     def run(self) -> Result:
-        for _ in range(min(self.concurrency, self.left)):
-            handle = self.pycurl.Curl()
-            handle.setopt(self.pycurl.WRITEFUNCTION, self.tally.write)
-            handle.setopt(self.pycurl.NOSIGNAL, 1)
-            self.start(handle)
+        for _ in range(min(self.concurrency, self.count)):
+            self.start(None)
         self.loop.run()
         self.multi.close()
-        return self.tally.result()
+        return {**self.tally.result(), "handles": self.made}
 
     def start(self, handle: Any) -> None:
-        handle.setopt(self.pycurl.URL, unique(self.url, self.count - self.left))
-        self.left -= 1
+        """The next URL on `handle` (reuse), or on a new Curl (None: fresh, and the first)."""
+        pycurl = self.pycurl
+        if handle is None:
+            handle = pycurl.Curl()
+            handle.setopt(pycurl.WRITEFUNCTION, self.tally.write)
+            handle.setopt(pycurl.NOSIGNAL, 1)
+            self.made += 1
+        handle.setopt(pycurl.URL, unique(self.url, self.added))
+        self.added += 1
         self.running += 1
         self.multi.add_handle(handle)
 
-    def recycle(self, handle: Any) -> None:
+    def done(self, handle: Any) -> None:
         self.multi.remove_handle(handle)
         self.running -= 1
-        if self.left:
+        if self.added < self.count and self.reuse:
             self.start(handle)
-        else:
-            handle.close()
+            return
+        handle.close()  # curl_easy_cleanup, as hiperfifo.c's check_multi_info()
+        if self.added < self.count:
+            self.start(None)
 
     def check_info(self) -> None:
         code = self.pycurl.RESPONSE_CODE
@@ -274,10 +314,10 @@ class PycurlPyuv:
             _queued, ok_list, err_list = self.multi.info_read()
             for handle in ok_list:
                 self.tally.done(handle.getinfo(code))
-                self.recycle(handle)
+                self.done(handle)
             for handle, errno, message in err_list:
                 self.tally.done(handle.getinfo(code), f"curl {errno}: {message}")
-                self.recycle(handle)
+                self.done(handle)
             if not ok_list and not err_list:
                 break
         if self.running == 0:  # done: let loop.run() return
@@ -390,7 +430,9 @@ CONTENDERS: dict[str, Callable[[str, int, int], Result]] = {
     "engine-selector": engine_selector,
     "engine-pyuv": engine_pyuv,
     "engine-c-shape": engine_c_shape,
+    "engine-c-shape-reuse": engine_c_shape_reuse,
     "pycurl-pyuv": pycurl_pyuv,
+    "pycurl-pyuv-fresh": pycurl_pyuv_fresh,
     "aiohttp": aiohttp_client,
     "httpx": httpx_client,
 }
@@ -399,7 +441,9 @@ IMPORTS = {
     "engine-selector": ("hiperfifo.engine", "hiperfifo.engine.testing"),
     "engine-pyuv": ("hiperfifo.engine", "hiperfifo.driver"),
     "engine-c-shape": ("hiperfifo.engine", "pyuv"),
+    "engine-c-shape-reuse": ("hiperfifo.engine", "pyuv"),
     "pycurl-pyuv": ("pycurl", "pyuv"),
+    "pycurl-pyuv-fresh": ("pycurl", "pyuv"),
     "aiohttp": ("asyncio", "aiohttp"),
     "httpx": ("asyncio", "httpx"),
 }

@@ -48,21 +48,28 @@ KINDS = (
     "engine-selector",
     "engine-pyuv",
     "engine-c-shape",
+    "engine-c-shape-reuse",
     "daemon",
     "pycurl-pyuv",
+    "pycurl-pyuv-fresh",
     "aiohttp",
     "httpx",
     "curl",
 )
 # Kinds that run hiperfifo's code (the ones a baseline commit adds a second time).
-OURS = ("engine-selector", "engine-pyuv", "engine-c-shape", "daemon")
+OURS = ("engine-selector", "engine-pyuv", "engine-c-shape", "engine-c-shape-reuse", "daemon")
 DESCRIBE = {
     "engine-selector": "hiperfifo.engine on SelectorDriver (stdlib selectors), all added up front",
     "engine-pyuv": "hiperfifo.engine on hiperfifo.driver.Driver (pyuv), all added up front",
     "engine-c-shape": "hiperfifo.engine under a plain pyuv loop over the public Multi API "
-    "(hiperfifo.c's shape): a new Easy as each finishes, unique URLs",
+    "(hiperfifo.c's shape): a new Easy per URL as one finishes, unique URLs",
+    "engine-c-shape-reuse": "engine-c-shape's loop with C Easy handles made once, each added "
+    "again with the next URL (pycurl-pyuv's way of feeding)",
     "daemon": "hiperfifo daemon end to end: URLs into the FIFO, until the last transfer.done",
-    "pycurl-pyuv": "pycurl CurlMulti + pyuv via socket_action (hiperfifo.c's shape), unique URLs",
+    "pycurl-pyuv": "pycurl CurlMulti + pyuv via socket_action (engine-c-shape's loop), a pool "
+    "of C Curl handles each added again with the next URL, unique URLs",
+    "pycurl-pyuv-fresh": "pycurl-pyuv's loop with a new Curl per URL, closed when done "
+    "(hiperfifo.c's own shape: curl_easy_init per URL, curl_easy_cleanup when done)",
     "aiohttp": "aiohttp ClientSession, TCPConnector(limit=C), C worker tasks",
     "httpx": "httpx AsyncClient, Limits(max_connections=C), C worker tasks",
     "curl": "curl --parallel --parallel-max C -K urls.cfg, -o /dev/null each",
