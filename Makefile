@@ -82,7 +82,9 @@ test-compiled: $(MYPYC_STAMP)
 	HIPERFIFO_TEST_COMPILED=1 PYTHONSAFEPATH=1 $(MYPYC_BIN)/pytest $(ARGS)
 
 # The compiled engine against the pure one, pycurl and aiohttp (needs nginx; bench/README.md,
-# "Compiled with mypyc"): ARGS="--runs 5 --workload small|scale".
+# "Compiled with mypyc"), the engine and pycurl each fed both ways (a new handle per URL as
+# hiperfifo.c, and C handles re-added: "Same driver, same shapes"):
+# ARGS="--runs 5 --workload small|scale --shape fresh|reuse|both".
 bench-compiled: $(BENCH_STAMP) $(MYPYC_STAMP)
 	$(BIN)/python -m bench.compiled --compiled $(MYPYC_BIN)/python $(ARGS)
 
