@@ -8,7 +8,15 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiperfifo.sources.fifo import Item, Tokenizer, Url, _parsed_url_problem, classify, url_problem
+from hiperfifo.sources.fifo import (
+    _PLAIN_RUN,
+    Item,
+    Tokenizer,
+    Url,
+    _parsed_url_problem,
+    classify,
+    url_problem,
+)
 
 PIECES = st.sampled_from(
     ["http://", "HTTPS://", "ftp://", "a", "Z", "0", "9", ".", "-", ":", "/", "?", "#", "[", "]",
@@ -79,3 +87,11 @@ def test_plain_urls_in_a_run_are_all_accepted() -> None:
     urls = [f"http://127.0.0.1:{port}/1k?i={port}" for port in (1, 80, 9999, 65535)]
     data = "\r\n".join(urls).encode() + b"\n"
     assert Tokenizer().feed(data) == [Url(url) for url in urls]
+
+
+def test_the_run_matches_every_port_from_1_to_65535_and_no_other() -> None:
+    """The run's port alternatives (longest first) spell exactly 1-65535, no leading zero."""
+    for port in range(100_000):
+        for spelled in (str(port), f"0{port}"):
+            matched = _PLAIN_RUN.fullmatch(f"http://h:{spelled}/x\n") is not None
+            assert matched == (spelled == str(port) and 1 <= port <= 65535), spelled
