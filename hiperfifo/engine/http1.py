@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import h11
 from h11 import _abnf
@@ -46,33 +46,33 @@ from hiperfifo.engine.http1_head import (
 
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d \d{3}(?: |\r?$)")
 _VERSION = re.compile(rb"HTTP/(\d\.\d) ")
-_FAST_LENGTH_DIGITS = 18  # below 2**63 whatever the digits; longer lengths go to _normalise
+_FAST_LENGTH_DIGITS: Final = 18  # below 2**63 whatever the digits; longer lengths go to _normalise
 
 # h11's grammar, compiled once for the fast path (the same patterns h11 uses).
-_TOKEN = re.compile(_abnf.token.encode("ascii"))
-_TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_VCHARS = bytes(range(0x21, 0x7F))
-_FIELD_VALUE = re.compile(_abnf.field_value.encode("ascii"))
+_TOKEN: Final = re.compile(_abnf.token.encode("ascii"))
+_TCHARS: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VCHARS: Final = bytes(range(0x21, 0x7F))
+_FIELD_VALUE: Final = re.compile(_abnf.field_value.encode("ascii"))
 
 
 # One header line of h11's grammar (no CRLF), capturing the name and the value without
 # the whitespace around it, as h11 keeps it.
-_FIELD_LINE = re.compile(
+_FIELD_LINE: Final = re.compile(
     f"({_abnf.field_name}):{_abnf.OWS}((?:{_abnf.field_content})?){_abnf.OWS}".encode("ascii")
 )
-_FIELDS: dict[bytes, tuple[tuple[bytes, bytes], bytes]] = {}  # lines checked, see _fields
-_FIELDS_KEPT = 1024
-_STATUS_LINES: dict[bytes, tuple[int, str]] = {}  # (status, reason) of status lines seen
-_FIELD_KEPT_LENGTH = 256  # longer lines (cookies, long URLs) are checked, not remembered
-_FAST_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
-_NO_BODY_STATUS = (204, 304)
-_LINES: dict[tuple[str, str], bytes] = {}  # checked request header lines, by (name, value)
-_LINES_KEPT = 1024
-_PRIVATE_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
+_FIELDS: Final[dict[bytes, tuple[tuple[bytes, bytes], bytes]]] = {}  # lines checked, see _fields
+_FIELDS_KEPT: Final = 1024
+_STATUS_LINES: Final[dict[bytes, tuple[int, str]]] = {}  # (status, reason) of status lines seen
+_FIELD_KEPT_LENGTH: Final = 256  # longer lines (cookies, long URLs) are checked, not remembered
+_FAST_STATUS_LINE: Final = re.compile(rb"HTTP/1\.1 ([2-5][0-9]{2})(?: ((?:[ \t]|[^\x00\s])*))?")
+_NO_BODY_STATUS: Final = (204, 304)
+_LINES: Final[dict[tuple[str, str], bytes]] = {}  # checked request header lines, by (name, value)
+_LINES_KEPT: Final = 1024
+_PRIVATE_HEADERS: Final = frozenset(("authorization", "proxy-authorization", "cookie"))
 
 # Body framing: a length >= 0, or one of these.
-CHUNKED = -1
-UNTIL_CLOSE = -2
+CHUNKED: Final = -1
+UNTIL_CLOSE: Final = -2
 
 
 class ResponseHead(NamedTuple):
@@ -96,13 +96,19 @@ class ResponseHead(NamedTuple):
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (case-insensitive), or None."""
-        lname = name.lower()
-        if self.lookup is not None:
-            return self.lookup.get(lname)
-        for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return None
+        return header_value(self, name)
+
+
+def header_value(head: ResponseHead, name: bytes) -> bytes | None:
+    """head.header(name); compiled, a native call (a NamedTuple's method is not)."""
+    lname = name.lower()
+    lookup = head.lookup
+    if lookup is not None:
+        return lookup.get(lname)
+    for key, value in head.headers:
+        if key.lower() == lname:
+            return value
+    return None
 
 
 def _new_head(
@@ -156,10 +162,22 @@ class End(NamedTuple):
     """Event: the response ended; the connection may carry the next request if reusable()."""
 
 
-END = End()  # the only End there is: no allocation per response
+END: Final = End()  # the only End there is: no allocation per response
 Event = Head | Info | Data | Trailers | End  # what Http1.receive() returns, in order
 # A parsed head: its kind ("head" or "info"), the head, its body framing, whether it closes.
 _Parsed = tuple[str, ResponseHead, int, bool]
+# Whole heads the fast path parsed, by their bytes (see _parse_head); only a head that fits
+# _HEAD_KEPT_LENGTH is remembered, and only for a method with ordinary framing.
+_HEADS: Final[dict[bytes, _Parsed]] = {}
+_HEADS_KEPT: Final = 256
+_HEAD_KEPT_LENGTH: Final = 2048
+# Bodiless requests' header blocks by (method, header lines) (see Http1.request): the method
+# as given and in upper case, the header lines and their blank line, and whether they ask
+# for Connection: close. Never a block with credentials.
+_REQUEST_HEADS: Final[
+    dict[tuple[str, tuple[tuple[str, str], ...]], tuple[bytes, bytes, bytes, bool]]
+] = {}
+_REQUEST_HEADS_KEPT: Final = 256
 
 
 class Http1:
@@ -194,23 +212,53 @@ class Http1:
     def request(
         self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None
     ) -> bytes:
-        """The bytes of one request; raises TransferError for a request h11 refuses to write."""
-        headers = list(headers)
+        """The bytes of one request; raises TransferError for a request h11 refuses to write.
+
+        A bodiless request whose method and header lines were written before reuses their
+        bytes (_REQUEST_HEADS): only its target is checked and written."""
+        try:
+            if not body:
+                lines = tuple(headers)
+                known = _REQUEST_HEADS.get((method, lines))
+                if known is not None:
+                    method_b, self._method, fields, self._closing = known
+                    target_b = _checked_target(target)
+                    if target_b is not None:
+                        return b"%s %s HTTP/1.1\r\n%s" % (method_b, target_b, fields)
+                return self._request(method, target, list(lines), body)
+            return self._request(method, target, list(headers), body)
+        except (h11.LocalProtocolError, UnicodeError) as exc:
+            raise caused(TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}"), exc)
+
+    def _request(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> bytes:
+        """request() for one not remembered: raises what h11 raises."""
         self._method = method.upper().encode()
         self._closing = False
         for name, value in headers:
             if name.lower() == "connection" and "close" in value.lower():
                 self._closing = True
-        try:
-            data = None
-            if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
-                data = _fast_request(method, target, headers, body)
-            if data is None:  # anything unusual: h11 writes it (and refuses what it must)
-                conn = self._conn = _new_h11()
-                data = _h11_request(conn, method, target, headers, body)
-        except (h11.LocalProtocolError, UnicodeError) as exc:
-            raise caused(TransferError(Code.BAD_FUNCTION_ARGUMENT, f"Invalid request: {exc}"), exc)
+        data = None
+        if self._method != b"CONNECT":  # h11 knows what a 2xx to CONNECT means
+            data = _fast_request(method, target, headers, body)
+            if data is not None and not body:
+                self._remember(method, headers, data)
+        if data is None:  # anything unusual: h11 writes it (and refuses what it must)
+            conn = self._conn = _new_h11()
+            data = _h11_request(conn, method, target, headers, body)
         return data
+
+    def _remember(self, method: str, headers: list[tuple[str, str]], data: bytes) -> None:
+        """Keep the header block of a bodiless request _fast_request wrote (no credentials)."""
+        for name, _value in headers:
+            if name.lower() in _PRIVATE_HEADERS:
+                return
+        if len(_REQUEST_HEADS) >= _REQUEST_HEADS_KEPT:
+            _REQUEST_HEADS.clear()
+        fields = data[data.index(b"\r\n") + 2 :]
+        value = (method.encode("ascii"), self._method, fields, self._closing)
+        _REQUEST_HEADS[(method, tuple(headers))] = value
 
     def _h11_for_heads(self) -> h11.Connection:
         """An h11 connection waiting for a response: the one that wrote the request, or one
@@ -269,6 +317,15 @@ class Http1:
             return []
         heads = self._heads
         head = heads.buffer
+        if not head and not heads.prior_bytes and self._fast_path and data.startswith(b"HTTP/"):
+            # A whole small head in one read (most are): parsed where it lies, never copied
+            # into the buffer. HeadBuffer.scan would find the same end, and none of libcurl's
+            # limits can bite a first head this short.
+            end = data.find(b"\r\n\r\n", 0, _HEAD_KEPT_LENGTH) + 4
+            if end > 4:
+                parsed = _parse_head(data, end, self._method)
+                if parsed is not None and parsed[2] >= 0:
+                    return self._ordinary(data, end, parsed)
         head += data
         heads.scan(not data)
         end = heads.end
@@ -277,14 +334,20 @@ class Http1:
         parsed = _parse_head(head, end, self._method) if self._fast_path else None
         if parsed is None or parsed[2] < 0:
             return self._receive_heads(parsed)
-        # An ordinary head and a Content-Length (or no) body: inline, it is most of them.
+        events = self._ordinary(head, end, parsed)
+        heads.reset()
+        return events
+
+    def _ordinary(self, head: bytes | bytearray, end: int, parsed: _Parsed) -> list[Event]:
+        """An ordinary head (ending at `end` in `head`) and a Content-Length (or no) body:
+        its events, the body's start. Inline, most responses are."""
+        body = self._body
         response, length = parsed[1], parsed[2]
         keep_alive = not parsed[3] and not self._closing
         self.will_close = not keep_alive
         events: list[Event] = [Head(response)]
         if length == 0:
             body.finish(keep_alive and len(head) == end, events)
-            heads.reset()
             return events
         got = bytes(head[end : end + length])  # the body bytes that came with the head
         if got:
@@ -294,7 +357,6 @@ class Http1:
         else:
             body.left = length - len(got)
             body.reusable = keep_alive
-        heads.reset()
         return events
 
     def _receive_heads(self, parsed: _Parsed | None) -> list[Event]:
@@ -517,12 +579,12 @@ def _fast_request(
     libcurl sends what the user gave.
     """
     method_b = method.encode("ascii")
-    target_b = target.encode("ascii")
     # h11's token and request-target ([\x21-\x7e]+): what is left once their bytes are
     # deleted must be nothing (a C loop per byte, cheaper than a regex over each target)
     if not method_b or method_b.translate(None, _TCHARS):
         return None
-    if not target_b or target_b.translate(None, _VCHARS):
+    target_b = _checked_target(target)
+    if target_b is None:
         return None
     host: list[bytes] = []
     rest: list[bytes] = []
@@ -546,6 +608,14 @@ def _fast_request(
     return b"".join([request_line, *host, *rest, b"\r\n", body or b""])
 
 
+def _checked_target(target: str) -> bytes | None:
+    """`target` as h11 writes it (UnicodeError if not ASCII), or None where h11 refuses it."""
+    target_b = target.encode("ascii")
+    if not target_b or target_b.translate(None, _VCHARS):
+        return None
+    return target_b
+
+
 def _header_line_bytes(name: str, value: str) -> bytes | None:
     """`name: value` CRLF as h11 writes it, or None where h11 refuses it; UnicodeError
     for what is not ASCII. Remembered (most requests repeat Host and Accept), except
@@ -566,7 +636,26 @@ def _header_line_bytes(name: str, value: str) -> bytes | None:
     return line
 
 
-def _parse_head(head: bytearray, end: int, method: bytes) -> _Parsed | None:
+def _parse_head(head: bytes | bytearray, end: int, method: bytes) -> _Parsed | None:
+    """_parse_new_head's answer for the head that ends at `end`, remembered by the head's
+    bytes (_HEADS): a server repeats its heads (nginx's change with its Date line, once a
+    second), so most heads cost one lookup, not a split and a lookup per line. The parts
+    are shared between responses, as HTTP/2's heads are (http2._HEADS): nobody changes a
+    ResponseHead."""
+    if end > _HEAD_KEPT_LENGTH or method == b"HEAD" or method == b"CONNECT":
+        return _parse_new_head(head, end, method)
+    key = bytes(head[:end])
+    parsed = _HEADS.get(key)
+    if parsed is None:
+        parsed = _parse_new_head(head, end, method)
+        if parsed is not None:
+            if len(_HEADS) >= _HEADS_KEPT:
+                _HEADS.clear()
+            _HEADS[key] = parsed
+    return parsed
+
+
+def _parse_new_head(head: bytes | bytearray, end: int, method: bytes) -> _Parsed | None:
     """An ordinary final response head, else None (h11 decides).
 
     Ordinary: HTTP/1.1, status 200-599, CRLF line ends, every line in h11's

@@ -16,7 +16,7 @@ from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.decoding import Decoder
 from hiperfifo.engine.easy import Easy, InfoType
 from hiperfifo.engine.guard import CallbackGuard
-from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead, Trailers
+from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead, Trailers, header_value
 
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
 
@@ -98,7 +98,7 @@ class Response:
         head = self.head
         if head is None or not self._easy.follow_location or head.status not in REDIRECT_CODES:
             return None
-        return head.header(b"location") or None  # libcurl ignores an empty Location
+        return header_value(head, b"location") or None  # libcurl ignores an empty Location
 
     def on_body(self, data: bytes) -> None:
         if self.skip_body:
@@ -125,7 +125,7 @@ class Response:
         self.head = head
         if 300 <= head.status < 400:
             _check_locations(head)
-        length = head.header(b"content-length")
+        length = header_value(head, b"content-length")
         easy.content_length = int(length) if length and length.isdigit() else -1
         self.skip_body = self.redirect_location() is not None
         if self.skip_body:
@@ -138,7 +138,10 @@ class Response:
             raise TransferError(
                 Code.FILESIZE_EXCEEDED, f"Maximum file size exceeded ({easy.content_length})"
             )
-        if easy.accept_encoding is not None and head.header(b"content-encoding") is not None:
+        if (
+            easy.accept_encoding is not None
+            and header_value(head, b"content-encoding") is not None
+        ):
             # Every Content-Encoding header, in order: libcurl stacks them all.
             listed = b",".join(v for k, v in head.headers if k.lower() == b"content-encoding")
             decoder = Decoder(listed.decode("latin-1"), easy.max_filesize)
