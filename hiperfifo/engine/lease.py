@@ -261,6 +261,13 @@ class Lease:
             idle = [s for s in idle if s.origin[1:3] == origin[1:3]]
         return idle
 
+    def let_go(self, conn: Connection, keep: bool) -> None:
+        """A transfer is done with `conn`: give_back (keep) or drop."""
+        if keep:
+            self.give_back(conn)
+        else:
+            self.drop(conn)
+
     def give_back(self, conn: Connection) -> None:
         """Back to the idle cache if it can serve another request, else closed."""
         if not conn.is_reusable():

@@ -113,7 +113,11 @@ class PollSet:
             # that); a failed announcement is not recorded and so gets no REMOVE later.
             entry = self._entries[fd] = _Entry(owner, easy, what)
             if self._announce(easy, fd, what, None):
-                self._by_owner.setdefault(owner, set()).add(fd)
+                mine = self._by_owner.get(owner)
+                if mine is None:  # (not setdefault: no set made per call)
+                    self._by_owner[owner] = {fd}
+                else:
+                    mine.add(fd)
             else:
                 del self._entries[fd]
             return

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from hiperfifo.engine.connection import Origin
 from hiperfifo.engine.deadlines import Deadlines, Due
@@ -36,9 +37,10 @@ from hiperfifo.engine.resolver import Resolver
 from hiperfifo.engine.shared import Shared
 from hiperfifo.engine.transfer import Transfer, TransferState, resume_on
 
-_DONE = TransferState.DONE
-_INIT = TransferState.INIT
-_PENDING = TransferState.PENDING
+# Final: compiled, a C static each (a plain module name is a dict lookup per use)
+_DONE: Final = TransferState.DONE
+_INIT: Final = TransferState.INIT
+_PENDING: Final = TransferState.PENDING
 
 
 class Runner:

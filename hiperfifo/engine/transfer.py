@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Final
 
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.connection import Connection, Origin
@@ -118,7 +119,7 @@ class Transfer:
     def run(self) -> None:
         """Make all the progress possible without waiting."""
         try:
-            while self.state is not TransferState.DONE and _STEPS[self.state](self):
+            while _step(self):
                 pass
             if self._trace is not None and self._trace.error and not self.done:
                 raise TransferError(Code.ABORTED_BY_CALLBACK, self._trace.error)
@@ -353,7 +354,32 @@ class Transfer:
         """Our connection back to the pool (keep: if it can serve another request), or closed."""
         conn, self.conn, self._exchange = self.conn, None, None
         if conn is not None:
-            (self.svc.lease.give_back if keep else self.svc.lease.drop)(conn)
+            self.svc.lease.let_go(conn, keep)
+
+
+# The hot states, for _step (Final: compiled, C statics; interpreted, one global lookup)
+_RECEIVING: Final = TransferState.RECEIVING
+_SENDING: Final = TransferState.SENDING
+_CONNECT: Final = TransferState.CONNECT
+_INIT: Final = TransferState.INIT
+_DONE: Final = TransferState.DONE
+
+
+def _step(transfer: Transfer) -> bool:
+    """The step of the state `transfer` is in (_STEPS, the hot states as native calls);
+    True when the machine should run again at once."""
+    state = transfer.state
+    if state is _RECEIVING:
+        return transfer._step_receiving()
+    if state is _SENDING:
+        return transfer._step_sending()
+    if state is _CONNECT:
+        return transfer._step_connect()
+    if state is _INIT:
+        return transfer._step_init()
+    if state is _DONE:
+        return False
+    return _STEPS[state](transfer)
 
 
 def _waits(_transfer: Transfer) -> bool:
