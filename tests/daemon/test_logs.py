@@ -89,6 +89,35 @@ def test_timestamps_are_written_as_datetime_isoformat_with_z(
     assert logs.timestamp() == moment.isoformat().replace("+00:00", "Z")
 
 
+def test_lines_of_one_loop_iteration_share_its_timestamp(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside batched() the clock is read at an iteration's first line and again only after
+    flush() (before the loop may sleep); outside, at every line."""
+    ticks = iter(range(1_795_000_000_000_001_000, 1_795_000_001_000_000_000, 1_000))
+    monkeypatch.setattr(logs.time, "time_ns", lambda: next(ticks))
+    log = logs.get()
+
+    def stamps() -> list[str]:
+        return [json.loads(line)["timestamp"] for line in stream.getvalue().splitlines()]
+
+    log.info("before")
+    with logs.batched():
+        log.info("one")
+        logs.transfer_added(log, 1, "http://h/", None)
+        log.warning("two")
+        logs.flush()
+        log.info("three")
+        log.info("four")
+    log.info("after")
+    log.info("after again")
+    before, one, added, two, three, four, after, again = stamps()
+    assert one == added == two
+    assert three == four
+    assert len({before, one, three, after, again}) == 5
+    assert before < one < three < after < again
+
+
 def test_lines_wait_inside_batched_until_flush(stream: io.StringIO) -> None:
     """Outside batched() a line is written at once; inside, at flush() or on the way out."""
     log = logs.get()
