@@ -91,3 +91,27 @@ def test_compiled_table_compares_each_shape_with_pycurl_fed_the_same_way() -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_callgrind_counts_per_request_from_the_totals_line() -> None:
+    """bench.callgrind reads a callgrind file's totals and cancels start-up out."""
+    script = """if True:
+        from bench import callgrind
+        text = "events: Ir\\nsummary: 900\\nfn=(1) main\\n0 5\\ntotals: 1000\\n"
+        assert callgrind.totals(text) == 1000
+        assert callgrind.totals("events: Ir\\nsummary: 77\\n") == 77
+        try:
+            callgrind.totals("events: Ir\\n")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("no totals accepted")
+        # 400 requests: 2.0M; 2,400 requests: 6.0M -> 2,000 instructions a request
+        assert callgrind.per_request(6_000_000, 2_000_000, 2400, 400) == 2000.0
+        print("ok")
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=99
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
