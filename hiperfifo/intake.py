@@ -172,6 +172,8 @@ class Intake:
     def _rejected(self, source: Source, item: Rejected) -> None:
         """A token that is no usable URL: logged, and its source told (result -1)."""
         self._reject(item.reason, item.token, item.entry)
+        if not source.wants_done:
+            return
         source.done(
             {
                 "entry": item.entry,

@@ -257,36 +257,60 @@ class Jobs:
             ok, result, error = False, _WRITE_ERROR, sink.error
         elif result == _WRITE_ERROR and sink.error:
             error = sink.error
+        if error is None:
+            error = easy.error or ""
         effective = easy.effective_url or url
+        shown_effective = job.shown_url if effective == url else redact(effective)
         if job.attempt > 1:  # every attempt and every wait between them
             elapsed = self._clock() - job.first_try
         else:
             elapsed = easy.total_time or self._clock() - job.started
         number, name = _RESULTS[result]
-        fields: dict[str, Any] = {
-            "id": job.id,
-            "url": url,
-            "entry": job.entry,
-            "effective_url": job.shown_url if effective == url else redact(effective),
-            "result": number,
-            "result_name": name,
-            "error": error if error is not None else (easy.error or ""),
-            "status": easy.response_code or None,
-            "bytes": easy.size_download,
-            "elapsed": round(elapsed, 6),
-            "redirects": easy.redirect_count,
-            "attempts": job.attempt,
-            "http_version": easy.http_version_used or None,
-        }
-        if sink.path:
-            fields["file"] = sink.path
+        status = easy.response_code or None
+        version = easy.http_version_used or None
         self.done += 1
         if not ok:
             self.failed += 1
-        logs.transfer_done(self._log, "info" if ok else "warning", job.shown_url, fields)
-        if self._durable and job.source.journaled:
+        logs.transfer_done(
+            self._log,
+            ok,
+            job.id,
+            job.shown_url,
+            job.entry,
+            shown_effective,
+            number,
+            name,
+            error,
+            status,
+            easy.size_download,
+            elapsed,
+            easy.redirect_count,
+            job.attempt,
+            version,
+            sink.path or None,
+        )
+        source = job.source
+        if self._durable and source.journaled:
             self._journal.finish(job.id)
-        job.source.done(fields)
+        if source.wants_done:
+            fields: dict[str, Any] = {
+                "id": job.id,
+                "url": url,
+                "entry": job.entry,
+                "effective_url": shown_effective,
+                "result": number,
+                "result_name": name,
+                "error": error,
+                "status": status,
+                "bytes": easy.size_download,
+                "elapsed": round(elapsed, 6),
+                "redirects": easy.redirect_count,
+                "attempts": job.attempt,
+                "http_version": version,
+            }
+            if sink.path:
+                fields["file"] = sink.path
+            source.done(fields)
         job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
 
     def remaining(self) -> None:

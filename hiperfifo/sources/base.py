@@ -133,6 +133,10 @@ class Source(Protocol):
     # with --state-dir the daemon records it in the journal before transfer.added.
     # False: the source keeps its own record until done() (a Redis pending list).
     journaled: bool
+    # True: done() is called for every item handed in (a Redis stream writes each result
+    # back). False: never (a FIFO's writer hears nothing back), and the daemon does not
+    # build the fields a done() call would get (a dict per URL).
+    wants_done: bool
 
     def describe(self) -> dict[str, object]:
         """What daemon.started says about this source (the FIFO's path, ...)."""
@@ -153,7 +157,8 @@ class Source(Protocol):
         """No more reads, for good (stop, SIGTERM): what runs still ends with done()."""
 
     def done(self, fields: Mapping[str, object]) -> None:
-        """How one item of this source ended, after its line is logged. A URL: `id`,
+        """How one item of this source ended, after its line is logged (only when
+        `wants_done`). A URL: `id`,
         `url` (as handed in), `entry` and the transfer.done fields (result, result_name,
         status, bytes, elapsed, error, effective_url, redirects, attempts[, file]).
         A rejected item: `entry`, `url` (the token, shown safely), result -1,

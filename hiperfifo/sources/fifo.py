@@ -395,6 +395,7 @@ class FifoSource:
 
     name = "fifo"
     journaled = True  # a pipe forgets what was read: --state-dir records it
+    wants_done = False  # the writer of a FIFO does not wait for results
 
     def __init__(
         self,
@@ -453,7 +454,7 @@ class FifoSource:
             self._watch.stop()
 
     def done(self, fields: Mapping[str, object]) -> None:
-        """Nothing to answer: the writer of a FIFO does not wait for results."""
+        """Nothing to answer (never called: wants_done is False)."""
 
     def close(self) -> None:
         self.fifo.close()

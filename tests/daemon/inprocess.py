@@ -285,6 +285,7 @@ class ListSource:
     """A source that hands in its items when started (sources/base.py's protocol)."""
 
     name = "list"
+    wants_done = True
 
     def __init__(self, items: Iterable[Item], journaled: bool = False) -> None:
         self.items = list(items)

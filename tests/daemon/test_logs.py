@@ -223,18 +223,18 @@ done_fields = st.fixed_dictionaries(
         "id": count,
         "url": text,
         "entry": maybe_text,
-        "effective_url": text,
+        "effective_url": st.none() | text,  # None: the url itself (the same object)
         "result": st.integers(min_value=-1, max_value=100),
         "result_name": text,
         "error": text,
         "status": st.none() | st.integers(min_value=100, max_value=999),
         "bytes": count,
-        "elapsed": st.floats(min_value=0, max_value=1e9),
+        "elapsed": st.floats(min_value=0, max_value=1e12),
         "redirects": st.integers(min_value=0, max_value=50),
         "attempts": st.integers(min_value=1, max_value=10),
-        "http_version": st.none() | st.sampled_from(["1.1", "2"]),
+        "http_version": st.none() | st.sampled_from(["1.0", "1.1", "2"]),
+        "file": maybe_text,
     },
-    optional={"file": text},
 )
 
 
@@ -261,60 +261,79 @@ def test_transfer_added_is_byte_for_byte_the_generic_line(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=done_fields, shown_url=text, level=st.sampled_from(["info", "warning"]))
+@given(fields=done_fields, ok=st.booleans())
 def test_transfer_done_is_byte_for_byte_the_generic_line(
-    stream: io.StringIO, fixed_time: None, fields: dict[str, Any], shown_url: str, level: str
+    stream: io.StringIO, fixed_time: None, fields: dict[str, Any], ok: bool
 ) -> None:
-    """Keys in jobs.report's order, the shown (redacted) URL for url, no entry when None."""
+    """Keys in jobs.report's order, no entry or file when None, elapsed rounded to 6 places."""
     stream.seek(0)
     stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
-    fields = {key: fields[key] for key in DONE_ORDER if key in fields}  # as jobs.report has it
-    logs.transfer_done(logs.get(), level, shown_url, fields)
-    expected = {**fields, "url": shown_url}
-    if expected["entry"] is None:
-        del expected["entry"]
-    reference = _reference_line(level, {"event": "transfer.done", **expected})
+    if fields["effective_url"] is None:
+        fields["effective_url"] = fields["url"]
+    logs.transfer_done(logs.get(), ok, *(fields[key] for key in DONE_ORDER))
+    expected = {key: fields[key] for key in DONE_ORDER}
+    expected["elapsed"] = round(expected["elapsed"], 6)
+    for key in ("entry", "file"):
+        if expected[key] is None:
+            del expected[key]
+    reference = _reference_line(
+        "info" if ok else "warning", {"event": "transfer.done", **expected}
+    )
     assert stream.getvalue() == reference + "\n"
+
+
+@settings(max_examples=3000)
+@given(
+    st.floats(min_value=0, max_value=1e10)
+    | st.integers(min_value=0, max_value=10**16).map(lambda n: n / 10**7)  # near the ties
+    | st.sampled_from([0.0, 1e-4, 0.00009995, 0.0001, 0.00010000000000000001, 999999999.9999996])
+)
+def test_seconds_is_repr_of_the_float_rounded_to_six_places(elapsed: float) -> None:
+    assert logs.seconds(elapsed) == repr(round(elapsed, 6))
 
 
 @pytest.mark.parametrize("fmt", ["json", "logfmt"])
 def test_per_url_lines_follow_the_level_and_other_formats(fmt: str) -> None:
     """Below --log-level nothing is written; logfmt (and console, journald) get the same
-    keys through structlog; a key the renderer does not know goes the generic way too."""
+    keys and values through structlog, elapsed rounded alike."""
     out = io.StringIO()
     logs.configure(fmt, "warning", out)
     fields: dict[str, Any] = {
         "id": 3,
-        "url": "http://u:secret@h/",
+        "url": "http://u:***@h/",
         "entry": None,
-        "effective_url": "http://u:***@h/",
+        "effective_url": "http://u:***@h/x",
         "result": 7,
         "result_name": "COULDNT_CONNECT",
         "error": "refused",
         "status": None,
         "bytes": 0,
-        "elapsed": 0.5,
+        "elapsed": 0.1234567,
         "redirects": 0,
         "attempts": 1,
         "http_version": None,
+        "file": None,
     }
     try:
         logs.transfer_added(logs.get(), 3, "http://u:***@h/", None)
-        logs.transfer_done(logs.get(), "info", "http://u:***@h/", fields)
+        logs.transfer_done(logs.get(), True, *fields.values())
         assert out.getvalue() == ""
-        logs.transfer_done(logs.get(), "warning", "http://u:***@h/", fields)
-        logs.transfer_done(logs.get(), "warning", "http://u:***@h/", {**fields, "new": 1})
+        logs.transfer_done(logs.get(), False, *fields.values())
     finally:
         structlog.reset_defaults()
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 2
-    assert all("secret" not in line and "entry" not in line for line in lines)
+    (line,) = out.getvalue().splitlines()
+    assert "entry" not in line
+    assert "file" not in line
     if fmt == "json":
-        first, second = (json.loads(line) for line in lines)
-        assert list(first)[3:] == [k for k in fields if k != "entry"]
-        assert {**second, "timestamp": "T"} == {**first, "timestamp": "T", "new": 1}
+        event = json.loads(line)
+        assert list(event)[:3] == ["timestamp", "level", "event"]
+        assert (event["level"], event["event"]) == ("warning", "transfer.done")
+        del fields["entry"], fields["file"]
+        assert list(event)[3:] == list(fields)
+        assert event == {**event, **fields, "elapsed": 0.123457}
     else:
-        assert lines[0].startswith("timestamp=")
-        assert "event=transfer.done" in lines[0]
-        assert "result=7" in lines[0]
-        assert "new=1" in lines[1]
+        assert line.startswith("timestamp=")
+        assert "level=warning event=transfer.done" in line
+        assert "result=7" in line
+        assert "elapsed=0.123457" in line
+        assert "error=refused" in line

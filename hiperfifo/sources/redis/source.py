@@ -118,6 +118,7 @@ class RedisSource:
 
     name = "redis"
     journaled = False  # the stream's pending list is the record, until the ack
+    wants_done = True  # each entry's result is written back, then it is acked
 
     def __init__(self, config: Options, log: FilteringBoundLogger) -> None:
         self.settings = settings(config)
