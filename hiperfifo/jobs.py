@@ -293,24 +293,9 @@ class Jobs:
         if self._durable and source.journaled:
             self._journal.finish(job.id)
         if source.wants_done:
-            fields: dict[str, Any] = {
-                "id": job.id,
-                "url": url,
-                "entry": job.entry,
-                "effective_url": shown_effective,
-                "result": number,
-                "result_name": name,
-                "error": error,
-                "status": status,
-                "bytes": easy.size_download,
-                "elapsed": round(elapsed, 6),
-                "redirects": easy.redirect_count,
-                "attempts": job.attempt,
-                "http_version": version,
-            }
-            if sink.path:
-                fields["file"] = sink.path
-            source.done(fields)
+            source.done(
+                _done_fields(job, easy, shown_effective, result, error, status, version, elapsed)
+            )
         job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
 
     def remaining(self) -> None:
@@ -412,6 +397,38 @@ class Jobs:
             url=redact(url),
             reason=f"{why}; kept for the next start",
         )
+
+
+def _done_fields(
+    job: Job,
+    easy: Easy,
+    effective: str,
+    result: Code,
+    error: str,
+    status: int | None,
+    version: str | None,
+    elapsed: float,
+) -> dict[str, Any]:
+    """What Source.done() gets for a URL: its transfer.done fields (but `url` as given)."""
+    number, name = _RESULTS[result]
+    fields: dict[str, Any] = {
+        "id": job.id,
+        "url": job.url,
+        "entry": job.entry,
+        "effective_url": effective,
+        "result": number,
+        "result_name": name,
+        "error": error,
+        "status": status,
+        "bytes": easy.size_download,
+        "elapsed": round(elapsed, 6),
+        "redirects": easy.redirect_count,
+        "attempts": job.attempt,
+        "http_version": version,
+    }
+    if job.sink.path:
+        fields["file"] = job.sink.path
+    return fields
 
 
 def connection_budget(wanted: int, log: FilteringBoundLogger) -> int:
