@@ -17,7 +17,8 @@ the shapes are one: fresh only. Each child says "ready" once imported and is tim
 stime from /proc).
 
     python -m bench.compiled [--runs 3] [--workload small|scale] [--shape fresh|reuse|both]
-        [--count N] [--baseline-tree DIR --baseline-compiled PYTHON --baseline-name REV]
+        [--count N] [--only LABEL,...]
+        [--baseline-tree DIR --baseline-compiled PYTHON --baseline-name REV]
 
 A baseline (a before/after table): DIR is a checkout of an older revision (`git archive
 REV | tar -x -C DIR`), run by .venv's Python with DIR first on its import path (PYTHONPATH), and
@@ -135,7 +136,7 @@ def table(
     """Markdown rows: medians, the range of wall times, each row against aiohttp and against
     pycurl fed the same way (its shape)."""
     median = medians(measured)
-    aiohttp = median["aiohttp"]
+    aiohttp = median.get("aiohttp")
     pycurl = {side.shape: median[side.label] for side in field if side.pycurl}
     rows = [
         "| contender | shape | wall s (range) | CPU s | req/s | CPU us/req | req/s / aiohttp "
@@ -153,7 +154,7 @@ def table(
             f"{cpu:.2f}",
             f"{count / wall:,.0f}",
             f"{cpu / count * 1e6:.0f}",
-            f"{aiohttp[0] / wall:.2f}x",
+            f"{aiohttp[0] / wall:.2f}x" if aiohttp else "-",
             f"{same[0] / wall:.2f}x" if same else "-",
             f"{cpu / same[1]:.2f}x" if same else "-",
         ]
@@ -206,6 +207,11 @@ def main(argv: list[str]) -> int:
         help="how the engine and pycurl feed their multi (default both; scale: fresh only)",
     )
     parser.add_argument("--count", type=int, help="requests per run (small; a quick look)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated row labels to run (e.g. 'engine-c-shape compiled,pycurl-pyuv-fresh'"
+        " for more runs of what a change is about); default all",
+    )
     args = parser.parse_args(argv)
     baseline = None
     if args.baseline_tree or args.baseline_compiled:
@@ -227,6 +233,12 @@ def main(argv: list[str]) -> int:
         shapes = ["fresh"]
     raise_nofile()
     contenders = sides(args.pure, args.compiled, baseline, shapes)
+    if args.only:
+        wanted = [label.strip() for label in args.only.split(",")]
+        unknown = sorted(set(wanted) - {side.label for side in contenders})
+        if unknown:
+            parser.error(f"--only: no row {unknown}; rows: {[s.label for s in contenders]}")
+        contenders = [side for side in contenders if side.label in wanted]
     measured: dict[str, list[tuple[float, float]]] = {side.label: [] for side in contenders}
     with Nginx() as server:
         for run in range(args.runs):
