@@ -10,12 +10,16 @@ announces POLL_REMOVE first.
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.http1 import Http1
 from hiperfifo.engine.tls import TlsSession
 
 Origin = tuple[str, str, int, str]  # (scheme, host, port, TLS profile: "" for plain http)
+# A non-blocking socket with nothing to give or take now (compiled: one static tuple, not
+# two builtins looked up and a tuple made at each except).
+_AGAIN: Final = (BlockingIOError, InterruptedError)
 
 
 class Connection:
@@ -48,7 +52,7 @@ class Connection:
         self.requests = 0
         self.last_used = now
         self.released_in = -1  # the multi's API call that last put it back in the pool
-        self.outbuf = memoryview(b"")
+        self.outbuf: bytes | memoryview = b""  # to send: bytes, the rest of a short send a view
 
     def __repr__(self) -> str:
         scheme, host, port, _tls = self.origin
@@ -86,11 +90,11 @@ class Connection:
     def queue(self, plaintext: bytes) -> None:
         """Queue request bytes (encrypted first on a TLS connection)."""
         raw = self.tls.encrypt(plaintext) if self.tls is not None else plaintext
-        self.outbuf = memoryview(bytes(self.outbuf) + raw) if self.outbuf else memoryview(raw)
+        self.outbuf = bytes(self.outbuf) + raw if self.outbuf else raw
 
     def queue_raw(self, raw: bytes) -> None:
         if raw:
-            self.outbuf = memoryview(bytes(self.outbuf) + raw) if self.outbuf else memoryview(raw)
+            self.outbuf = bytes(self.outbuf) + raw if self.outbuf else raw
 
     def read(self, view: memoryview) -> bytes | None:
         """Plaintext received now; b"" at end of stream; None when nothing is ready.
@@ -105,10 +109,10 @@ class Connection:
         while True:
             try:
                 n = self.sock.recv_into(view)
-            except (BlockingIOError, InterruptedError):
+            except _AGAIN:
                 return None
             if tls is None:
-                return bytes(view[:n])
+                return view[:n].tobytes()
             if n == 0:
                 tls.feed_eof()
             else:
@@ -121,12 +125,14 @@ class Connection:
 
     def flush(self) -> bool:
         """Send what is queued; True when everything went out. Raises OSError."""
-        while self.outbuf:
+        outbuf = self.outbuf
+        while outbuf:
             try:
-                sent = self.sock.send(self.outbuf)
-            except (BlockingIOError, InterruptedError):
+                sent = self.sock.send(outbuf)
+            except _AGAIN:
                 return False
-            self.outbuf = self.outbuf[sent:]
+            # all of it, most of the time: no view made (a short send keeps one on the rest)
+            outbuf = self.outbuf = memoryview(outbuf)[sent:] if sent < len(outbuf) else b""
         return True
 
     def handshake(self, view: memoryview) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import heapq
-import itertools
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -42,14 +41,15 @@ class Deadlines(Generic[Name]):
         self._heap: list[tuple[float, int, Hashable, Name]] = []
         self._live: dict[Hashable, dict[Name, int]] = {}
         self._count = 0  # live deadlines, over every owner
-        self._seq = itertools.count()
+        self._seq = 0  # the next entry's number (ties in the heap go in the order set)
 
     def __len__(self) -> int:
         return self._count
 
     def set(self, owner: Hashable, name: Name, when: float) -> None:
         """Arm (or re-arm) `owner`'s deadline `name` at the absolute instant `when`."""
-        seq = next(self._seq)
+        seq = self._seq
+        self._seq = seq + 1
         mine = self._live.get(owner)
         if mine is None:
             mine = self._live[owner] = {}

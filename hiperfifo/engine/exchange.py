@@ -93,7 +93,7 @@ class Exchange:
         head = self.response.head
         if head is None or (data and head.status < 300 and not any_status):
             return False
-        conn.outbuf = memoryview(b"")  # the rest is not sent
+        conn.outbuf = b""  # the rest is not sent
         conn.http.abandon()
         conn.requests += 1
         self.sent = True

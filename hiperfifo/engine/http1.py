@@ -51,7 +51,6 @@ _FAST_LENGTH_DIGITS: Final = 18  # below 2**63 whatever the digits; longer lengt
 # h11's grammar, compiled once for the fast path (the same patterns h11 uses).
 _TOKEN: Final = re.compile(_abnf.token.encode("ascii"))
 _TCHARS: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_VCHARS: Final = bytes(range(0x21, 0x7F))
 _FIELD_VALUE: Final = re.compile(_abnf.field_value.encode("ascii"))
 
 
@@ -96,12 +95,12 @@ class ResponseHead(NamedTuple):
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (case-insensitive), or None."""
-        return header_value(self, name)
+        return header_value(self, name.lower())
 
 
-def header_value(head: ResponseHead, name: bytes) -> bytes | None:
-    """head.header(name); compiled, a native call (a NamedTuple's method is not)."""
-    lname = name.lower()
+def header_value(head: ResponseHead, lname: bytes) -> bytes | None:
+    """head.header(lname) of a lower-case name; compiled, a native call (a NamedTuple's
+    method is not)."""
     lookup = head.lookup
     if lookup is not None:
         return lookup.get(lname)
@@ -323,9 +322,9 @@ class Http1:
             # limits can bite a first head this short.
             end = data.find(b"\r\n\r\n", 0, _HEAD_KEPT_LENGTH) + 4
             if end > 4:
-                parsed = _parse_head(data, end, self._method)
+                parsed = _parse_head(data, end, self._method, data[:end])
                 if parsed is not None and parsed[2] >= 0:
-                    return self._ordinary(data, end, parsed)
+                    return self._ordinary(data[end:], parsed)
         head += data
         heads.scan(not data)
         end = heads.end
@@ -334,26 +333,26 @@ class Http1:
         parsed = _parse_head(head, end, self._method) if self._fast_path else None
         if parsed is None or parsed[2] < 0:
             return self._receive_heads(parsed)
-        events = self._ordinary(head, end, parsed)
+        events = self._ordinary(bytes(head[end:]), parsed)
         heads.reset()
         return events
 
-    def _ordinary(self, head: bytes | bytearray, end: int, parsed: _Parsed) -> list[Event]:
-        """An ordinary head (ending at `end` in `head`) and a Content-Length (or no) body:
-        its events, the body's start. Inline, most responses are."""
+    def _ordinary(self, rest: bytes, parsed: _Parsed) -> list[Event]:
+        """An ordinary head and a Content-Length (or no) body, `rest` what came after the
+        head: its events, the body's start. Inline, most responses are."""
         body = self._body
         response, length = parsed[1], parsed[2]
         keep_alive = not parsed[3] and not self._closing
         self.will_close = not keep_alive
         events: list[Event] = [Head(response)]
         if length == 0:
-            body.finish(keep_alive and len(head) == end, events)
+            body.finish(keep_alive and not rest, events)
             return events
-        got = bytes(head[end : end + length])  # the body bytes that came with the head
+        got = rest if len(rest) <= length else rest[:length]  # the body bytes that came
         if got:
             events.append(Data(got))
         if len(got) == length:
-            body.finish(keep_alive and len(head) == end + length, events)
+            body.finish(keep_alive and len(rest) == length, events)
         else:
             body.left = length - len(got)
             body.reusable = keep_alive
@@ -609,11 +608,12 @@ def _fast_request(
 
 
 def _checked_target(target: str) -> bytes | None:
-    """`target` as h11 writes it (UnicodeError if not ASCII), or None where h11 refuses it."""
-    target_b = target.encode("ascii")
-    if not target_b or target_b.translate(None, _VCHARS):
+    """`target` as h11 writes it (UnicodeError if not ASCII), or None where h11 refuses it:
+    h11's request-target is [\x21-\x7e]+, ASCII's printable characters but the space."""
+    if target.isascii() and (not target.isprintable() or target.find(" ") >= 0):
         return None
-    return target_b
+    target_b = target.encode("ascii")
+    return target_b or None
 
 
 def _header_line_bytes(name: str, value: str) -> bytes | None:
@@ -636,15 +636,18 @@ def _header_line_bytes(name: str, value: str) -> bytes | None:
     return line
 
 
-def _parse_head(head: bytes | bytearray, end: int, method: bytes) -> _Parsed | None:
+def _parse_head(
+    head: bytes | bytearray, end: int, method: bytes, key: bytes | None = None
+) -> _Parsed | None:
     """_parse_new_head's answer for the head that ends at `end`, remembered by the head's
     bytes (_HEADS): a server repeats its heads (nginx's change with its Date line, once a
     second), so most heads cost one lookup, not a split and a lookup per line. The parts
     are shared between responses, as HTTP/2's heads are (http2._HEADS): nobody changes a
-    ResponseHead."""
+    ResponseHead. `key`: the head's bytes, if the caller has them."""
     if end > _HEAD_KEPT_LENGTH or method == b"HEAD" or method == b"CONNECT":
         return _parse_new_head(head, end, method)
-    key = bytes(head[:end])
+    if key is None:
+        key = bytes(head[:end])
     parsed = _HEADS.get(key)
     if parsed is None:
         parsed = _parse_new_head(head, end, method)

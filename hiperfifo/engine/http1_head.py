@@ -125,7 +125,8 @@ class HeadBuffer:
 
     def next_cycle(self) -> None:
         """A new response on the same connection (reset() inlined: once per cycle)."""
-        self.buffer[:] = b""
+        if self.buffer:  # (most heads were parsed where they lay: nothing to empty)
+            self.buffer[:] = b""
         self.end = -1
         self._scanned = self._line_start = self._lines = 0
         self.prior_bytes = self.prior_lines = 0

@@ -96,7 +96,7 @@ class Response:
     def redirect_location(self) -> bytes | None:
         """Where to go next, when following redirects and this response is one."""
         head = self.head
-        if head is None or not self._easy.follow_location or head.status not in REDIRECT_CODES:
+        if head is None or head.status not in REDIRECT_CODES or not self._easy.follow_location:
             return None
         return header_value(head, b"location") or None  # libcurl ignores an empty Location
 

@@ -35,8 +35,9 @@ from hiperfifo.engine.shared import Shared
 from hiperfifo.engine.stream import Outcome, StreamSide
 from hiperfifo.engine.url import Target
 
-ALL_DUE = tuple(Due)
-_CONNECTED_DUE = (Due.CONNECT, Due.EYEBALLS)
+ALL_DUE: Final = tuple(Due)
+_CONNECTED_DUE: Final = (Due.CONNECT, Due.EYEBALLS)
+_OK: Final = Code.OK  # (compiled: a C static; Code is an interpreted enum, its read costs)
 
 
 class TransferState(enum.IntEnum):
@@ -316,7 +317,7 @@ class Transfer:
     def _on_end(self, response: Response) -> None:
         location = response.redirect_location()
         if location is None:
-            self._finish(Code.OK, "")
+            self._finish(_OK, "")
             return
         assert response.head is not None
         easy = self.easy
@@ -337,9 +338,9 @@ class Transfer:
         easy.result = code
         easy.error = text
         easy.total_time = self._elapsed()
-        if not easy.starttransfer_time and code is Code.OK:
+        if not easy.starttransfer_time and code is _OK:
             easy.starttransfer_time = easy.total_time
-        self._release_all(keep=code is Code.OK)
+        self._release_all(keep=code is _OK)
         self._set_state(TransferState.DONE)
 
     def _release_all(self, keep: bool) -> None:

@@ -8,16 +8,15 @@ UNSUPPORTED_PROTOCOL. Also resolves a redirect's Location against its base.
 from __future__ import annotations
 
 import base64
-import functools
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 from hiperfifo.engine.codes import Code, TransferError, caused
 
-SCHEMES = {"http": 80, "https": 443}
-_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, CR/LF and spaces never reach a request
-_KEEP = "!#$%&'()*+,/:;=?@[]~"  # reserved and already-encoded characters stay as they are
+SCHEMES: Final = {"http": 80, "https": 443}
+_FORBIDDEN: Final = re.compile(r"[\x00-\x20\x7f]")  # controls, CR/LF and spaces never go out
+_KEEP: Final = "!#$%&'()*+,/:;=?@[]~"  # reserved and already-encoded characters stay as they are
 
 
 class Target(NamedTuple):
@@ -42,17 +41,41 @@ class _Origin(NamedTuple):
     authorization: str | None
 
 
-@functools.lru_cache(maxsize=1024)
+_PARSED: Final[dict[str, Target]] = {}  # parse()'s cache
+_PARSED_KEPT: Final = 1024
+_ORIGINS: Final[dict[str, _Origin]] = {}  # _origin()'s cache
+_ORIGINS_KEPT: Final = 256
+
+
 def parse(url: str) -> Target:
     """Parse `url`; raises TransferError(URL_MALFORMAT | UNSUPPORTED_PROTOCOL).
 
-    Cached: a Target is immutable, and a batch often repeats its URLs (or its
-    redirect targets); a refusal is not cached and is raised afresh each time.
-    An http(s) URL with an authority is split here as urlsplit splits it (the
-    authority ends at the first '/', '?' or '#'; the fragment starts at the first
-    '#', the query at the first '?' before it), and its authority is parsed by
-    urlsplit once per distinct scheme://authority (_origin, cached): unique URLs
-    to one origin (`/item?id=N`) do not pay for urlsplit each.
+    Cached (_PARSED, the last _PARSED_KEPT URLs at most; a plain dict, not an
+    lru_cache: compiled, parse stays a native call): a Target is immutable, and a
+    batch often repeats its URLs (or its redirect targets); a refusal is not
+    cached and is raised afresh each time.
+    """
+    target = _PARSED.get(url)
+    if target is None:
+        target = _parse(url)
+        if len(_PARSED) >= _PARSED_KEPT:
+            _PARSED.clear()
+        _PARSED[url] = target
+    return target
+
+
+def forget_parsed() -> None:
+    """Empty parse()'s cache (the tests' fresh start)."""
+    _PARSED.clear()
+    _ORIGINS.clear()
+
+
+def _parse(url: str) -> Target:
+    """parse() without its cache. An http(s) URL with an authority is split here as
+    urlsplit splits it (the authority ends at the first '/', '?' or '#'; the fragment
+    starts at the first '#', the query at the first '?' before it), and its authority
+    is parsed by urlsplit once per distinct scheme://authority (_origin, cached):
+    unique URLs to one origin (`/item?id=N`) do not pay for urlsplit each.
     """
     if _forbidden(url):
         raise TransferError(Code.URL_MALFORMAT, "URL rejected: Malformed input to a URL function")
@@ -88,10 +111,16 @@ def parse_by_urlsplit(url: str) -> Target:
     return _target(url, origin, len(parts.netloc), parts.path, parts.query)
 
 
-@functools.lru_cache(maxsize=256)
 def _origin(prefix: str) -> _Origin:
-    """The scheme and authority of `prefix` (scheme://authority, nothing after)."""
-    return _split(prefix)[0]
+    """The scheme and authority of `prefix` (scheme://authority, nothing after), cached
+    (_ORIGINS); a refusal is raised afresh each time."""
+    origin = _ORIGINS.get(prefix)
+    if origin is None:
+        origin = _split(prefix)[0]
+        if len(_ORIGINS) >= _ORIGINS_KEPT:
+            _ORIGINS.clear()
+        _ORIGINS[prefix] = origin
+    return origin
 
 
 def _split(url: str) -> tuple[_Origin, SplitResult]:

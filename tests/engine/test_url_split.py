@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hiperfifo.engine.codes import Code, TransferError
-from hiperfifo.engine.url import Target, parse, parse_by_urlsplit
+from hiperfifo.engine.url import Target, forget_parsed, parse, parse_by_urlsplit
 
 _PIECES = (
     "http https HTTP HtTpS ftp http: https: // : / ? # @ [ ] ::1 % %41 user pw example.org "
@@ -36,19 +36,19 @@ def _outcome(function: object, url: str) -> Target | tuple[Code, str]:
 @example(scheme="http", rest="a:b@host:81/%2e%2E/x")
 def test_parse_reads_urls_as_urlsplit_does(scheme: str, rest: str) -> None:
     url = f"{scheme}://{rest}" if scheme else rest
-    parse.cache_clear()
+    forget_parsed()
     assert _outcome(parse, url) == _outcome(parse_by_urlsplit, url)
 
 
 @given(st.text(max_size=40))
 def test_parse_agrees_on_any_text(url: str) -> None:
-    parse.cache_clear()
+    forget_parsed()
     assert _outcome(parse, url) == _outcome(parse_by_urlsplit, url)
 
 
 def test_parse_fills_each_field_of_target() -> None:
     """Target is made field by field in order (tuple.__new__): each lands in its name."""
-    parse.cache_clear()
+    forget_parsed()
     assert parse("HTTP://u:p@Example.org:81/a/./b?q=1#f")._asdict() == {
         "url": "http://u:p@Example.org:81/a/b?q=1#f",
         "scheme": "http",
