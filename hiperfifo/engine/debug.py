@@ -9,8 +9,9 @@ request head as queued (CURLINFO_HEADER_OUT), a response head as received,
 
 from __future__ import annotations
 
-from hiperfifo.engine.easy import Easy, InfoType
+from hiperfifo.engine.easy import InfoType
 from hiperfifo.engine.guard import CallbackGuard
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.http1 import ResponseHead
 
 
@@ -19,7 +20,7 @@ class Trace:
 
     __slots__ = ("_easy", "_guard", "error")
 
-    def __init__(self, easy: Easy, guard: CallbackGuard) -> None:
+    def __init__(self, easy: Handle, guard: CallbackGuard) -> None:
         self._easy = easy
         self._guard = guard
         self.error = ""  # why the transfer must end: the callback raised

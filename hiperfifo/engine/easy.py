@@ -3,11 +3,14 @@
 Holds no protocol logic: the multi runs it. Options are checked where they are
 set, in the constructor and on every later assignment (options.py's table: a
 wrong type is a TypeError, a wrong value a ValueError, naming the option).
-Each option is a property over a slot `_o_<name>` whose getter is C
-(operator.attrgetter), so the engine's reads stay cheap and the getinfo fields
-stay plain slots. Whether a URL is usable is the transfer's result
-(URL_MALFORMAT, UNSUPPORTED_PROTOCOL at info_read time), never an exception
-here, so a daemon never dies of one.
+The Easy is a facade over a Handle (handle.py: native when compiled), which
+holds the options as checked and the getinfo answers as plain attributes:
+the engine reads and writes the Handle, an application the Easy. Each option
+is a property whose getter is C (operator.attrgetter of `_handle.<name>`) and
+whose setter checks; each getinfo field a read-only property of the same
+kind. Whether a URL is usable is the transfer's result (URL_MALFORMAT,
+UNSUPPORTED_PROTOCOL at info_read time), never an exception here, so a
+daemon never dies of one.
 """
 
 from __future__ import annotations
@@ -19,12 +22,25 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from hiperfifo.engine.codes import Code
+from hiperfifo.engine.handle import (
+    INFO_FIELDS,
+    DebugFunction,
+    Handle,
+    HeaderFunction,
+    ProgressFunction,
+    WriteFunction,
+)
 from hiperfifo.engine.options import DEFAULT_CONNECT_TIMEOUT_MS, EASY_OPTIONS, Check
 from hiperfifo.engine.policy import NetworkPolicy
 
-WriteFunction = Callable[[bytes], "int | None"]
-HeaderFunction = Callable[[bytes], "int | None"]
-ProgressFunction = Callable[[int, int, int, int], Any]
+__all__ = [
+    "DebugFunction",
+    "Easy",
+    "HeaderFunction",
+    "InfoType",
+    "ProgressFunction",
+    "WriteFunction",
+]
 
 
 class InfoType(StrEnum):
@@ -36,41 +52,15 @@ class InfoType(StrEnum):
     HEADER_IN = "header_in"  # a response head as received, 1xx ones too (CURLINFO_HEADER_IN)
 
 
-DebugFunction = Callable[[InfoType, str], None]
-
-
-_INFO_SLOTS = (
-    "appconnect_time",
-    "connect_time",
-    "content_length",
-    "effective_url",
-    "error",
-    "http_version_used",
-    "local_port",
-    "multi",
-    "namelookup_time",
-    "num_connects",
-    "pretransfer_time",
-    "primary_ip",
-    "primary_port",
-    "redirect_count",
-    "redirect_time",
-    "response_code",
-    "result",
-    "size_download",
-    "starttransfer_time",
-    "total_time",
-)
-
-
 class Easy:
     """One transfer: set options, add it to a Multi, read the results after DONE."""
 
-    __slots__ = _INFO_SLOTS + tuple(f"_o_{name}" for name in EASY_OPTIONS)
+    __slots__ = ("_handle", "multi")
 
+    _handle: Handle  # the options as checked, the getinfo answers (the engine's side)
     multi: Any  # the Multi this easy is in, if any (None)
 
-    if TYPE_CHECKING:  # the options as the engine reads them (properties, made below)
+    if TYPE_CHECKING:  # the options (properties, made below)
         url: str
         write_function: WriteFunction | None
         header_function: HeaderFunction | None
@@ -101,6 +91,26 @@ class Easy:
         http_version: str
         http_version_wanted: str  # the option as set, whatever a transfer used
         private: Any
+        # What getinfo answers (read-only properties, made below; see Handle).
+        result: Code
+        error: str
+        response_code: int
+        http_version_used: str
+        effective_url: str
+        redirect_count: int
+        size_download: int
+        content_length: int
+        primary_ip: str
+        primary_port: int
+        local_port: int
+        num_connects: int
+        namelookup_time: float
+        connect_time: float
+        appconnect_time: float
+        pretransfer_time: float
+        starttransfer_time: float
+        total_time: float
+        redirect_time: float
 
     def __init__(
         self,
@@ -139,63 +149,53 @@ class Easy:
         return f"<Easy {self.url!r} result={self.result.name} status={self.response_code}>"
 
     def reset_info(self) -> None:
-        """Clear what getinfo answers, before a (new) run."""
-        self.result = Code.OK
-        self.error = ""
-        self.response_code = 0
-        self.http_version_used = ""  # "2", "1.1" (or "1.0"): what the last hop spoke
-        self.effective_url = self.url
-        self.redirect_count = 0
-        self.size_download = 0
-        self.content_length = -1
-        self.primary_ip = ""
-        self.primary_port = 0
-        self.local_port = 0
-        self.num_connects = 0
-        self.namelookup_time = 0.0
-        self.connect_time = 0.0
-        self.appconnect_time = 0.0
-        self.pretransfer_time = 0.0
-        self.starttransfer_time = 0.0
-        self.total_time = 0.0
-        self.redirect_time = 0.0
+        """Clear what getinfo answers, before a (new) run (add_handle does it)."""
+        self._handle.reset_info()
+
+
+# The Handle's attribute of each option where its name differs.
+_ATTRIBUTE = {"http_version": "http_version_wanted"}
 
 
 def _option(name: str, check: Check) -> property:
-    """A property over the slot _o_<name>: a C getter, a setter that checks."""
-    slot = f"_o_{name}"
-    store = getattr(Easy, slot).__set__
+    """A property over the Handle's attribute: a C getter, a setter that checks."""
+    attribute = _ATTRIBUTE.get(name, name)
 
     def set_option(easy: Easy, value: Any) -> None:
-        store(easy, check(name, value))
+        setattr(easy._handle, attribute, check(name, value))
 
-    return property(attrgetter(slot), set_option, doc=f"Option {name} (options.py).")
+    getter = attrgetter(f"_handle.{attribute}")
+    return property(getter, set_option, doc=f"Option {name} (options.py).")
 
 
 def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
-    """Easy.__init__ with the stub's signature: per option, one line of
-    `self._o_NAME = NAME if NAME is DEFAULT else check("NAME", NAME)` (url always checked),
-    then the getinfo fields. A default is valid by definition; anything else is checked."""
+    """Easy.__init__ with the stub's signature: a Handle (the url checked unless a str),
+    then per option given, one line of `if NAME is not DEFAULT: handle.NAME = check(NAME)`.
+    A default is valid by definition, and the Handle starts with each (checked here, at
+    import); anything else is checked."""
     signature = inspect.signature(stub)
     names = [name for name in signature.parameters if name != "self"]
     if names != list(EASY_OPTIONS):
         raise TypeError(f"Easy() takes {names}, EASY_OPTIONS has {list(EASY_OPTIONS)}")
-    scope: dict[str, Any] = {}
-    lines = []
-    for name in names:
+    url, options = names[0], names[1:]
+    fresh = Handle("")
+    scope: dict[str, Any] = {"_Handle": Handle, f"_check_{url}": EASY_OPTIONS[url]}
+    lines = [
+        f"    self._handle = handle = _Handle({url}) if type({url}) is str"
+        f" else _Handle(_check_{url}({url!r}, {url}))",
+        "    self.multi = None",
+    ]
+    for name in options:
         default = signature.parameters[name].default
+        attribute = _ATTRIBUTE.get(name, name)
+        if getattr(fresh, attribute) != default or EASY_OPTIONS[name](name, default) != default:
+            raise TypeError(f"Easy(): {name}={default!r} is not the Handle's default")
         scope[f"_check_{name}"] = EASY_OPTIONS[name]
-        checked = f"_check_{name}({name!r}, {name})"
-        if default is inspect.Parameter.empty:
-            lines.append(f"    self._o_{name} = {checked}")
-        else:
-            scope[f"_default_{name}"] = default
-            kept = f"{name} if {name} is _default_{name}"
-            lines.append(f"    self._o_{name} = {kept} else {checked}")
-    parameters = ", ".join(["self", names[0], "*", *(f"{n}=_default_{n}" for n in names[1:])])
-    source = "\n".join(
-        [f"def __init__({parameters}):", *lines, "    self.multi = None", "    self.reset_info()"]
-    )
+        scope[f"_default_{name}"] = default
+        lines.append(f"    if {name} is not _default_{name}:")
+        lines.append(f"        handle.{attribute} = _check_{name}({name!r}, {name})")
+    parameters = ", ".join(["self", url, "*", *(f"{n}=_default_{n}" for n in options)])
+    source = "\n".join([f"def __init__({parameters}):", *lines])
     exec(source, scope)  # our own text, built from the table above
     init: Callable[..., None] = scope["__init__"]
     init.__doc__ = stub.__doc__
@@ -209,15 +209,18 @@ def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
 Easy.__init__ = _init_from_table(Easy.__init__)  # type: ignore[method-assign]
 for _name, _check in EASY_OPTIONS.items():
     setattr(Easy, _name, _option(_name, _check))
+for _name in INFO_FIELDS:
+    setattr(Easy, _name, property(attrgetter(f"_handle.{_name}"), doc=f"getinfo {_name}."))
 
 
 def _http_version(easy: Easy) -> str:
-    return easy.http_version_used or easy.http_version_wanted
+    handle = easy._handle
+    return handle.http_version_used or handle.http_version_wanted
 
 
 # One name for curl's two calls: the option until a transfer
 # used a version (CURLOPT_HTTP_VERSION), then that version (CURLINFO_HTTP_VERSION).
-Easy.http_version_wanted = property(attrgetter("_o_http_version"))  # type: ignore[assignment]
+Easy.http_version_wanted = property(attrgetter("_handle.http_version_wanted"))  # type: ignore[assignment]
 Easy.http_version = property(  # type: ignore[assignment]
     _http_version,
     _option("http_version", EASY_OPTIONS["http_version"]).fset,

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from hiperfifo.engine.codes import POLL_IN, POLL_INOUT, Code, TransferError, caused
 from hiperfifo.engine.connection import Connection
 from hiperfifo.engine.debug import head_out
-from hiperfifo.engine.easy import Easy, InfoType
+from hiperfifo.engine.easy import InfoType
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.response import Response
 
 READ_BUDGET = 1 << 20  # bytes read from one socket per run, so one fast peer cannot starve others
@@ -36,7 +37,7 @@ class Exchange:
         self,
         conn: Connection,
         response: Response,
-        easy: Easy,
+        easy: Handle,
         request: tuple[str, str, list[tuple[str, str]], bytes | None],
         trace: Callable[[InfoType, str], None] | None = None,
     ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sized
 
 from hiperfifo.engine.codes import Code, TransferError
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.handle import Handle
 
 
 class IdleLimit:
@@ -46,7 +46,7 @@ class SpeedCheck:
         self._bytes = 0
 
     @classmethod
-    def of(cls, easy: Easy, current: SpeedCheck | None) -> SpeedCheck | None:
+    def of(cls, easy: Handle, current: SpeedCheck | None) -> SpeedCheck | None:
         """The check `easy` asks for (the current one kept), or None when it asks for none."""
         if easy.low_speed_limit <= 0 or easy.low_speed_time <= 0:
             return None

@@ -176,9 +176,8 @@ class Multi:
                 )
             self._dead = None
             self._timer.reset()
-        easy.reset_info()
         easy.multi = self
-        self._runner.add(Transfer(easy, self._svc))
+        self._runner.add(Transfer(easy, self._svc))  # (it clears the easy's getinfo answers)
         self._finish_call()
 
     def remove_handle(self, easy: Easy) -> None:

@@ -22,7 +22,7 @@ from hiperfifo.engine.connection import Connection, Origin
 from hiperfifo.engine.deadlines import Due
 from hiperfifo.engine.debug import Trace
 from hiperfifo.engine.dialer import EYEBALLS_DELAY, Dialer
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.resolver import Address, Resolver, numeric_addresses
 from hiperfifo.engine.services import Services
 from hiperfifo.engine.tls import ALPN_H2, ALPN_HTTP11, TlsSession, client_context
@@ -30,7 +30,7 @@ from hiperfifo.engine.tunnel import Tunnel
 from hiperfifo.engine.url import Target
 
 
-def may_speak_h2(easy: Easy, target: Target, proxy: Target | None) -> bool:
+def may_speak_h2(easy: Handle, target: Target, proxy: Target | None) -> bool:
     """HTTP/2 is possible: ALPN h2 on https, or h2c by prior knowledge (direct only: a
     plain-http proxy takes HTTP/1.1 requests in absolute form)."""
     wanted = easy.http_version_wanted
@@ -77,7 +77,7 @@ class Opening:
         svc: Services,
         trace: Trace | None,
         start: float,
-        easy: Easy,
+        easy: Handle,
         target: Target,
         proxy: Target | None,
         origin: Origin,

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from hiperfifo.engine.codes import Code, TransferError
 from hiperfifo.engine.connection import Origin
 from hiperfifo.engine.decoding import accept_header
-from hiperfifo.engine.easy import Easy
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.proxy import bypasses, parse_proxy, proxy_from_environ
 from hiperfifo.engine.resolver import numeric_addresses
 from hiperfifo.engine.url import Target, parse, redirect_target
@@ -29,7 +29,7 @@ _PRIVATE = ("authorization", "cookie")  # kept for the origin they were given fo
 Aim = tuple[Target, Target | None, Origin]
 
 
-def aim(easy: Easy, url: str) -> Aim:
+def aim(easy: Handle, url: str) -> Aim:
     """Parse `url` and choose its proxy and pool key; TransferError for what cannot go."""
     target = parse(url)
     tls_profile = f"{easy.verify}:{easy.ca_file}" if target.scheme == "https" else ""
@@ -56,7 +56,7 @@ def aim(easy: Easy, url: str) -> Aim:
     return target, proxy, origin
 
 
-def check_proxied_target(easy: Easy, target: Target) -> None:
+def check_proxied_target(easy: Handle, target: Target) -> None:
     """Through a proxy we never see the target's address: judge a literal one at least."""
     policy = easy.network_policy
     literal = numeric_addresses(target.host, target.port)
@@ -78,7 +78,7 @@ def proxy_auth(proxy: Target | None) -> list[tuple[str, str]]:
 
 
 def request_parts(
-    easy: Easy,
+    easy: Handle,
     target: Target,
     proxy: Target | None,
     given_headers: Headers,
@@ -119,7 +119,7 @@ class Hop(NamedTuple):
 
 
 def follow(
-    easy: Easy, status: int, location: bytes, method: str, body: bytes | None, headers: Headers
+    easy: Handle, status: int, location: bytes, method: str, body: bytes | None, headers: Headers
 ) -> Hop:
     """The request a redirect asks for, as curl's FOLLOWLOCATION does: TOO_MANY_REDIRECTS
     past max_redirs; 303 (not HEAD), and 301/302 of a POST, become a GET without a body

@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.decoding import Decoder
-from hiperfifo.engine.easy import Easy, InfoType
+from hiperfifo.engine.easy import InfoType
 from hiperfifo.engine.guard import CallbackGuard
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.http1 import Data, End, Event, Head, ResponseHead, Trailers, header_value
 
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
@@ -27,7 +28,7 @@ class Response:
     __slots__ = ("_clock", "_decoder", "_easy", "_guard", "_start", "head", "skip_body")
 
     def __init__(
-        self, easy: Easy, guard: CallbackGuard, clock: Callable[[], float], start: float
+        self, easy: Handle, guard: CallbackGuard, clock: Callable[[], float], start: float
     ) -> None:
         # The clock and the transfer's start, not the transfer: no reference cycle, so a
         # finished transfer is freed at once instead of waiting for the cyclic GC.

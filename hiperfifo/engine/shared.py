@@ -30,7 +30,8 @@ READ_BUDGET = (
 class StreamUser(Protocol):
     """What a transfer on a stream answers to."""
 
-    easy: Any
+    easy: Any  # the application's Easy (for the socket callback)
+    handle: Any  # its Handle (handle.py): options in, getinfo out
 
     def on_stream(self, event: Event) -> None: ...
 

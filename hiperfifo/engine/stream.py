@@ -17,8 +17,9 @@ import enum
 from collections.abc import Callable
 
 from hiperfifo.engine.codes import Code, TransferError
-from hiperfifo.engine.easy import Easy, InfoType
+from hiperfifo.engine.easy import InfoType
 from hiperfifo.engine.exchange import Stale
+from hiperfifo.engine.handle import Handle
 from hiperfifo.engine.http2_events import (
     Event,
     StreamData,
@@ -53,7 +54,7 @@ class Stream:
     ) -> None:
         """Open the stream: `request` is (method, scheme, path, headers, body); `retries`:
         how often the transfer went again already because a server did not process it."""
-        easy: Easy = user.easy
+        easy: Handle = user.handle
         method, scheme, path, headers, body = request
         self.shared = shared
         self._easy = easy
@@ -116,7 +117,7 @@ class Stream:
         self.shared.cancel(self.stream_id)
 
 
-def _check_clean_end(easy: Easy, response: Response, stream_id: int) -> None:
+def _check_clean_end(easy: Handle, response: Response, stream_id: int) -> None:
     """A stream the server closed with RST_STREAM(NO_ERROR) ends its response, as libcurl
     8.23 reads it: before the final head that is 92, short of the content-length 18."""
     head = response.head

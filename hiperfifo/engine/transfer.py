@@ -72,6 +72,7 @@ class Transfer:
         "body",
         "conn",
         "easy",
+        "handle",
         "headers",
         "left_queue",
         "link",
@@ -85,7 +86,9 @@ class Transfer:
     )
 
     def __init__(self, easy: Easy, services: Services) -> None:
-        self.easy = easy
+        self.easy = easy  # the application's; the engine reads and writes its Handle
+        handle = self.handle = easy._handle
+        handle.reset_info()
         self.svc = services
         self.state = TransferState.INIT
         self._trace: Trace | None = None  # made when debug_function is first called
@@ -93,9 +96,7 @@ class Transfer:
         self.origin: Origin = ("", "", 0, "")
         self.proxy: Target | None = None
         self.conn: Connection | None = None
-        self.method = easy.method.upper()
-        self.body = easy.body
-        self.headers = easy.headers
+        self.method, self.body, self.headers = handle.method.upper(), handle.body, handle.headers
         self._start = 0.0
         self._opening: Opening | None = None  # a new connection being opened
         self._exchange: Exchange | None = None  # the request on self.conn
@@ -109,7 +110,7 @@ class Transfer:
         self.left_queue = False  # resumed from PENDING (the runner): not queued again
 
     def __repr__(self) -> str:
-        return f"<Transfer {self.easy.url!r} {self.state.name}>"
+        return f"<Transfer {self.handle.url!r} {self.state.name}>"
 
     @property
     def done(self) -> bool:
@@ -128,13 +129,13 @@ class Transfer:
             self._finish(exc.code, exc.text)
 
     def _set_state(self, state: TransferState) -> None:
-        if self.easy.debug_function is not None:
+        if self.handle.debug_function is not None:
             self._tracer()(InfoType.STATE, f"{self.state.name} -> {state.name}")
         self.state = state
 
     def _tracer(self) -> Trace:
         if self._trace is None:
-            self._trace = Trace(self.easy, self.svc.guard)
+            self._trace = Trace(self.handle, self.svc.guard)
         return self._trace
 
     def wanted(self) -> dict[int, int]:
@@ -152,7 +153,7 @@ class Transfer:
 
     def can_leave_pending(self) -> bool:
         """Would this pending transfer find a connection or a slot now?"""
-        h2 = self.target is not None and may_speak_h2(self.easy, self.target, self.proxy)
+        h2 = self.target is not None and may_speak_h2(self.handle, self.target, self.proxy)
         return self.svc.lease.could_serve(self.origin, h2)
 
     def abort(self) -> None:
@@ -182,7 +183,7 @@ class Transfer:
     # --- the states --------------------------------------------------------------
 
     def _step_init(self) -> bool:
-        easy = self.easy
+        easy = self.handle
         self._start = self.svc.clock()
         if easy.timeout_ms > 0:
             self.svc.deadlines.set(self, Due.TOTAL, self._start + easy.timeout_ms / 1000)
@@ -193,7 +194,7 @@ class Transfer:
 
     def _setup(self, url: str) -> None:
         """Aim at `url` (the first one or a redirect's): target, proxy, pool key."""
-        easy = self.easy
+        easy = self.handle
         self.target, self.proxy, self.origin = aim(easy, url)
         self._response = Response(easy, self.svc.guard, self.svc.clock, self._start)
         easy.effective_url = self.target.url  # normalised, as libcurl's
@@ -202,21 +203,21 @@ class Transfer:
     def _step_connect(self) -> bool:
         svc = self.svc
         assert self.target is not None
-        h2 = may_speak_h2(self.easy, self.target, self.proxy)
+        h2 = may_speak_h2(self.handle, self.target, self.proxy)
         go, link = svc.lease.choose(self.origin, h2, self._fresh_only, self.left_queue)
         self.left_queue = False
         if not go:
             self._set_state(TransferState.PENDING)
             return False
         if link is not None:
-            self.easy.namelookup_time = self.easy.connect_time = self._elapsed()
+            self.handle.namelookup_time = self.handle.connect_time = self._elapsed()
             self._ready(link)
             return True
         self.progressed = svc.lease.pool.has_room(self.origin)  # the next may open one too
         self._fresh_only = False
-        trace = self._tracer() if self.easy.debug_function is not None else None
+        trace = self._tracer() if self.handle.debug_function is not None else None
         opening = self._opening = Opening(
-            self, svc, trace, self._start, self.easy, self.target, self.proxy, self.origin
+            self, svc, trace, self._start, self.handle, self.target, self.proxy, self.origin
         )
         if opening.begin():
             self._set_state(TransferState.CONNECTING)
@@ -241,7 +242,7 @@ class Transfer:
 
     def _ready(self, link: Connection | Shared) -> None:
         """Connected (and TLS done), a pooled connection, or a stream: send the request."""
-        easy = self.easy
+        easy = self.handle
         target = self.target
         response = self._response
         assert target is not None
@@ -320,7 +321,7 @@ class Transfer:
             self._finish(_OK, "")
             return
         assert response.head is not None
-        easy = self.easy
+        easy = self.handle
         hop = follow(easy, response.head.status, location, self.method, self.body, self.headers)
         self._let_go(keep=True)
         easy.redirect_count += 1
@@ -334,9 +335,8 @@ class Transfer:
     def _finish(self, code: Code, text: str) -> None:
         if self.state is TransferState.DONE:
             return
-        easy = self.easy
-        easy.result = code
-        easy.error = text
+        easy = self.handle
+        easy.result, easy.error = code, text
         easy.total_time = self._elapsed()
         if not easy.starttransfer_time and code is _OK:
             easy.starttransfer_time = easy.total_time
@@ -390,7 +390,7 @@ def _waits(_transfer: Transfer) -> bool:
 def resume_on(transfer: Transfer, conn: Connection) -> None:
     """`transfer` leaves PENDING on the connection a finished transfer to its origin just gave
     back (the runner hands it over: no pool round trip, no liveness check)."""
-    transfer.easy.namelookup_time = transfer.easy.connect_time = transfer._elapsed()
+    transfer.handle.namelookup_time = transfer.handle.connect_time = transfer._elapsed()
     transfer._ready(conn)
 
 
@@ -408,13 +408,13 @@ def _on_connect_timeout(transfer: Transfer) -> None:
 
 
 def _on_total_timeout(transfer: Transfer) -> None:
-    text = total_timeout_text(transfer._elapsed(), transfer.easy.size_download)
+    text = total_timeout_text(transfer._elapsed(), transfer.handle.size_download)
     raise TransferError(Code.OPERATION_TIMEDOUT, text)
 
 
 def _on_speed(transfer: Transfer) -> None:
     if transfer._speed is not None:
-        end = transfer._speed.check(transfer.svc.clock(), transfer.easy.size_download)
+        end = transfer._speed.check(transfer.svc.clock(), transfer.handle.size_download)
         transfer.svc.deadlines.set(transfer, Due.SPEED, end)
 
 

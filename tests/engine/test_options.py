@@ -9,6 +9,7 @@ good transfers in the same multi finish with their bodies.
 
 from __future__ import annotations
 
+import inspect
 import math
 import socket
 from collections.abc import Callable, Iterator
@@ -125,6 +126,70 @@ def test_write_function_none_discards_the_body(http_server: HTTPServer) -> None:
     finally:
         driver.close()
     assert (easy.result, easy.size_download) == (Code.OK, len(HELLO))
+
+
+def test_a_fresh_easy_reads_its_signature_defaults_and_empty_getinfo() -> None:
+    """Every option not given reads as Easy()'s documented default; getinfo as cleared."""
+    easy = Easy(URL, private="mine")
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(Easy).parameters.items()
+        if name != "url"
+    }
+    assert {name: getattr(easy, name) for name in defaults} == {**defaults, "private": "mine"}
+    assert (easy.url, easy.effective_url, easy.result, easy.error) == (URL, URL, Code.OK, "")
+    assert (easy.response_code, easy.content_length, easy.total_time) == (0, -1, 0.0)
+    assert (easy.http_version, easy.http_version_wanted, easy.http_version_used) == ("2", "2", "")
+
+
+def test_getinfo_is_read_only_and_cleared_when_the_easy_is_added_again(
+    http_server: HTTPServer,
+) -> None:
+    """Only the engine writes what getinfo answers; add_handle clears the last run's."""
+    easy = Easy(http_server.url(), write_function=None)
+    with pytest.raises(AttributeError):
+        easy.response_code = 200  # type: ignore[misc]
+    driver = SelectorDriver()
+    try:
+        driver.perform(easy, timeout=20)
+        assert (easy.result, easy.response_code, easy.http_version) == (Code.OK, 200, "1.1")
+        driver.multi.add_handle(easy)  # cleared at once, before it runs again
+        assert (easy.response_code, easy.size_download, easy.http_version_used) == (0, 0, "")
+        driver.multi.remove_handle(easy)
+    finally:
+        driver.close()
+
+
+class _Tagged(Easy):
+    """An application's own Easy: an attribute of its own, another constructor."""
+
+    def __init__(self, url: str, tag: str) -> None:
+        super().__init__(url, write_function=self.collect)
+        self.tag = tag
+        self.body = b""
+        self.got = bytearray()
+
+    def collect(self, data: bytes) -> None:
+        self.got += data
+
+
+def test_an_interpreted_subclass_of_easy_runs(http_server: HTTPServer) -> None:
+    """Applications subclass Easy: their attributes, options and results all work."""
+    easy = _Tagged(http_server.url(), "t1")
+    with pytest.raises(TypeError, match="option timeout_ms"):
+        easy.timeout_ms = "5"  # type: ignore[assignment]
+    driver = SelectorDriver()
+    try:
+        (done,) = driver.perform(easy, timeout=20)
+    finally:
+        driver.close()
+    assert done is easy
+    assert (easy.tag, easy.result, easy.response_code, bytes(easy.got)) == (
+        "t1",
+        Code.OK,
+        200,
+        HELLO,
+    )
 
 
 @pytest.mark.parametrize(
