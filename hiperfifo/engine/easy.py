@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 from hiperfifo.engine.codes import Code
 from hiperfifo.engine.handle import (
     INFO_FIELDS,
+    OPTION_ATTRIBUTES,
     DebugFunction,
     Handle,
     HeaderFunction,
     ProgressFunction,
     WriteFunction,
+    set_options,
 )
 from hiperfifo.engine.options import DEFAULT_CONNECT_TIMEOUT_MS, EASY_OPTIONS, Check
 from hiperfifo.engine.policy import NetworkPolicy
@@ -141,8 +143,7 @@ class Easy:
         http_version: str = "2",
         private: Any = None,
     ) -> None:
-        # The body is generated from EASY_OPTIONS below (_init_from_table), as dataclasses do:
-        # each option stored as given when it is the default, else checked first.
+        # The signature, for the type checker and inspect; _init_from_table puts in the body.
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -153,13 +154,9 @@ class Easy:
         self._handle.reset_info()
 
 
-# The Handle's attribute of each option where its name differs.
-_ATTRIBUTE = {"http_version": "http_version_wanted"}
-
-
 def _option(name: str, check: Check) -> property:
     """A property over the Handle's attribute: a C getter, a setter that checks."""
-    attribute = _ATTRIBUTE.get(name, name)
+    attribute = OPTION_ATTRIBUTES[name]
 
     def set_option(easy: Easy, value: Any) -> None:
         setattr(easy._handle, attribute, check(name, value))
@@ -169,41 +166,32 @@ def _option(name: str, check: Check) -> property:
 
 
 def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
-    """Easy.__init__ with the stub's signature: a Handle (the url checked unless a str),
-    then per option given, one line of `if NAME is not DEFAULT: handle.NAME = check(NAME)`.
-    A default is valid by definition, and the Handle starts with each (checked here, at
-    import); anything else is checked."""
+    """Easy.__init__ with the stub's signature (for inspect; the type checker reads the
+    stub): a Handle, which starts with every default, then the options given by keyword,
+    each checked (handle.set_options). Checked here, at import: the stub's options are
+    EASY_OPTIONS', in order, and its defaults are the Handle's."""
     signature = inspect.signature(stub)
     names = [name for name in signature.parameters if name != "self"]
     if names != list(EASY_OPTIONS):
         raise TypeError(f"Easy() takes {names}, EASY_OPTIONS has {list(EASY_OPTIONS)}")
-    url, options = names[0], names[1:]
     fresh = Handle("")
-    scope: dict[str, Any] = {"_Handle": Handle, f"_check_{url}": EASY_OPTIONS[url]}
-    lines = [
-        f"    self._handle = handle = _Handle({url}) if type({url}) is str"
-        f" else _Handle(_check_{url}({url!r}, {url}))",
-        "    self.multi = None",
-    ]
-    for name in options:
+    for name in names[1:]:
         default = signature.parameters[name].default
-        attribute = _ATTRIBUTE.get(name, name)
-        if getattr(fresh, attribute) != default or EASY_OPTIONS[name](name, default) != default:
+        if getattr(fresh, OPTION_ATTRIBUTES[name]) != default:
             raise TypeError(f"Easy(): {name}={default!r} is not the Handle's default")
-        scope[f"_check_{name}"] = EASY_OPTIONS[name]
-        scope[f"_default_{name}"] = default
-        lines.append(f"    if {name} is not _default_{name}:")
-        lines.append(f"        handle.{attribute} = _check_{name}({name!r}, {name})")
-    parameters = ", ".join(["self", url, "*", *(f"{n}=_default_{n}" for n in options)])
-    source = "\n".join([f"def __init__({parameters}):", *lines])
-    exec(source, scope)  # our own text, built from the table above
-    init: Callable[..., None] = scope["__init__"]
-    init.__doc__ = stub.__doc__
-    init.__qualname__ = stub.__qualname__
-    init.__module__ = stub.__module__
-    init.__annotations__ = stub.__annotations__
-    init.__signature__ = signature  # type: ignore[attr-defined]
-    return init
+    check_url = EASY_OPTIONS["url"]
+
+    def __init__(self: Easy, url: str, **options: Any) -> None:
+        self._handle = handle = Handle(url) if type(url) is str else Handle(check_url("url", url))
+        self.multi = None
+        if options:
+            set_options(handle, options)
+
+    __init__.__doc__ = stub.__doc__
+    __init__.__qualname__ = stub.__qualname__
+    __init__.__module__ = stub.__module__
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    return __init__
 
 
 Easy.__init__ = _init_from_table(Easy.__init__)  # type: ignore[method-assign]

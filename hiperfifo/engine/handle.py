@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hiperfifo.engine.codes import Code
-from hiperfifo.engine.options import DEFAULT_CONNECT_TIMEOUT_MS
+from hiperfifo.engine.options import DEFAULT_CONNECT_TIMEOUT_MS, EASY_OPTIONS, Check
 from hiperfifo.engine.policy import NetworkPolicy
 
 if TYPE_CHECKING:
@@ -173,3 +173,22 @@ INFO_FIELDS = (
     "starttransfer_time",
     "total_time",
 )
+
+
+# Where each option is kept: the Handle's attribute of the same name but for http_version.
+OPTION_ATTRIBUTES: Final = {name: name for name in EASY_OPTIONS} | {
+    "http_version": "http_version_wanted"
+}
+# Each option's check (options.py's table) and attribute, for Easy(): one lookup per option.
+_STORE: Final = {name: (check, OPTION_ATTRIBUTES[name]) for name, check in EASY_OPTIONS.items()}
+
+
+def set_options(handle: Handle, options: dict[str, Any]) -> None:
+    """Check and store the options Easy() was given by keyword, in the order given."""
+    store = _STORE
+    for name, value in options.items():
+        found: tuple[Check, str] | None = store.get(name)
+        if found is None:
+            raise TypeError(f"Easy.__init__() got an unexpected keyword argument {name!r}")
+        check, attribute = found
+        setattr(handle, attribute, check(name, value))

@@ -74,6 +74,16 @@ def test_a_url_that_is_not_a_str_fails_at_construction() -> None:
     assert Easy("not a url").url == "not a url"
 
 
+def test_an_unknown_option_or_an_option_given_by_position_is_a_type_error() -> None:
+    """Easy() takes the url, then options by keyword only, each one of EASY_OPTIONS."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'timeout'"):
+        Easy(URL, timeout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        Easy(URL, print)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="multiple values"):
+        Easy(URL, **{"url": URL})  # type: ignore[misc]
+
+
 def test_assignment_is_checked_and_a_refused_value_changes_nothing() -> None:
     """Options may be set later; a bad assignment raises and the old value stays."""
     easy = Easy(URL, timeout_ms=1000)
