@@ -137,9 +137,7 @@ class Jobs:
         self._retries = self._retry.retries
         self.waiting = RetryWaits(alarm(self._retry_due), clock)
         self._drain_until = float("inf")  # no retry may start after this (clock())
-        self._easy_options = easy_options(
-            config, dict(config.proxy_environ), network_policy(config)
-        )
+        self._options = easy_options(config, dict(config.proxy_environ), network_policy(config))
         # transfer.progress is an info line: below that level nobody looks at the bytes
         progress = config.log_level in ("debug", "info")
         self._progress = alarm(self._look_at_progress) if progress else None
@@ -172,27 +170,36 @@ class Jobs:
         running, queue = self.running, self.queue
         if len(running) > self._feed_low or not queue or self.phase is _ABORTING:
             return
-        shared, sink, clock, attempt = self._shared, self._output.sink, self._clock, self._attempt
+        shared, sink, attempt, now = self._shared, self._output.sink, self._attempt, self._clock()
         for _ in range(min(len(queue), self._feed_limit - len(running))):
             transfer_id, url, accepted, source, entry, shown = queue.popleft()
             out = shared or sink(transfer_id, url)
-            job = Job(transfer_id, url, shown, out, source, entry, accepted, clock())
+            job = Job(transfer_id, url, shown, out, source, entry, accepted, now)
             running[transfer_id] = job
             attempt(job)
+        self._watch_progress()
 
     def _attempt(self, job: Job) -> None:
-        """Hand one attempt of `job` to the engine: a new Easy each time."""
-        job.retry_after = RetryAfter() if self._retries else None
+        """Hand one attempt of `job` to the engine: a new Easy each time (only the options
+        that differ from Easy's defaults are passed: each costs a check)."""
         sink = job.sink
-        job.easy = Easy(
-            job.url,
-            write_function=self._shared_write if sink is self._shared else sink.write,
-            header_function=job.retry_after,
-            debug_function=partial(self._debug_line, job) if self._debug else None,
-            private=job,
-            **self._easy_options,
-        )
-        self._multi.add_handle(job.easy)
+        write = self._shared_write if sink is self._shared else sink.write
+        if not (self._retries or self._debug):
+            job.easy = easy = Easy(job.url, write_function=write, private=job, **self._options)
+        else:
+            job.retry_after = RetryAfter() if self._retries else None
+            job.easy = easy = Easy(
+                job.url,
+                write_function=write,
+                header_function=job.retry_after,
+                debug_function=partial(_debug_line, self._log, job) if self._debug else None,
+                private=job,
+                **self._options,
+            )
+        self._multi.add_handle(easy)
+
+    def _watch_progress(self) -> None:
+        """Jobs run: the progress look is due a second from now (if not set already)."""
         if self._progress is not None and not self._progress_set:
             self._progress_set = True
             self._progress.set(PROGRESS_EVERY)
@@ -223,15 +230,6 @@ class Jobs:
         self._progress_set = bool(self.running)
         if self._progress is not None and self._progress_set:
             self._progress.set(PROGRESS_EVERY)
-
-    def _debug_line(self, job: Job, kind: InfoType, text: str) -> None:
-        """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
-        state changes as text, request and response heads as lines, credentials hidden."""
-        if kind is InfoType.STATE:
-            self._log.debug("transfer.debug", **job.shown, kind=str(kind), text=text)
-        else:
-            head = logs.redact_head(text)
-            self._log.debug("transfer.debug", **job.shown, kind=str(kind), head=head)
 
     # -- completion --
 
@@ -348,6 +346,7 @@ class Jobs:
             job.result = None
             job.seen = job.seen_bytes = 0  # its body starts again
             self._attempt(job)
+        self._watch_progress()
 
     def _end_waiting(self, after: float = -float("inf")) -> None:
         """Jobs whose next attempt is due after `after` end now, with their last result."""
@@ -397,6 +396,16 @@ class Jobs:
             url=redact(url),
             reason=f"{why}; kept for the next start",
         )
+
+
+def _debug_line(log: FilteringBoundLogger, job: Job, kind: InfoType, text: str) -> None:
+    """The engine's debug callback (CURLOPT_DEBUGFUNCTION), only at --log-level debug:
+    state changes as text, request and response heads as lines, credentials hidden."""
+    if kind is InfoType.STATE:
+        log.debug("transfer.debug", **job.shown, kind=str(kind), text=text)
+    else:
+        head = logs.redact_head(text)
+        log.debug("transfer.debug", **job.shown, kind=str(kind), head=head)
 
 
 def _done_fields(
