@@ -12,14 +12,14 @@ a journal, a clock, its sources and an alarm factory: no loop of its own, no eng
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import groupby
+from itertools import groupby, repeat
 from operator import itemgetter
 
 from structlog.typing import FilteringBoundLogger
 
 from hiperfifo.jobs import Jobs, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
-from hiperfifo.logs import transfer_added
+from hiperfifo.logs import transfers_added
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
 from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
@@ -132,13 +132,14 @@ class Intake:
                 self._refuse(source, items[start:], str(exc))
                 return False
         self._next_id += len(urls)
-        now = self._clock()
-        queue, log = self._jobs.queue, self._log
-        for transfer_id, item in enumerate(urls, first):
-            url, entry = item.url, item.entry
-            shown = redact(url)
-            transfer_added(log, transfer_id, shown, entry)
-            queue.append((transfer_id, url, now, source, entry, shown))
+        # the whole run at once: the lines rendered together, the Pending tuples made by zip
+        texts = [item.url for item in urls]
+        entries = [item.entry for item in urls]
+        shown = [redact(url) if "@" in url else url for url in texts]  # "@": a password?
+        transfers_added(self._log, first, shown, entries)
+        ids = range(first, self._next_id)
+        now = repeat(self._clock())
+        self._jobs.queue.extend(zip(ids, texts, now, repeat(source), entries, shown))
         return True
 
     def _reject(self, reason: str, token: str, entry: str | None = None) -> None:

@@ -17,8 +17,9 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import count
 from typing import Any, TextIO, cast
 
 import structlog
@@ -315,6 +316,13 @@ class LineWriter:
         if not self.batching or len(pending) >= MAX_PENDING:
             self.flush()
 
+    def extend(self, messages: list[str]) -> None:
+        """msg() for each of `messages`, in order."""
+        pending = self._pending
+        pending += messages
+        if not self.batching or len(pending) >= MAX_PENDING:
+            self.flush()
+
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
 
@@ -330,7 +338,7 @@ class LineWriter:
 
 _log_file: LogFile | None = None
 _writer: LineWriter | None = None
-# Plain JSON lines (no journald prefix): transfer_added/_done render them, from this level up.
+# Plain JSON lines (no journald prefix): the per-URL lines are rendered here, from this level up.
 _direct: LineWriter | None = None
 _direct_level = logging.CRITICAL + 1
 
@@ -388,23 +396,30 @@ _ENTRY = '"entry": %s, '
 _FILE = ', "file": %s'
 
 
-def transfer_added(
-    log: FilteringBoundLogger, transfer_id: int, url: str, entry: str | None
+def transfers_added(
+    log: FilteringBoundLogger, first: int, urls: Sequence[str], entries: Sequence[str | None]
 ) -> None:
-    """`log.info("transfer.added", id=, url=, entry=)` (entry only when not None)."""
+    """`log.info("transfer.added", id=, url=, entry=)` for ids first, first + 1, ... with
+    urls[i] and entries[i] (entry only when not None): a run of accepted URLs at once."""
     writer = _direct
     if writer is None or log._logger is not writer:  # type: ignore[attr-defined]
-        fields: dict[str, Any] = {"id": transfer_id, "url": url}
-        if entry is not None:
-            fields["entry"] = entry
-        log.info("transfer.added", **fields)
+        for transfer_id, url, entry in zip(count(first), urls, entries):
+            fields: dict[str, Any] = {"id": transfer_id, "url": url}
+            if entry is not None:
+                fields["entry"] = entry
+            log.info("transfer.added", **fields)
         return
     if _direct_level > logging.INFO:
         return
-    tail = "}" if entry is None else f', "entry": {_esc(entry)}}}'
-    writer.msg(
-        f'{{"timestamp": "{timestamp()}", "level": "info", "event": "transfer.added", '
-        f'"id": {transfer_id}, "url": {_esc(url)}{tail}'
+    head = f'{{"timestamp": "{timestamp()}", "level": "info", "event": "transfer.added", "id": '
+    esc = _esc
+    writer.extend(
+        [
+            f'{head}{transfer_id}, "url": {esc(url)}}}'
+            if entry is None
+            else f'{head}{transfer_id}, "url": {esc(url)}, "entry": {esc(entry)}}}'
+            for transfer_id, url, entry in zip(count(first), urls, entries)
+        ]
     )
 
 

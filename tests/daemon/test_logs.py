@@ -104,7 +104,7 @@ def test_lines_of_one_loop_iteration_share_its_timestamp(
     log.info("before")
     with logs.batched():
         log.info("one")
-        logs.transfer_added(log, 1, "http://h/", None)
+        logs.transfers_added(log, 1, ["http://h/"], [None])
         log.warning("two")
         logs.flush()
         log.info("three")
@@ -244,20 +244,21 @@ def fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(transfer_id=count, url=text, entry=maybe_text)
-def test_transfer_added_is_byte_for_byte_the_generic_line(
-    stream: io.StringIO, fixed_time: None, transfer_id: int, url: str, entry: str | None
+@given(first=count, added=st.lists(st.tuples(text, maybe_text), max_size=5))
+def test_transfers_added_are_byte_for_byte_the_generic_lines(
+    stream: io.StringIO, fixed_time: None, first: int, added: list[tuple[str, str | None]]
 ) -> None:
-    """The line written without structlog is the line its processor chain would write."""
+    """The lines written without structlog are the lines its processor chain would write."""
     stream.seek(0)
     stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
-    logs.transfer_added(logs.get(), transfer_id, url, entry)
-    fields: dict[str, Any] = {"id": transfer_id, "url": url}
-    if entry is not None:
-        fields["entry"] = entry
-    assert (
-        stream.getvalue() == _reference_line("info", {"event": "transfer.added", **fields}) + "\n"
-    )
+    logs.transfers_added(logs.get(), first, [u for u, _ in added], [e for _, e in added])
+    expected = []
+    for transfer_id, (url, entry) in enumerate(added, first):
+        fields: dict[str, Any] = {"id": transfer_id, "url": url}
+        if entry is not None:
+            fields["entry"] = entry
+        expected.append(_reference_line("info", {"event": "transfer.added", **fields}) + "\n")
+    assert stream.getvalue() == "".join(expected)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -315,7 +316,7 @@ def test_per_url_lines_follow_the_level_and_other_formats(fmt: str) -> None:
         "file": None,
     }
     try:
-        logs.transfer_added(logs.get(), 3, "http://u:***@h/", None)
+        logs.transfers_added(logs.get(), 3, ["http://u:***@h/"], [None])
         logs.transfer_done(logs.get(), True, *fields.values())
         assert out.getvalue() == ""
         logs.transfer_done(logs.get(), False, *fields.values())
