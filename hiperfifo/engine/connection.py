@@ -9,8 +9,9 @@ announces POLL_REMOVE first.
 
 from __future__ import annotations
 
+import select
 import socket
-from typing import Final
+from typing import Any, Final
 
 from hiperfifo.engine.codes import Code, TransferError, caused
 from hiperfifo.engine.http1 import Http1
@@ -28,6 +29,7 @@ class Connection:
     __slots__ = (
         "_local_port",
         "_peer",
+        "_poller",
         "http",
         "last_used",
         "origin",
@@ -53,6 +55,7 @@ class Connection:
         self.last_used = now
         self.released_in = -1  # the multi's API call that last put it back in the pool
         self.outbuf: bytes | memoryview = b""  # to send: bytes, the rest of a short send a view
+        self._poller: Any = None  # a select.poll on our socket, made when first asked
 
     def __repr__(self) -> str:
         scheme, host, port, _tls = self.origin
@@ -123,6 +126,16 @@ class Connection:
                 self.tls_eof = bool(plaintext) and (closed or n == 0)
                 return plaintext
 
+    def readable_now(self) -> bool:
+        """Has the peer sent something (or closed, or failed) already? One poll(2) that
+        does not wait: a read that finds nothing costs a raised BlockingIOError, this
+        does not. (The poll object watches our socket for the connection's life.)"""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
     def flush(self) -> bool:
         """Send what is queued; True when everything went out. Raises OSError."""
         outbuf = self.outbuf
@@ -159,15 +172,10 @@ class Connection:
             raise caused(TransferError(Code.SSL_CONNECT_ERROR, f"TLS connect error: {exc}"), exc)
 
     def is_alive(self) -> bool:
-        """A pooled connection is usable if the server has neither closed it nor spoken."""
-        try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        del data  # EOF (b"") or unexpected bytes: both unusable (was `not data`: EOF passed)
-        return False
+        """A pooled connection is usable if the server has neither closed it nor spoken:
+        nothing to read (poll(2): a readable socket holds unexpected bytes, an EOF or an
+        error, all unusable; a peeking recv would raise BlockingIOError for a live one)."""
+        return not self.readable_now()
 
     def is_reusable(self) -> bool:
         return self.http.reusable()

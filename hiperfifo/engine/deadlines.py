@@ -42,6 +42,7 @@ class Deadlines(Generic[Name]):
         self._live: dict[Hashable, dict[Name, int]] = {}
         self._count = 0  # live deadlines, over every owner
         self._seq = 0  # the next entry's number (ties in the heap go in the order set)
+        self._wake_at: float | None = None  # see wake()
 
     def __len__(self) -> int:
         return self._count
@@ -58,6 +59,18 @@ class Deadlines(Generic[Name]):
         mine[name] = seq
         heapq.heappush(self._heap, (when, seq, owner, name))
         self._compact_if_stale()
+
+    def wake(self, now: float) -> None:
+        """A deadline at `now` of no owner that runs nothing: the application is to call
+        again at once (the runner's, when transfers were added). Kept beside the heap, one
+        at a time, the first instant kept: no heap entry nor owner's table per wake-up.
+        earliest() counts it; pop_expired() drops it once due (it returns nothing for it)."""
+        if self._wake_at is None:
+            self._wake_at = now
+
+    def woken(self) -> bool:
+        """Is a wake() pending?"""
+        return self._wake_at is not None
 
     def clear(self, owner: Hashable, name: Name) -> None:
         """Disarm one deadline; its heap entry is dropped when it surfaces or at compaction."""
@@ -95,17 +108,22 @@ class Deadlines(Generic[Name]):
         heapq.heapify(heap)
 
     def earliest(self) -> float | None:
-        """The earliest live instant, or None when nothing is due."""
+        """The earliest live instant (a pending wake() included), or None when nothing is due."""
+        wake = self._wake_at
         heap = self._heap
         while heap:
             when, seq, owner, name = heap[0]
             if self._is_live(seq, owner, name):
-                return when
+                return wake if wake is not None and wake < when else when
             heapq.heappop(heap)
-        return None
+        return wake
 
     def pop_expired(self, now: float) -> list[tuple[Hashable, Name]]:
-        """Remove and return every live deadline at or before `now`, earliest first."""
+        """Remove and return every live deadline at or before `now`, earliest first (a
+        due wake() is dropped, not returned)."""
+        wake = self._wake_at
+        if wake is not None and wake <= now:
+            self._wake_at = None
         heap = self._heap
         expired: list[tuple[Hashable, Name]] = []
         while heap and heap[0][0] <= now:

@@ -31,25 +31,28 @@ class Stale(TransferError):
 class Exchange:
     """One HTTP/1.1 request/response cycle on `conn`."""
 
-    __slots__ = ("conn", "ended", "response", "sent")
+    __slots__ = ("conn", "ended", "fresh", "response", "sent")
 
     def __init__(
         self,
         conn: Connection,
         response: Response,
         easy: Handle,
-        request: tuple[str, str, list[tuple[str, str]], bytes | None],
+        method: str,
+        request: tuple[str, list[tuple[str, str]], bytes | None],
         trace: Callable[[InfoType, str], None] | None = None,
     ) -> None:
-        """Queue `request` (method, target, headers, body) on `conn`; fill its getinfo."""
+        """Queue the request (`method`; `request`: target, headers, body) on `conn`; fill its
+        getinfo."""
         self.conn = conn
         self.response = response
         self.sent = False
         self.ended = False  # the response ended while the request was still going out
+        self.fresh = False  # the request has just gone out: receive() asks before it reads
         easy.primary_ip, easy.primary_port = conn.peer()
         easy.local_port = conn.local_port()
         easy.http_version_used = "1.1"
-        method, target, headers, body = request
+        target, headers, body = request
         data = conn.http.request(method, target, headers, body)  # (no *args: a native call)
         conn.queue(data)
         if trace is not None:
@@ -71,7 +74,7 @@ class Exchange:
                 self._failed(Code.SEND_ERROR, f"Send failure: {exc.strerror or exc}"), exc
             )
         conn.requests += 1
-        self.sent = True
+        self.sent = self.fresh = True
         return True
 
     def _answered_early(self, view: memoryview, *, any_status: bool = False) -> bool:
@@ -109,6 +112,14 @@ class Exchange:
         if self.ended:
             return True
         conn = self.conn
+        if self.fresh:
+            # The request went out a moment ago: its answer is seldom in yet. Ask first
+            # (libcurl 7's Curl_readwrite polled too when no socket event brought it):
+            # a read that finds nothing costs a raised BlockingIOError, a poll does not.
+            # TLS may hold plaintext already read off the socket: it reads.
+            self.fresh = False
+            if conn.tls is None and not conn.readable_now():
+                return False
         http = conn.http
         budget = READ_BUDGET
         while budget > 0:

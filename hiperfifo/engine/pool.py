@@ -119,7 +119,11 @@ class Pool:
 
     def put_idle(self, conn: Connection, max_idle: int) -> list[Connection]:
         """Keep `conn` for reuse; returns the oldest idle ones beyond `max_idle` to close."""
-        self._idle.setdefault(conn.origin, []).append(conn)
+        conns = self._idle.get(conn.origin)
+        if conns is None:  # (not setdefault: no list made per call)
+            self._idle[conn.origin] = [conn]
+        else:
+            conns.append(conn)
         self._idle_order[conn] = None
         victims: list[Connection] = []
         while len(self._idle_order) > max_idle:

@@ -104,8 +104,8 @@ class Runner:
     def _wake(self) -> None:
         """A deadline at now that runs nothing: the application calls again at once."""
         deadlines = self._deadlines
-        if not deadlines.is_set(self, Due.RUN):
-            deadlines.set(self, Due.RUN, self._clock())
+        if not deadlines.woken():
+            deadlines.wake(self._clock())
 
     def remove(self, easy: Easy) -> None:
         """Take `easy`'s transfer out; a running one stops and leaves no message."""

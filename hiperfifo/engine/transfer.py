@@ -265,7 +265,7 @@ class Transfer:
             state = TransferState.STREAMING
         else:
             self.conn = link
-            self._exchange = Exchange(link, response, easy, (self.method, *parts), trace)
+            self._exchange = Exchange(link, response, easy, self.method, parts, trace)
             state = TransferState.SENDING
         easy.pretransfer_time = self._elapsed()
         self._set_state(state)

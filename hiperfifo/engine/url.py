@@ -79,20 +79,37 @@ def _parse(url: str) -> Target:
     """
     if _forbidden(url):
         raise TransferError(Code.URL_MALFORMAT, "URL rejected: Malformed input to a URL function")
+    if url.startswith("http://"):  # (most URLs: no scheme to find and fold)
+        return _split_at(url, 7)
+    if url.startswith("https://"):
+        return _split_at(url, 8)
     colon = url.find(":")
     scheme = url[:colon]
     fast = colon > 0 and scheme.isascii() and scheme.lower() in SCHEMES
     if fast and url.startswith("//", colon + 1):
-        end = len(url)
-        for delimiter in "/?#":
-            found = url.find(delimiter, colon + 3)
-            if 0 <= found < end:
-                end = found
-        origin = _origin(url[:end])
-        path, _hash, _fragment = url[end:].partition("#")
-        path, _question, query = path.partition("?")
-        return _target(url, origin, end - colon - 3, path, query)
+        return _split_at(url, colon + 3)
     return parse_by_urlsplit(url)
+
+
+def _split_at(url: str, start: int) -> Target:
+    """The Target of an http(s) `url` whose authority starts at `start`: it ends at the
+    first '/', '?' or '#'; the fragment starts at the first '#', the query at the first
+    '?' before it."""
+    slash = url.find("/", start)
+    question = url.find("?", start)
+    hash_at = url.find("#", start)
+    end = len(url)
+    if 0 <= slash < end:
+        end = slash
+    if 0 <= question < end:
+        end = question
+    if 0 <= hash_at < end:
+        end = hash_at
+    origin = _origin(url[:end])
+    stop = hash_at if hash_at >= 0 else len(url)
+    if 0 <= question < stop:  # (the first '?' is at or after the authority's end)
+        return _target(url, origin, end - start, url[end:question], url[question + 1 : stop])
+    return _target(url, origin, end - start, url[end:stop], "")
 
 
 def _forbidden(url: str) -> bool:
@@ -151,7 +168,7 @@ def _split(url: str) -> tuple[_Origin, SplitResult]:
 def _target(url: str, origin: _Origin, netloc_length: int, given: str, query: str) -> Target:
     """The Target of `url`, its origin parsed, its path `given` and its query split off."""
     path = _without_dot_segments(given or "/")
-    target = path + (f"?{query}" if query else "")
+    target = f"{path}?{query}" if query else path
     if not target.isascii():  # raw UTF-8 in a path goes out percent-encoded, as curl sends it
         target = quote(target, safe=_KEEP)
     # tuple's own __new__ (C), not the NamedTuple's (Python, with keywords: ~6k instructions)

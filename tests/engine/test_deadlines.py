@@ -28,6 +28,29 @@ def test_earliest_and_expiry_in_order() -> None:
     assert deadlines.pop_expired(100.0) == []
 
 
+def test_a_wake_up_counts_in_earliest_and_expires_unreturned() -> None:
+    """wake(now) is a deadline of no owner: the first instant stays until it expires, it is
+    the earliest when it comes first, and pop_expired drops it without returning it."""
+    deadlines = Deadlines()
+    a = Owner()
+    deadlines.set(a, "total", 10.0)
+    assert not deadlines.woken()
+    deadlines.wake(4.0)
+    deadlines.wake(6.0)  # one at a time: the first instant is kept
+    assert deadlines.woken()
+    assert deadlines.earliest() == 4.0
+    assert deadlines.pop_expired(3.0) == []
+    assert deadlines.woken()  # not due yet
+    assert deadlines.pop_expired(5.0) == []
+    assert not deadlines.woken()
+    assert deadlines.earliest() == 10.0
+    deadlines.wake(12.0)  # later than the heap's earliest
+    assert deadlines.earliest() == 10.0
+    assert deadlines.pop_expired(20.0) == [(a, "total")]
+    assert not deadlines.woken()
+    assert deadlines.earliest() is None
+
+
 def test_cleared_deadlines_do_not_keep_their_owners_alive() -> None:
     """Owners whose far deadlines were cleared are freed without waiting for the instant."""
     deadlines = Deadlines()
