@@ -56,6 +56,7 @@ class Intake:
         self._held: list[tuple[Source, Item]] = []  # read, but not yet recorded (disk full)
         self._refusal_logged = False
         self._backlogged = False  # sources paused: --max-queued URLs wait
+        self._paced = -1  # what pace() last told the sources: 2 * closed + refused
         self._journal_failing = False  # the last flush failed (logged once)
         self._rejections = RejectionReport()
         # ends each window of rejections with its summary (None: at the next one or at close)
@@ -244,7 +245,11 @@ class Intake:
         elif self._backlogged and queued <= limit // 2:
             self._backlogged = False
             self._log.info("input.resumed", reason="backlog halved", queued=queued)
-        closed = self._backlogged or self._jobs.phase != Phase.RUNNING
+        closed = self._backlogged or self._jobs.phase is not _RUNNING
+        state = (2 if closed else 0) + (self.refused is not None)
+        if state == self._paced:  # as the sources were told last time (after each batch)
+            return
+        self._paced = state
         for source in self.sources:
             if closed or (self.refused is not None and source.journaled):
                 source.pause()

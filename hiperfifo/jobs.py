@@ -251,7 +251,9 @@ class Jobs:
         easy = job.easy if job.easy is not None else Easy(job.url)
         sink, url = job.sink, job.url
         ok = result == _OK
-        if not sink.finish(ok) and ok:
+        if sink is self._shared:  # --output discard: nothing to finish, no write fails
+            pass
+        elif not sink.finish(ok) and ok:
             ok, result, error = False, _WRITE_ERROR, sink.error
         elif result == _WRITE_ERROR and sink.error:
             error = sink.error
