@@ -496,6 +496,24 @@ def transfer_done(
         return
     known, number = _JSON.get, _NUMBERS.get
     shown = quoted_url
+    if (
+        result == 0  # the common line: OK, no entry, no file, not redirected elsewhere
+        and entry is None
+        and file is None
+        and effective_url is url
+        and error == ""
+        and result_name == "OK"
+    ):
+        writer.msg(
+            f'{{"timestamp": "{_held or timestamp()}", "level": "{"info" if ok else "warning"}", '
+            f'"event": "transfer.done", "id": {transfer_id}, "url": {shown}, '
+            f'"effective_url": {shown}, "result": 0, "result_name": "OK", "error": "", '
+            f'"status": {number(status) or status}, "bytes": {size}, '
+            f'"elapsed": {seconds(elapsed)}, "redirects": {number(redirects) or redirects}, '
+            f'"attempts": {number(attempts) or attempts}, '
+            f'"http_version": {known(http_version) or _esc(str(http_version))}}}'
+        )
+        return
     writer.msg(
         f'{{"timestamp": "{_held or timestamp()}", "level": "{"info" if ok else "warning"}", '
         f'"event": "transfer.done", "id": {transfer_id}, "url": {shown}, '

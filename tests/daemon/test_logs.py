@@ -236,6 +236,15 @@ done_fields = st.fixed_dictionaries(
         "file": maybe_text,
     },
 )
+# ... and the common line (OK, no entry, no file, the URL its own effective URL), which
+# transfer_done writes its own way
+ok_fields = done_fields.map(
+    lambda fields: {
+        **fields,
+        **{"entry": None, "effective_url": None, "result": 0, "result_name": "OK"},
+        **{"error": "", "file": None},
+    }
+)
 
 
 @pytest.fixture
@@ -265,7 +274,7 @@ def test_transfers_added_are_byte_for_byte_the_generic_lines(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=done_fields, ok=st.booleans())
+@given(fields=done_fields | ok_fields, ok=st.booleans())
 def test_transfer_done_is_byte_for_byte_the_generic_line(
     stream: io.StringIO, fixed_time: None, fields: dict[str, Any], ok: bool
 ) -> None:
