@@ -175,7 +175,8 @@ class MultiCore:
             return None
         easy = next(iter(messages))
         del messages[easy]
-        return tuple.__new__(Message, (easy, easy.result, len(messages)))  # (C, not Python)
+        result = easy._handle.result  # (the Handle's field, not the Easy's property)
+        return tuple.__new__(Message, (easy, result, len(messages)))  # (C, not Python)
 
     def timeout(self) -> int:
         self.enter()
