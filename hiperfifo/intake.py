@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from hiperfifo.jobs import Jobs, Phase
 from hiperfifo.journal import Journal, JournalError, NullJournal
-from hiperfifo.logs import quote, transfers_added
+from hiperfifo.logs import transfers_added
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
 from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
@@ -137,11 +137,10 @@ class Intake:
         texts = [item.url for item in urls]
         entries = [item.entry for item in urls]
         shown = [redact(url) if "@" in url else url for url in texts]  # "@": a password?
-        quoted = list(map(quote, shown))
-        transfers_added(self._log, first, shown, entries, quoted)
+        transfers_added(self._log, first, shown, entries)
         ids = range(first, self._next_id)
         now = repeat(self._clock())
-        self._jobs.queue.extend(zip(ids, texts, now, repeat(source), entries, shown, quoted))
+        self._jobs.queue.extend(zip(ids, texts, now, repeat(source), entries, shown))
         return True
 
     def _reject(self, reason: str, token: str, entry: str | None = None) -> None:
@@ -193,7 +192,7 @@ class Intake:
         for transfer_id, url in self._journal.unfinished():
             shown = redact(url)
             self._log.info("transfer.resumed", id=transfer_id, url=shown)
-            self._jobs.queue.append((transfer_id, url, now, source, None, shown, quote(shown)))
+            self._jobs.queue.append((transfer_id, url, now, source, None, shown))
         self._jobs.feed()
 
     # -- input refused while the journal cannot be written, paused over a backlog --

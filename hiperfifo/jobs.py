@@ -63,12 +63,11 @@ class Phase(Enum):
 _ABORTING = Phase.ABORTING  # a plain name, as _OK below
 
 
-# An accepted URL not yet handed to the engine: (id, url, accepted, source, entry, shown,
-# quoted), where accepted is clock() when it was accepted, entry the source's name for it (a
-# Redis entry id) or None, shown the URL as its lines show it (redacted) and quoted that as
-# JSON (logs.quote: made once for transfer.added and transfer.done). A plain tuple:
+# An accepted URL not yet handed to the engine: (id, url, accepted, source, entry, shown),
+# where accepted is clock() when it was accepted, entry the source's name for it (a Redis
+# entry id) or None, and shown the URL as its lines show it (redacted). A plain tuple:
 # 100,000 of them may wait, and a NamedTuple costs a Python-level __new__ per URL.
-Pending = tuple[int, str, float, Source, str | None, str, str]
+Pending = tuple[int, str, float, Source, str | None, str]
 
 
 @dataclass(eq=False, slots=True)
@@ -82,7 +81,6 @@ class Job:
     id: int
     url: str
     shown_url: str  # the URL as its lines show it (redacted)
-    quoted_url: str  # ... and as JSON: logs.quote(shown_url)
     sink: Sink
     source: Source
     entry: str | None
@@ -177,9 +175,9 @@ class Jobs:
             return
         shared, sink, attempt, now = self._shared, self._output.sink, self._attempt, self._clock()
         for _ in range(min(len(queue), self._feed_limit - len(running))):
-            transfer_id, url, accepted, source, entry, shown, quoted = queue.popleft()
+            transfer_id, url, accepted, source, entry, shown = queue.popleft()
             out = shared or sink(transfer_id, url)
-            job = Job(transfer_id, url, shown, quoted, out, source, entry, accepted, now)
+            job = Job(transfer_id, url, shown, out, source, entry, accepted, now)
             running[transfer_id] = job
             attempt(job)
         self._watch_progress()
@@ -281,7 +279,6 @@ class Jobs:
             ok,
             job.id,
             job.shown_url,
-            job.quoted_url,
             job.entry,
             shown_effective,
             number,
@@ -377,13 +374,12 @@ class Jobs:
                 self._defer(job.id, job.url, why)
             else:
                 self.report(job, Code.ABORTED_BY_CALLBACK, why)
-        now = self._clock()
         while self.queue:
-            transfer_id, url, accepted, source, entry, shown, quoted = self.queue.popleft()
+            transfer_id, url, accepted, source, entry, shown = self.queue.popleft()
             if keep and source.journaled:
                 self._defer(transfer_id, url, why)
                 continue
-            job = Job(transfer_id, url, shown, quoted, Sink(), source, entry, accepted, now)
+            job = Job(transfer_id, url, shown, Sink(), source, entry, accepted, self._clock())
             self.report(job, Code.ABORTED_BY_CALLBACK, why)
         self.remaining()
 

@@ -390,7 +390,6 @@ def configure(
 # the generic path (json's ASCII string encoder, ints as str(), floats as repr(), None as
 # null), without building the event's dict and walking it. `log` must be bound to no keys.
 _esc = json.encoder.encode_basestring_ascii
-quote = _esc  # a str as JSON (ASCII): what the per-URL lines write for a URL
 # JSON of the values most lines repeat (no error, OK, the HTTP versions): looked up, not encoded
 _JSON = {None: "null", "": '""', "OK": '"OK"', "1.1": '"1.1"', "2": '"2"'}
 # ... and of small numbers (result, status, redirects, attempts; status None is null): a
@@ -402,15 +401,10 @@ _FILE = ', "file": %s'
 
 
 def transfers_added(
-    log: FilteringBoundLogger,
-    first: int,
-    urls: Sequence[str],
-    entries: Sequence[str | None],
-    quoted: Sequence[str],
+    log: FilteringBoundLogger, first: int, urls: Sequence[str], entries: Sequence[str | None]
 ) -> None:
     """`log.info("transfer.added", id=, url=, entry=)` for ids first, first + 1, ... with
-    urls[i] and entries[i] (entry only when not None): a run of accepted URLs at once.
-    quoted[i] is quote(urls[i]), made once for this line and the URL's transfer.done."""
+    urls[i] and entries[i] (entry only when not None): a run of accepted URLs at once."""
     writer = _direct
     if writer is None or log._logger is not writer:  # type: ignore[attr-defined]
         for transfer_id, url, entry in zip(count(first), urls, entries):
@@ -425,10 +419,10 @@ def transfers_added(
     esc = _esc
     writer.extend(
         [
-            f'{head}{transfer_id}, "url": {url}}}'
+            f'{head}{transfer_id}, "url": {esc(url)}}}'
             if entry is None
-            else f'{head}{transfer_id}, "url": {url}, "entry": {esc(entry)}}}'
-            for transfer_id, url, entry in zip(count(first), quoted, entries)
+            else f'{head}{transfer_id}, "url": {esc(url)}, "entry": {esc(entry)}}}'
+            for transfer_id, url, entry in zip(count(first), urls, entries)
         ]
     )
 
@@ -452,7 +446,6 @@ def transfer_done(
     ok: bool,
     transfer_id: int,
     url: str,
-    quoted_url: str,
     entry: str | None,
     effective_url: str,
     result: int,
@@ -466,11 +459,10 @@ def transfer_done(
     http_version: str | None,
     file: str | None,
 ) -> None:
-    """`log.info("transfer.done", ...)` (`log.warning` when not ok) with the keys id, url
-    (`quoted_url` is quote(url), made for its transfer.added), entry (left out when None),
-    effective_url, result, result_name, error, status, bytes (`size`), elapsed (rounded to
-    the microsecond), redirects, attempts, http_version and file (left out when None), in
-    that order: jobs.report's line."""
+    """`log.info("transfer.done", ...)` (`log.warning` when not ok) with the keys id, url,
+    entry (left out when None), effective_url, result, result_name, error, status, bytes
+    (`size`), elapsed (rounded to the microsecond), redirects, attempts, http_version and
+    file (left out when None), in that order: jobs.report's line."""
     writer = _direct
     if writer is None or log._logger is not writer:  # type: ignore[attr-defined]
         line: dict[str, Any] = {"id": transfer_id, "url": url}
@@ -495,7 +487,7 @@ def transfer_done(
     if (logging.INFO if ok else logging.WARNING) < _direct_level:
         return
     known, number = _JSON.get, _NUMBERS.get
-    shown = quoted_url
+    shown = _esc(url)
     if (
         result == 0  # the common line: OK, no entry, no file, not redirected elsewhere
         and entry is None

@@ -104,7 +104,7 @@ def test_lines_of_one_loop_iteration_share_its_timestamp(
     log.info("before")
     with logs.batched():
         log.info("one")
-        logs.transfers_added(log, 1, ["http://h/"], [None], [logs.quote("http://h/")])
+        logs.transfers_added(log, 1, ["http://h/"], [None])
         log.warning("two")
         logs.flush()
         log.info("three")
@@ -260,10 +260,7 @@ def test_transfers_added_are_byte_for_byte_the_generic_lines(
     """The lines written without structlog are the lines its processor chain would write."""
     stream.seek(0)
     stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
-    urls = [u for u, _ in added]
-    logs.transfers_added(
-        logs.get(), first, urls, [e for _, e in added], list(map(logs.quote, urls))
-    )
+    logs.transfers_added(logs.get(), first, [u for u, _ in added], [e for _, e in added])
     expected = []
     for transfer_id, (url, entry) in enumerate(added, first):
         fields: dict[str, Any] = {"id": transfer_id, "url": url}
@@ -283,9 +280,7 @@ def test_transfer_done_is_byte_for_byte_the_generic_line(
     stream.truncate()  # the fixtures serve every example: the stream is emptied, the time fixed
     if fields["effective_url"] is None:
         fields["effective_url"] = fields["url"]
-    values = [fields[key] for key in DONE_ORDER]
-    values.insert(2, logs.quote(fields["url"]))  # quoted_url, after url
-    logs.transfer_done(logs.get(), ok, *values)
+    logs.transfer_done(logs.get(), ok, *(fields[key] for key in DONE_ORDER))
     expected = {key: fields[key] for key in DONE_ORDER}
     expected["elapsed"] = round(expected["elapsed"], 6)
     for key in ("entry", "file"):
@@ -330,13 +325,10 @@ def test_per_url_lines_follow_the_level_and_other_formats(fmt: str) -> None:
         "file": None,
     }
     try:
-        quoted = logs.quote(fields["url"])
-        logs.transfers_added(logs.get(), 3, [fields["url"]], [None], [quoted])
-        values = list(fields.values())
-        values.insert(2, quoted)
-        logs.transfer_done(logs.get(), True, *values)
+        logs.transfers_added(logs.get(), 3, ["http://u:***@h/"], [None])
+        logs.transfer_done(logs.get(), True, *fields.values())
         assert out.getvalue() == ""
-        logs.transfer_done(logs.get(), False, *values)
+        logs.transfer_done(logs.get(), False, *fields.values())
     finally:
         structlog.reset_defaults()
     (line,) = out.getvalue().splitlines()
