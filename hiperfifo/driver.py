@@ -194,7 +194,8 @@ class Driver:
     def collect(self) -> None:
         """Drain info_read() and hand the finished transfers to on_done (if any)."""
         finished: list[Message] = []
-        while (message := self._multi.info_read()) is not None:
+        read = self._multi.info_read
+        while (message := read()) is not None:
             finished.append(message)
         if finished:
             self._on_done(finished)

@@ -15,7 +15,7 @@ deadlines, runner).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from hiperfifo.engine.codes import POLL_IN, SOCKET_TIMEOUT, Code, MCode, MultiError, caused
 from hiperfifo.engine.deadlines import Deadlines, Due
@@ -32,6 +32,7 @@ from hiperfifo.engine.timer import Timer
 from hiperfifo.engine.transfer import Transfer
 
 SocketFunction = Callable[[Easy | None, int, int, Any], Any]
+_NEW_TUPLE: Final = tuple.__new__  # a NamedTuple made in C, not by its Python __new__
 
 
 class Message(NamedTuple):
@@ -171,12 +172,10 @@ class MultiCore:
 
     def info_read(self) -> Message | None:
         messages = self.runner.messages
-        if not messages:
-            return None
-        easy = next(iter(messages))
-        del messages[easy]
-        result = easy._handle.result  # (the Handle's field, not the Easy's property)
-        return tuple.__new__(Message, (easy, result, len(messages)))  # (C, not Python)
+        for easy, result in messages.items():  # the oldest (no Easy property read here)
+            del messages[easy]
+            return _NEW_TUPLE(Message, (easy, result, len(messages)))  # (C, not Python)
+        return None
 
     def timeout(self) -> int:
         self.enter()

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from hiperfifo.engine.codes import Code
 from hiperfifo.engine.connection import Origin
 from hiperfifo.engine.deadlines import Deadlines, Due
 from hiperfifo.engine.easy import Easy
@@ -82,7 +83,7 @@ class Runner:
         self._clock = clock
         self.transfers: dict[Easy, Transfer] = {}  # added and not removed, finished included
         self.alive = 0  # transfers not finished
-        self.messages: dict[Easy, None] = {}  # finished, unread, oldest first
+        self.messages: dict[Easy, Code] = {}  # finished, unread, oldest first: result
         self.pending = PendingQueue(lease.busy_to, lease.serves_directly)
         lease.may_evict = self.pending.pays
         lease.queued = self.pending.has_queued
@@ -211,7 +212,7 @@ class Runner:
             self._pollset.drop_owner(transfer)  # (it wants nothing any more)
             transfer.progressed = False
             self.alive -= 1
-            self.messages[transfer.easy] = None
+            self.messages[transfer.easy] = transfer.handle.result  # (read natively here)
             self._release_pending(in_action=True, freed=transfer.origin)
             return
         self._pollset.sync(transfer, transfer.easy, transfer.wanted())
