@@ -6,7 +6,7 @@ wrong type is a TypeError, a wrong value a ValueError, naming the option).
 The Easy is a facade over a Handle (handle.py: native when compiled), which
 holds the options as checked and the getinfo answers as plain attributes:
 the engine reads and writes the Handle, an application the Easy. Each option
-is a property whose getter is C (operator.attrgetter of `_handle.<name>`) and
+is a property whose getter is C (operator.attrgetter of `info.<name>`) and
 whose setter checks; each getinfo field a read-only property of the same
 kind. Whether a URL is usable is the transfer's result (URL_MALFORMAT,
 UNSUPPORTED_PROTOCOL at info_read time), never an exception here, so a
@@ -57,10 +57,14 @@ class InfoType(StrEnum):
 class Easy:
     """One transfer: set options, add it to a Multi, read the results after DONE."""
 
-    __slots__ = ("_handle", "multi")
+    __slots__ = ("info", "multi", "private")
 
-    _handle: Handle  # the options as checked, the getinfo answers (the engine's side)
+    # What getinfo answers, as plain attributes (and the options as checked): the Handle the
+    # engine writes. Read it, never write it. A read there is one attribute, where the
+    # Easy's own getinfo properties below are a call each.
+    info: Handle
     multi: Any  # the Multi this easy is in, if any (None)
+    private: Any  # CURLOPT_PRIVATE: the application's own, never checked nor read here
 
     if TYPE_CHECKING:  # the options (properties, made below)
         url: str
@@ -92,7 +96,6 @@ class Easy:
         # used (CURLINFO_HTTP_VERSION: "2" or "1.1"), see http_version_used.
         http_version: str
         http_version_wanted: str  # the option as set, whatever a transfer used
-        private: Any
         # What getinfo answers (read-only properties, made below; see Handle).
         result: Code
         error: str
@@ -151,7 +154,7 @@ class Easy:
 
     def reset_info(self) -> None:
         """Clear what getinfo answers, before a (new) run (add_handle does it)."""
-        self._handle.reset_info()
+        self.info.reset_info()
 
 
 def _option(name: str, check: Check) -> property:
@@ -159,9 +162,9 @@ def _option(name: str, check: Check) -> property:
     attribute = OPTION_ATTRIBUTES[name]
 
     def set_option(easy: Easy, value: Any) -> None:
-        setattr(easy._handle, attribute, check(name, value))
+        setattr(easy.info, attribute, check(name, value))
 
-    getter = attrgetter(f"_handle.{attribute}")
+    getter = attrgetter(f"info.{attribute}")
     return property(getter, set_option, doc=f"Option {name} (options.py).")
 
 
@@ -175,15 +178,16 @@ def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
     if names != list(EASY_OPTIONS):
         raise TypeError(f"Easy() takes {names}, EASY_OPTIONS has {list(EASY_OPTIONS)}")
     fresh = Handle("")
-    for name in names[1:]:
+    for name in names[1:-1]:  # (private, the last, is a slot of the Easy)
         default = signature.parameters[name].default
         if getattr(fresh, OPTION_ATTRIBUTES[name]) != default:
             raise TypeError(f"Easy(): {name}={default!r} is not the Handle's default")
     check_url = EASY_OPTIONS["url"]
 
     def __init__(self: Easy, url: str, **options: Any) -> None:
-        self._handle = handle = Handle(url) if type(url) is str else Handle(check_url("url", url))
+        self.info = handle = Handle(url) if type(url) is str else Handle(check_url("url", url))
         self.multi = None
+        self.private = options.pop("private", None) if options else None
         if options:
             set_options(handle, options)
 
@@ -196,19 +200,20 @@ def _init_from_table(stub: Callable[..., None]) -> Callable[..., None]:
 
 Easy.__init__ = _init_from_table(Easy.__init__)  # type: ignore[method-assign]
 for _name, _check in EASY_OPTIONS.items():
-    setattr(Easy, _name, _option(_name, _check))
+    if _name != "private":
+        setattr(Easy, _name, _option(_name, _check))
 for _name in INFO_FIELDS:
-    setattr(Easy, _name, property(attrgetter(f"_handle.{_name}"), doc=f"getinfo {_name}."))
+    setattr(Easy, _name, property(attrgetter(f"info.{_name}"), doc=f"getinfo {_name}."))
 
 
 def _http_version(easy: Easy) -> str:
-    handle = easy._handle
+    handle = easy.info
     return handle.http_version_used or handle.http_version_wanted
 
 
 # One name for curl's two calls: the option until a transfer
 # used a version (CURLOPT_HTTP_VERSION), then that version (CURLINFO_HTTP_VERSION).
-Easy.http_version_wanted = property(attrgetter("_handle.http_version_wanted"))  # type: ignore[assignment]
+Easy.http_version_wanted = property(attrgetter("info.http_version_wanted"))  # type: ignore[assignment]
 Easy.http_version = property(  # type: ignore[assignment]
     _http_version,
     _option("http_version", EASY_OPTIONS["http_version"]).fset,

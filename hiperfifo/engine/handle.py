@@ -63,7 +63,6 @@ class Handle:
         "pretransfer_time",
         "primary_ip",
         "primary_port",
-        "private",
         "progress_function",
         "proxy",
         "proxy_env",
@@ -106,7 +105,6 @@ class Handle:
         self.proxy_env: Mapping[str, str] | None = None
         self.network_policy: NetworkPolicy | None = None
         self.http_version_wanted = "2"  # the option http_version (CURLOPT_HTTP_VERSION)
-        self.private: Any = None
         # What getinfo answers (reset_info, written out: no call).
         self.result = _OK
         self.error = ""
@@ -176,11 +174,14 @@ INFO_FIELDS = (
 
 
 # Where each option is kept: the Handle's attribute of the same name but for http_version.
-OPTION_ATTRIBUTES: Final = {name: name for name in EASY_OPTIONS} | {
+# (private is the Easy's own slot: the engine never reads it.)
+OPTION_ATTRIBUTES: Final = {name: name for name in EASY_OPTIONS if name != "private"} | {
     "http_version": "http_version_wanted"
 }
 # Each option's check (options.py's table) and attribute, for Easy(): one lookup per option.
-_STORE: Final = {name: (check, OPTION_ATTRIBUTES[name]) for name, check in EASY_OPTIONS.items()}
+_STORE: Final = {
+    name: (EASY_OPTIONS[name], attribute) for name, attribute in OPTION_ATTRIBUTES.items()
+}
 
 
 def set_options(handle: Handle, options: dict[str, Any]) -> None:

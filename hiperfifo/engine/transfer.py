@@ -87,7 +87,7 @@ class Transfer:
 
     def __init__(self, easy: Easy, services: Services) -> None:
         self.easy = easy  # the application's; the engine reads and writes its Handle
-        handle = self.handle = easy._handle
+        handle = self.handle = easy.info
         handle.reset_info()
         self.svc = services
         self.state = TransferState.INIT

@@ -163,6 +163,9 @@ def test_getinfo_is_read_only_and_cleared_when_the_easy_is_added_again(
     try:
         driver.perform(easy, timeout=20)
         assert (easy.result, easy.response_code, easy.http_version) == (Code.OK, 200, "1.1")
+        info = easy.info  # the same answers, plain attributes
+        assert (info.result, info.response_code, info.http_version_used) == (Code.OK, 200, "1.1")
+        assert (info.size_download, info.effective_url) == (easy.size_download, easy.effective_url)
         driver.multi.add_handle(easy)  # cleared at once, before it runs again
         assert (easy.response_code, easy.size_download, easy.http_version_used) == (0, 0, "")
         driver.multi.remove_handle(easy)
