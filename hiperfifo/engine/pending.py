@@ -159,10 +159,13 @@ class PendingQueue:
 
 
 def _pays(waiting: int, busy: int) -> bool:
-    """Does one more connection to an origin pay for its handshake (at least one round trip,
-    as long as a request) when `waiting` transfers are queued for it and `busy` of its
-    connections will free up? `busy` connections drain the queue in waiting/busy rounds,
-    one more in a round (its handshake) plus waiting/(busy+1): it pays when
-    waiting/busy - waiting/(busy+1) > 1, that is waiting > busy * (busy + 1).
+    """Does one more connection to an origin pay for its handshake when `waiting` transfers
+    are queued for it and `busy` of its connections will free up? `busy` connections drain
+    the queue in waiting/busy rounds, one more in h rounds (closing the idle connection and
+    the new one's handshake) plus waiting/(busy+1): it pays when
+    waiting/busy - waiting/(busy+1) > h, that is waiting > h * busy * (busy + 1). h = 2
+    (a handshake at least one round trip as long as a request, TLS two, plus the close):
+    with h = 1, 1,000 URLs over 4 origins and a server answering at once opened up to 33
+    connections at a limit of 16 (issue 15.2's bound: 32), every extra one a slot moved.
     With no connection of its own, always."""
-    return waiting > busy * (busy + 1)
+    return waiting > 2 * busy * (busy + 1)
