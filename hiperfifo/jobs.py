@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -32,6 +32,9 @@ from hiperfifo.output import Output, Sink
 from hiperfifo.redact import redact
 from hiperfifo.retry import Alarm, RetryAfter, RetryWaits
 from hiperfifo.sources.base import Source
+
+if TYPE_CHECKING:  # the Easy's getinfo record (easy.info)
+    from hiperfifo.engine.handle import Handle
 
 PROGRESS_EVERY = 1.0  # seconds between looks at the running transfers' bytes (progress)
 REMAINING_EVERY = 1.0  # seconds between queue.remaining lines (and always at 0)
@@ -251,7 +254,9 @@ class Jobs:
     def report(self, job: Job, result: Code, error: str | None = None) -> None:
         """Log the one transfer.done line of this job, tell its source, forget it."""
         self.running.pop(job.id, None)
-        easy = job.easy if job.easy is not None else Easy(job.url)
+        # The getinfo answers as plain attributes (easy.info): one read each, where the Easy's
+        # own getinfo properties are a call each (~250 vs ~950 instructions, 7 reads a URL).
+        info = (job.easy if job.easy is not None else Easy(job.url)).info
         sink, url = job.sink, job.url
         ok = result == _OK
         if sink is self._shared:  # --output discard: nothing to finish, no write fails
@@ -261,16 +266,16 @@ class Jobs:
         elif result == _WRITE_ERROR and sink.error:
             error = sink.error
         if error is None:
-            error = easy.error or ""
-        effective = easy.effective_url or url
+            error = info.error or ""
+        effective = info.effective_url or url
         shown_effective = job.shown_url if effective == url else redact(effective)
         if job.attempt > 1:  # every attempt and every wait between them
             elapsed = self._clock() - job.first_try
         else:
-            elapsed = easy.total_time or self._clock() - job.started
+            elapsed = info.total_time or self._clock() - job.started
         number, name = _RESULTS[result]
-        status = easy.response_code or None
-        version = easy.http_version_used or None
+        status = info.response_code or None
+        version = info.http_version_used or None
         self.done += 1
         if not ok:
             self.failed += 1
@@ -285,9 +290,9 @@ class Jobs:
             name,
             error,
             status,
-            easy.size_download,
+            info.size_download,
             elapsed,
-            easy.redirect_count,
+            info.redirect_count,
             job.attempt,
             version,
             sink.path or None,
@@ -297,7 +302,7 @@ class Jobs:
             self._journal.finish(job.id)
         if source.wants_done:
             source.done(
-                _done_fields(job, easy, shown_effective, result, error, status, version, elapsed)
+                _done_fields(job, info, shown_effective, result, error, status, version, elapsed)
             )
         job.easy = None  # break Job <-> Easy: freed by refcount, not by the GC
 
@@ -429,7 +434,7 @@ def _debug_line(log: FilteringBoundLogger, job: Job, kind: InfoType, text: str) 
 
 def _done_fields(
     job: Job,
-    easy: Easy,
+    info: Handle,
     effective: str,
     result: Code,
     error: str,
@@ -448,9 +453,9 @@ def _done_fields(
         "result_name": name,
         "error": error,
         "status": status,
-        "bytes": easy.size_download,
+        "bytes": info.size_download,
         "elapsed": round(elapsed, 6),
-        "redirects": easy.redirect_count,
+        "redirects": info.redirect_count,
         "attempts": job.attempt,
         "http_version": version,
     }
