@@ -24,7 +24,7 @@ PIECES = st.sampled_from(
 )  # fmt: skip
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(st.lists(PIECES, max_size=10).map("".join))
 def test_the_fast_path_agrees_with_the_full_check(text: str) -> None:
     assert url_problem(text) == _parsed_url_problem(text)
@@ -66,7 +66,7 @@ def one_by_one(data: bytes, max_length: int) -> list[Item]:
     ]
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.lists(st.tuples(TOKENS, SEPARATORS), max_size=12),
     st.sampled_from([8192, 24]),
