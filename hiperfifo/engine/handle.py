@@ -105,26 +105,8 @@ class Handle:
         self.proxy_env: Mapping[str, str] | None = None
         self.network_policy: NetworkPolicy | None = None
         self.http_version_wanted = "2"  # the option http_version (CURLOPT_HTTP_VERSION)
-        # What getinfo answers (reset_info, written out: no call).
-        self.result = _OK
-        self.error = ""
-        self.response_code = 0
-        self.http_version_used = ""  # "2", "1.1" (or "1.0"): what the last hop spoke
-        self.effective_url = url
-        self.redirect_count = 0
-        self.size_download = 0
-        self.content_length = -1
-        self.primary_ip = ""
-        self.primary_port = 0
-        self.local_port = 0
-        self.num_connects = 0
-        self.namelookup_time = 0.0
-        self.connect_time = 0.0
-        self.appconnect_time = 0.0
-        self.pretransfer_time = 0.0
-        self.starttransfer_time = 0.0
-        self.total_time = 0.0
-        self.redirect_time = 0.0
+        # What getinfo answers: one list of fields and their cleared values, reset_info's.
+        self.reset_info()
 
     def reset_info(self) -> None:
         """Clear what getinfo answers, before a (new) run."""
