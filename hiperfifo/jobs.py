@@ -131,7 +131,6 @@ class Jobs:
         self._multi = multi
         self._output = output
         self._shared = output.shared  # the one Sink of every transfer (--output discard)
-        self._shared_write = output.shared.write if output.shared else None
         self._journal = journal
         self._durable = journal.durable
         self._log = log
@@ -187,11 +186,16 @@ class Jobs:
 
     def _attempt(self, job: Job) -> None:
         """Hand one attempt of `job` to the engine: a new Easy each time (only the options
-        that differ from Easy's defaults are passed: each costs a check)."""
+        that differ from Easy's defaults are passed: each costs a check). With --output
+        discard, no write_function: the engine counts the body and drops it itself."""
         sink = job.sink
-        write = self._shared_write if sink is self._shared else sink.write
+        write = None if sink is self._shared else sink.write
         if not (self._retries or self._debug):
-            job.easy = easy = Easy(job.url, write_function=write, **self._options)
+            job.easy = easy = (
+                Easy(job.url, **self._options)
+                if write is None
+                else Easy(job.url, write_function=write, **self._options)
+            )
         else:
             job.retry_after = RetryAfter() if self._retries else None
             job.easy = easy = Easy(

@@ -120,6 +120,7 @@ class Output:
 
     # The one Sink every transfer gets; None: sink() makes one each (a subclass that
     # overrides sink() sets it to None, or jobs.py hands out this one without asking).
+    # jobs.py gives the engine no write_function for it: the engine drops the body itself.
     shared: Sink | None = _DISCARD
 
     def sink(self, transfer_id: int, url: str) -> Sink:
