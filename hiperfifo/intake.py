@@ -12,7 +12,7 @@ a journal, a clock, its sources and an alarm factory: no loop of its own, no eng
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import groupby, repeat
+from itertools import count, groupby, repeat
 from operator import itemgetter
 
 from structlog.typing import FilteringBoundLogger
@@ -22,7 +22,7 @@ from hiperfifo.journal import Journal, JournalError, NullJournal
 from hiperfifo.logs import transfers_added
 from hiperfifo.redact import redact
 from hiperfifo.rejections import RejectionReport
-from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, shown
+from hiperfifo.sources.base import Alarm, Item, Rejected, Source, Stop, Url, Urls, shown, singles
 
 _RUNNING = Phase.RUNNING  # a plain name: an enum member lookup costs ~1,000 instructions
 RETRY_EVERY = 1.0  # seconds between tries to write the journal again after a failure
@@ -91,11 +91,14 @@ class Intake:
         if self.refused is not None and source.journaled:  # behind what is held, in order
             self._held.extend((source, item) for item in items)
             return
-        if self._jobs.phase is _RUNNING:  # the common case, URLs only: accepted at once
-            urls = [item for item in items if type(item) is Url]
-            if len(urls) == len(items):
-                self._accept(source, items, 0, len(items), urls)
+        if self._jobs.phase is _RUNNING:  # the common cases, URLs only: accepted at once
+            if len(items) == 1 and type(items[0]) is Urls:  # a FIFO read of plain lines
+                self._accept_run(source, items, items[0])
                 return
+            if all(type(item) is Url for item in items):
+                self._accept(source, items, 0, len(items))
+                return
+        items = singles(items)
         start = 0
         for i, item in enumerate(items):
             stopping = self._jobs.phase != Phase.RUNNING
@@ -112,35 +115,61 @@ class Intake:
                 self._rejected(source, item)
         self._accept(source, items, start, len(items))
 
-    def _accept(
+    def _accept(self, source: Source, items: Sequence[Item], start: int, end: int) -> bool:
+        """Record the URLs items[start:end] (`Url`s), then log transfer.added; False: held,
+        refused."""
+        urls = [item for item in items[start:end] if isinstance(item, Url)]
+        if not urls:
+            return True
+        texts = [item.url for item in urls]
+        shown = [redact(url) if "@" in url else url for url in texts]  # "@": a password?
+        return self._add(source, items[start:], texts, [item.entry for item in urls], shown)
+
+    def _accept_run(self, source: Source, items: Sequence[Item], run: Urls) -> bool:
+        """_accept() for a run of plain URLs (`Urls`, no entries), checked on its text at once."""
+        texts = run.urls
+        if "@" in run.text:  # a password, maybe
+            return self._add(source, items, texts, None, [redact(url) for url in texts])
+        # no "@" (nothing to redact), and no quote or backslash: the plain run's only other
+        # characters are printable ASCII, so each URL is its own JSON string between quotes
+        plain = '"' not in run.text and "\\" not in run.text
+        return self._add(source, items, texts, None, texts, plain)
+
+    def _add(
         self,
         source: Source,
         items: Sequence[Item],
-        start: int,
-        end: int,
-        urls: Sequence[Url] | None = None,  # items[start:end] when the caller sorted them out
+        texts: list[str],
+        entries: list[str | None] | None,
+        shown: list[str],
+        plain: bool = False,
     ) -> bool:
-        """Record the URLs items[start:end], then log transfer.added; False: held, refused."""
-        if urls is None:
-            urls = [item for item in items[start:end] if isinstance(item, Url)]
-        if not urls:
-            return True
+        """Record the URLs `texts` (with their `entries`, None: none has one), then log
+        transfer.added (with `shown`, the URLs as lines show them; `plain`: they need no
+        JSON escaping) and queue them; False: `items` (from the first of them on) are
+        held, input refused."""
         first = self._next_id
         if source.journaled and self._journal.durable:
             try:
-                self._journal.record([(first + n, item.url) for n, item in enumerate(urls)])
+                self._journal.record(list(zip(count(first), texts)))
             except JournalError as exc:
-                self._refuse(source, items[start:], str(exc))
+                self._refuse(source, items, str(exc))
                 return False
-        self._next_id += len(urls)
+        self._next_id += len(texts)
         # the whole run at once: the lines rendered together, the Pending tuples made by zip
-        texts = [item.url for item in urls]
-        entries = [item.entry for item in urls]
-        shown = [redact(url) if "@" in url else url for url in texts]  # "@": a password?
-        transfers_added(self._log, first, shown, entries)
+        transfers_added(self._log, first, shown, entries, plain)
         ids = range(first, self._next_id)
         now = repeat(self._clock())
-        self._jobs.queue.extend(zip(ids, texts, now, repeat(source), entries, shown))
+        self._jobs.queue.extend(
+            zip(
+                ids,
+                texts,
+                now,
+                repeat(source),
+                repeat(None) if entries is None else entries,
+                shown,
+            )
+        )
         return True
 
     def _reject(self, reason: str, token: str, entry: str | None = None) -> None:
@@ -229,9 +258,9 @@ class Intake:
             if isinstance(item, Rejected):
                 self._rejected(source, item)
         for source, group in groupby(held, key=itemgetter(0)):
-            urls: list[Item] = [item for _, item in group if isinstance(item, Url)]
+            urls: list[Item] = [item for item in singles(i for _, i in group) if type(item) is Url]
             self._accept(source, urls, 0, len(urls))
-        for _, item in self._held:
+        for item in singles(item for _, item in self._held):
             self._reject(f"not recorded: {self.refused}", shown(item))
         self._held = []
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import count
+from itertools import count, repeat
 from typing import Any, TextIO, cast
 
 import structlog
@@ -401,13 +401,20 @@ _FILE = ', "file": %s'
 
 
 def transfers_added(
-    log: FilteringBoundLogger, first: int, urls: Sequence[str], entries: Sequence[str | None]
+    log: FilteringBoundLogger,
+    first: int,
+    urls: Sequence[str],
+    entries: Sequence[str | None] | None,
+    plain: bool = False,
 ) -> None:
     """`log.info("transfer.added", id=, url=, entry=)` for ids first, first + 1, ... with
-    urls[i] and entries[i] (entry only when not None): a run of accepted URLs at once."""
+    urls[i] and entries[i] (entry only when not None; `entries` None: none has one): a run
+    of accepted URLs at once. `plain`: no URL holds a character JSON escapes (a quote, a
+    backslash, anything but printable ASCII), so each is written between quotes as it is.
+    """
     writer = _direct
     if writer is None or log._logger is not writer:  # type: ignore[attr-defined]
-        for transfer_id, url, entry in zip(count(first), urls, entries):
+        for transfer_id, url, entry in zip(count(first), urls, entries or repeat(None)):
             fields: dict[str, Any] = {"id": transfer_id, "url": url}
             if entry is not None:
                 fields["entry"] = entry
@@ -416,13 +423,21 @@ def transfers_added(
     if _direct_level > logging.INFO:
         return
     head = f'{{"timestamp": "{timestamp()}", "level": "info", "event": "transfer.added", "id": '
+    if entries is None and plain:  # a FIFO read's run of plain URLs: no escaping, no entry
+        writer.extend(
+            [
+                f'{head}{transfer_id}, "url": "{url}"}}'
+                for transfer_id, url in zip(count(first), urls)
+            ]
+        )
+        return
     esc = _esc
     writer.extend(
         [
             f'{head}{transfer_id}, "url": {esc(url)}}}'
             if entry is None
             else f'{head}{transfer_id}, "url": {esc(url)}, "entry": {esc(entry)}}}'
-            for transfer_id, url, entry in zip(count(first), urls, entries)
+            for transfer_id, url, entry in zip(count(first), urls, entries or repeat(None))
         ]
     )
 

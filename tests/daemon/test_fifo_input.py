@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiperfifo.redact import redact
+from hiperfifo.sources.base import singles
 from hiperfifo.sources.fifo import (
     FifoError,
     Rejected,
@@ -25,14 +26,14 @@ from hiperfifo.sources.fifo import (
 def feed_all(tokenizer: Tokenizer, *chunks: bytes) -> list[object]:
     items: list[object] = []
     for chunk in chunks:
-        items.extend(tokenizer.feed(chunk))
+        items.extend(singles(tokenizer.feed(chunk)))
     return items
 
 
 def test_splits_on_every_ascii_whitespace() -> None:
     """Space, tab, CR, LF, VT and FF all separate tokens; runs of them make no empty tokens."""
     data = b"http://a/1 http://a/2\thttp://a/3\r\nhttp://a/4\x0bhttp://a/5\x0chttp://a/6\n\n  \n"
-    assert Tokenizer().feed(data) == [Url(f"http://a/{i}") for i in range(1, 7)]
+    assert singles(Tokenizer().feed(data)) == [Url(f"http://a/{i}") for i in range(1, 7)]
 
 
 def test_partial_token_waits_for_the_rest() -> None:
@@ -40,12 +41,12 @@ def test_partial_token_waits_for_the_rest() -> None:
     tokenizer = Tokenizer()
     assert tokenizer.feed(b"http://exa") == []
     assert tokenizer.pending == 10
-    assert tokenizer.feed(b"mple.org/x\n") == [Url("http://example.org/x")]
+    assert singles(tokenizer.feed(b"mple.org/x\n")) == [Url("http://example.org/x")]
 
 
 def test_stop_word_is_an_item_in_order() -> None:
     """`stop` comes out where it was written, after the URLs before it."""
-    assert Tokenizer().feed(b"http://a/1 http://a/2 stop http://a/3\n") == [
+    assert singles(Tokenizer().feed(b"http://a/1 http://a/2 stop http://a/3\n")) == [
         Url("http://a/1"),
         Url("http://a/2"),
         Stop(),
@@ -115,20 +116,20 @@ def test_over_long_token_is_rejected_once_and_stream_resyncs() -> None:
 def test_token_of_exactly_max_length_is_accepted() -> None:
     """The limit is inclusive: max_length bytes pass, one more does not."""
     url = b"http://a/" + b"x" * 7
-    assert Tokenizer(max_length=len(url)).feed(url + b" ") == [Url(url.decode())]
+    assert singles(Tokenizer(max_length=len(url)).feed(url + b" ")) == [Url(url.decode())]
     assert isinstance(Tokenizer(max_length=len(url) - 1).feed(url + b" ")[0], Rejected)
 
 
 def test_nul_is_not_a_separator() -> None:
     """`a\\0b` is one token (rejected), not two."""
-    items = Tokenizer().feed(b"http://a/1\x00http://a/2\n")
+    items = singles(Tokenizer().feed(b"http://a/1\x00http://a/2\n"))
     assert len(items) == 1
     assert isinstance(items[0], Rejected)
 
 
 def test_crlf_lines_are_accepted() -> None:
     """CRLF line endings do not leak a CR into the URL."""
-    assert Tokenizer().feed(b"http://a/1\r\nhttp://a/2\r\n") == [
+    assert singles(Tokenizer().feed(b"http://a/1\r\nhttp://a/2\r\n")) == [
         Url("http://a/1"),
         Url("http://a/2"),
     ]
@@ -162,7 +163,7 @@ def test_any_split_gives_the_same_items_as_one_feed(
     """Arbitrary bytes fed in arbitrary pieces give the same items as one feed; nothing raises."""
     points = sorted({min(c, len(data)) for c in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-    whole = Tokenizer(max_length=max_length).feed(data)
+    whole = singles(Tokenizer(max_length=max_length).feed(data))
     assert feed_all(Tokenizer(max_length=max_length), *pieces) == whole
 
 

@@ -6,6 +6,7 @@ jumps when the loop is quiet, so backoffs and drain deadlines take no time.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,8 +17,8 @@ from inprocess import ListSource, Run
 
 from hiperfifo import logs
 from hiperfifo.journal import Journal
-from hiperfifo.sources.base import Rejected, Stop, Url
-from hiperfifo.sources.fifo import FifoSource, open_fifo
+from hiperfifo.sources.base import Rejected, Stop, Url, Urls
+from hiperfifo.sources.fifo import FifoSource, Tokenizer, open_fifo
 
 
 def test_intake_accepts_urls_acts_on_stop_and_rejects_what_follows(
@@ -215,3 +216,37 @@ def test_the_fifo_source_in_process_reads_urls_and_recreates_a_deleted_fifo(
     assert sorted(fetched[:2]) == [1, 2]  # the first two run at once: either may end first
     assert fetched[2:] == [3]
     assert not path.exists()  # ours, and closed: unlinked
+
+
+def test_runs_of_urls_are_added_as_each_url_alone_would_be(dead_port: int) -> None:
+    """FIFO reads of plain lines (one Urls item each) get the transfer.added lines of their
+    URLs one at a time: ids in order, a quote or backslash escaped as json.dumps does, an
+    "@" looked at for a password; a URL with a password (not a plain run) shown redacted."""
+    base = f"http://127.0.0.1:{dead_port}"
+    reads = [
+        f'{base}/a"b {base}/c\\d\n'.encode(),  # JSON escapes these
+        f"{base}/e@f\n".encode(),  # an "@", but no password
+        f"http://u:secret@127.0.0.1:{dead_port}/g\n".encode(),
+        f"{base}/h\r\n{base}/i?j=k#l\n".encode(),
+    ]
+    tokenizer = Tokenizer()
+    batches = [tokenizer.feed(data) for data in reads]
+    assert [type(batch[0]) for batch in batches] == [Urls, Urls, Url, Urls]
+    source = ListSource([])
+    run = Run([source])
+    for n, batch in enumerate(batches):
+        run.at(0.01 * n, lambda batch=batch: source.hand_in(batch))
+    run.at(1.0, lambda: source.hand_in([Stop()]))
+    assert run.run() == 0
+    lines = [line for line in run.stream.getvalue().splitlines() if '"transfer.added"' in line]
+    assert [line == json.dumps(json.loads(line)) for line in lines] == [True] * 6
+    added = [json.loads(line) for line in lines]
+    assert [(e["id"], e["url"]) for e in added] == [
+        (1, f'{base}/a"b'),
+        (2, f"{base}/c\\d"),
+        (3, f"{base}/e@f"),
+        (4, f"http://u:***@127.0.0.1:{dead_port}/g"),
+        (5, f"{base}/h"),
+        (6, f"{base}/i?j=k#l"),
+    ]
+    assert len(run.events("transfer.done")) == 6

@@ -270,6 +270,28 @@ def test_transfers_added_are_byte_for_byte_the_generic_lines(
     assert stream.getvalue() == "".join(expected)
 
 
+# what `plain` promises of a URL: printable ASCII, no quote, no backslash
+plain_urls = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"\\')
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=count, urls=st.lists(plain_urls, max_size=5))
+def test_plain_transfers_added_are_byte_for_byte_the_generic_lines(
+    stream: io.StringIO, fixed_time: None, first: int, urls: list[str]
+) -> None:
+    """A run of URLs that need no JSON escaping (plain), without entries (None)."""
+    stream.seek(0)
+    stream.truncate()
+    logs.transfers_added(logs.get(), first, urls, None, plain=True)
+    expected = [
+        _reference_line("info", {"event": "transfer.added", "id": n, "url": url}) + "\n"
+        for n, url in enumerate(urls, first)
+    ]
+    assert stream.getvalue() == "".join(expected)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=done_fields | ok_fields, ok=st.booleans())
 def test_transfer_done_is_byte_for_byte_the_generic_line(

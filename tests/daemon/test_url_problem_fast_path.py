@@ -8,11 +8,12 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hiperfifo.sources.base import singles
 from hiperfifo.sources.fifo import (
     _PLAIN_RUN,
     Item,
     Tokenizer,
-    Url,
+    Urls,
     _parsed_url_problem,
     classify,
     url_problem,
@@ -78,15 +79,15 @@ def test_a_run_of_tokens_gives_what_one_token_at_a_time_gives(
     """All plain URLs or not, in one read or cut in two: the items of classify() per token."""
     data = "".join(token + sep for token, sep in pairs).encode()
     expected = one_by_one(data, max_length)
-    assert Tokenizer(max_length).feed(data) == expected
+    assert singles(Tokenizer(max_length).feed(data)) == expected
     tokenizer = Tokenizer(max_length)
-    assert tokenizer.feed(data[:cut]) + tokenizer.feed(data[cut:]) == expected
+    assert singles(tokenizer.feed(data[:cut]) + tokenizer.feed(data[cut:])) == expected
 
 
 def test_plain_urls_in_a_run_are_all_accepted() -> None:
     urls = [f"http://127.0.0.1:{port}/1k?i={port}" for port in (1, 80, 9999, 65535)]
     data = "\r\n".join(urls).encode() + b"\n"
-    assert Tokenizer().feed(data) == [Url(url) for url in urls]
+    assert Tokenizer().feed(data) == [Urls(urls, data.decode())]
 
 
 def test_the_run_matches_every_port_from_1_to_65535_and_no_other() -> None:
@@ -95,3 +96,13 @@ def test_the_run_matches_every_port_from_1_to_65535_and_no_other() -> None:
         for spelled in (str(port), f"0{port}"):
             matched = _PLAIN_RUN.fullmatch(f"http://h:{spelled}/x\n") is not None
             assert matched == (spelled == str(port) and 1 <= port <= 65535), spelled
+
+
+def test_a_read_cut_inside_a_url_still_gives_one_run() -> None:
+    """The URL a read completes joins the run of the URLs after it: one Urls per read."""
+    tokenizer = Tokenizer()
+    assert tokenizer.feed(b"http://a/1\nhttp://a/") == [Urls(["http://a/1"], "http://a/1\n")]
+    assert tokenizer.feed(b"2\nhttp://a/3\nhttp") == [
+        Urls(["http://a/2", "http://a/3"], "http://a/2\nhttp://a/3\n")
+    ]
+    assert tokenizer.feed(b"://a/4\n") == [Urls(["http://a/4"], "http://a/4\n")]
