@@ -44,12 +44,14 @@ WORKLOADS = {
     ),
 }
 
+# In this order in every run (reversed every other run): the daemon right after engine-pyuv,
+# so the two samples issue 15.3's ratio compares are adjacent in time (bench/README.md).
 KINDS = (
     "engine-selector",
     "engine-pyuv",
+    "daemon",
     "engine-c-shape",
     "engine-c-shape-reuse",
-    "daemon",
     "pycurl-pyuv",
     "pycurl-pyuv-fresh",
     "aiohttp",
