@@ -1,6 +1,6 @@
 """make bench's ratio targets (issue 15.3): runs alternate their order (ABBA), and a ratio
 between two contenders is judged on the median of its per-run ratios, the ratio of the rows'
-medians printed beside it."""
+medians printed beside it (and both in the before/after table)."""
 
 from __future__ import annotations
 
@@ -30,12 +30,19 @@ def test_runs_alternate_order_and_ratio_targets_use_per_run_ratios() -> None:
         engine = [1.0, 3.0, 3.0, 1.0, 2.0]
         daemon = [e / r for e, r in zip(engine, [0.9, 0.9, 0.9, 0.9, 0.5])]
         for row, walls in zip(rows, (engine, daemon)):
-            row.samples = [Sample("ok", 20_000, wall=w, cpu=w) for w in walls]
+            row.samples = [Sample("ok", 20_000, wall=w, cpu=w, cold_wall=w, cold_cpu=w) for w in walls]
         lines = report.targets(small, rows)
         line = next(t for t in lines if t.startswith("- daemon req/s >= 0.85x"))
         assert "0.90x (median of 5 per-run ratios (0.50-0.90); ratio of medians 0.60x)" in line
         assert line.endswith("-> **pass**"), line
         assert "(15.3" in line
+
+        # Before/after (--baseline): the same rows as "now" and "@abc1234", per run as well.
+        before = report.Row(Contender("daemon", Path("."), "abc1234"), rows[0].samples)
+        table = report.compare(small, [rows[1], before])
+        cells = [c.strip() for c in table[2].strip("|").split("|")]
+        assert cells[0] == "daemon (@abc1234 -> now)", cells
+        assert cells[3:5] == ["0.60x", "0.90x"], cells  # ratio of medians, median per run
 
         assert run.Settings(None, 0, 0).runs_of(small) == run.RUNS["small"] > 3
         assert run.Settings(None, 0, 0).runs_of(WORKLOADS["scale"]) == 3
