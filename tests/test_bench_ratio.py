@@ -30,7 +30,9 @@ def test_runs_alternate_order_and_ratio_targets_use_per_run_ratios() -> None:
         engine = [1.0, 3.0, 3.0, 1.0, 2.0]
         daemon = [e / r for e, r in zip(engine, [0.9, 0.9, 0.9, 0.9, 0.5])]
         for row, walls in zip(rows, (engine, daemon)):
-            row.samples = [Sample("ok", 20_000, wall=w, cpu=w, cold_wall=w, cold_cpu=w) for w in walls]
+            row.samples = [
+                Sample("ok", 20_000, wall=w, cpu=w, cold_wall=w, cold_cpu=w) for w in walls
+            ]
         lines = report.targets(small, rows)
         line = next(t for t in lines if t.startswith("- daemon req/s >= 0.85x"))
         assert "0.90x (median of 5 per-run ratios (0.50-0.90); ratio of medians 0.60x)" in line
