@@ -89,14 +89,15 @@ class Watch:
         """CPU seconds other processes used between start() and stop()."""
         return max(0.0, self.busy - self.server - self.parent - contender_cpu)
 
-    def settle(self, limit: float, max_wait: float) -> None:
-        """Wait (at most max_wait s) for a second in which others use under `limit` cores."""
+    def settle(self, limit: float, max_wait: float, probe: float = 0.5) -> None:
+        """Wait (at most max_wait s) for `probe` seconds in which others use under `limit`
+        cores (each sample is checked again afterwards: run.CROWDED)."""
         deadline = time.monotonic() + max_wait
         while time.monotonic() < deadline:
             self.start()
-            time.sleep(1.0)
+            time.sleep(probe)
             self.stop()
-            if self.others(0.0) < limit:
+            if self.others(0.0) < limit * probe:
                 return
 
 

@@ -33,13 +33,13 @@ from bench.report import Row
 CROWDED = 0.15  # cores used by others during a sample above which it is run again
 # Runs per workload unless --runs says otherwise. small has more: issue 15.3 judges a ratio
 # of two close contenders there, on the median of its per-run ratios (bench/README.md).
-RUNS = {"small": 5, "bulk": 3, "scale": 3}
+RUNS = {"small": 6, "bulk": 3, "scale": 3}  # even: as many runs in each order (ABBA)
 
 
 @dataclass(frozen=True)
 class Settings:
     runs: int | None  # None: RUNS[workload]
-    settle: float  # seconds to wait at most for a quiet second before each sample
+    settle: float  # seconds to wait at most for a quiet half second before each sample
     retries: int  # crowded samples run again at most this many times
 
     def runs_of(self, work: Workload) -> int:
@@ -93,7 +93,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--settle",
         type=float,
         default=20.0,
-        help="wait at most this many seconds for a quiet second before each sample (default 20)",
+        help="wait at most this many seconds for a quiet half second before each sample "
+        "(default 20)",
     )
     p.add_argument(
         "--retries",
