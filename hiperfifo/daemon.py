@@ -157,11 +157,19 @@ class Daemon:
         return self._exit
 
     def _finished(self, messages: list[Message]) -> None:
-        """The driver's report of finished transfers (after the engine call returned)."""
-        self.jobs.finished(messages)
-        self.intake.pace()
-        self.jobs.remaining()
-        if self.jobs.phase is not _RUNNING and not self.jobs.unfinished:
+        """The driver's report of finished transfers (after the engine call returned).
+
+        Called once per engine call that finished something (~once per URL): the sources
+        are paced only when what pace() decides on changed here, the queue's length (the
+        engine was fed) or the phase (stopping); every other change paces them itself.
+        """
+        jobs = self.jobs
+        queued = len(jobs.queue)
+        jobs.finished(messages)
+        if len(jobs.queue) != queued or jobs.phase is not _RUNNING:
+            self.intake.pace()
+        jobs.remaining()
+        if jobs.phase is not _RUNNING and not jobs.unfinished:
             self._driver.stop()
 
     # -- signals --

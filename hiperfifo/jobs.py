@@ -313,10 +313,10 @@ class Jobs:
     def remaining(self) -> None:
         """queue.remaining, once a second at most, and always when nothing is left."""
         now = self._clock()
-        running = self.unfinished
-        if running == 0 or now - self._last_remaining >= REMAINING_EVERY:
-            self._last_remaining = now
-            self._log.info("queue.remaining", running=running, queued=len(self.queue))
+        if now - self._last_remaining < REMAINING_EVERY and (self.running or self.queue):
+            return  # (called per finished transfer: no property, no len() until a line is due)
+        self._last_remaining = now
+        self._log.info("queue.remaining", running=self.unfinished, queued=len(self.queue))
 
     # -- retries (--retry): a transient failure waits, then a new attempt starts --
 
