@@ -277,30 +277,44 @@ class Jobs:
             elapsed = self._clock() - job.first_try
         else:
             elapsed = info.total_time or self._clock() - job.started
-        number, name = _RESULTS[result]
         status = info.response_code or None
         version = info.http_version_used or None
         self.done += 1
-        if not ok:
-            self.failed += 1
-        logs.transfer_done(
-            self._log,
-            ok,
-            job.id,
-            job.shown_url,
-            job.entry,
-            shown_effective,
-            number,
-            name,
-            error,
-            status,
-            info.size_download,
-            elapsed,
-            info.redirect_count,
-            job.attempt,
-            version,
-            sink.path or None,
-        )
+        if ok and not error and effective == url and job.attempt == 1 and sink is self._shared:
+            # the common line (OK, first attempt, the URL its own effective URL, no file)
+            logs.transfer_ok(
+                self._log,
+                job.id,
+                job.shown_url,
+                job.entry,
+                status,
+                info.size_download,
+                elapsed,
+                info.redirect_count,
+                version,
+            )
+        else:
+            if not ok:
+                self.failed += 1
+            number, name = _RESULTS[result]
+            logs.transfer_done(
+                self._log,
+                ok,
+                job.id,
+                job.shown_url,
+                job.entry,
+                shown_effective,
+                number,
+                name,
+                error,
+                status,
+                info.size_download,
+                elapsed,
+                info.redirect_count,
+                job.attempt,
+                version,
+                sink.path or None,
+            )
         source = job.source
         if self._durable and source.journaled:
             self._journal.finish(job.id)

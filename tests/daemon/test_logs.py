@@ -314,6 +314,27 @@ def test_transfer_done_is_byte_for_byte_the_generic_line(
     assert stream.getvalue() == reference + "\n"
 
 
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=ok_fields, entry=maybe_text)
+def test_transfer_ok_is_byte_for_byte_the_generic_line(
+    stream: io.StringIO, fixed_time: None, fields: dict[str, Any], entry: str | None
+) -> None:
+    """transfer_ok(): transfer_done()'s common line (ok, OK, the URL its own effective URL,
+    no error, one attempt, no file; an entry or none), as structlog's chain writes it."""
+    stream.seek(0)
+    stream.truncate()
+    fields = {**fields, "entry": entry, "effective_url": fields["url"], "attempts": 1}
+    ok_keys = ["id", "url", "entry", "status", "bytes", "elapsed", "redirects", "http_version"]
+    logs.transfer_ok(logs.get(), *(fields[key] for key in ok_keys))
+    expected = {key: fields[key] for key in DONE_ORDER if key != "file"}
+    expected["elapsed"] = round(expected["elapsed"], 6)
+    if expected["entry"] is None:
+        del expected["entry"]
+    assert (
+        stream.getvalue() == _reference_line("info", {"event": "transfer.done", **expected}) + "\n"
+    )
+
+
 @settings(max_examples=3000)
 @given(
     st.floats(min_value=0, max_value=1e10)
