@@ -145,9 +145,7 @@ class Jobs:
         self._options = easy_options(config, dict(config.proxy_environ), network_policy(config))
         # transfer.progress is an info line: below that level nobody looks at the bytes
         progress = config.log_level in ("debug", "info")
-        self._progress = alarm(self._look_at_progress) if progress else None
-        self._progress_set = False  # the alarm is set (it is, while jobs run)
-        self._looks = 0  # progress looks so far
+        self._progress = Progress(self.running, alarm, log) if progress else None
         self._debug = config.log_level == "debug"
 
     def __repr__(self) -> str:
@@ -182,7 +180,8 @@ class Jobs:
             job = Job(transfer_id, url, shown, out, source, entry, accepted, now)
             running[transfer_id] = job
             attempt(job)
-        self._watch_progress()
+        if self._progress is not None:
+            self._progress.watch()
 
     def _attempt(self, job: Job) -> None:
         """Hand one attempt of `job` to the engine: a new Easy each time (only the options
@@ -207,39 +206,6 @@ class Jobs:
             )
         self._of_easy[easy] = job
         self._multi.add_handle(easy)
-
-    def _watch_progress(self) -> None:
-        """Jobs run: the progress look is due a second from now (if not set already)."""
-        if self._progress is not None and not self._progress_set:
-            self._progress_set = True
-            self._progress.set(PROGRESS_EVERY)
-
-    # -- what runs: progress lines, debug lines --
-
-    def _look_at_progress(self) -> None:
-        """Once a second while jobs run: transfer.progress for each transfer whose body grew
-        since its last line, or since its first body bytes were seen a look ago.
-
-        So a line a second at most, the first one to two seconds after the first body
-        byte: a short transfer logs none (time spent queued does not count), and a
-        transfer costs nothing per body block (the engine's progress callback did).
-        """
-        self._looks += 1
-        look, log = self._looks, self._log
-        for job in self.running.values():
-            easy = job.easy
-            if easy is None or job.result is not None:  # waiting for a retry
-                continue
-            got = easy.size_download
-            if got == job.seen_bytes:  # no body byte yet, or none since the last look
-                continue
-            if job.seen:
-                total = max(easy.content_length, 0) or None  # -1: not known
-                log.info("transfer.progress", **job.shown, bytes=got, total=total)
-            job.seen, job.seen_bytes = look, got
-        self._progress_set = bool(self.running)
-        if self._progress is not None and self._progress_set:
-            self._progress.set(PROGRESS_EVERY)
 
     # -- completion --
 
@@ -364,7 +330,8 @@ class Jobs:
             job.result = None
             job.seen = job.seen_bytes = 0  # its body starts again
             self._attempt(job)
-        self._watch_progress()
+        if self._progress is not None:
+            self._progress.watch()
 
     def _end_waiting(self, after: float = -float("inf")) -> None:
         """Jobs whose next attempt is due after `after` end now, with their last result."""
@@ -415,6 +382,52 @@ class Jobs:
             url=redact(url),
             reason=f"{why}; kept for the next start",
         )
+
+
+class Progress:
+    """transfer.progress lines: once a second while jobs run, one for each transfer whose
+    body grew since its last line, or since its first body bytes were seen a look ago.
+
+    So a line a second at most, the first one to two seconds after the first body
+    byte: a short transfer logs none (time spent queued does not count), and a
+    transfer costs nothing per body block (the engine's progress callback did).
+    """
+
+    def __init__(
+        self,
+        running: dict[int, Job],
+        alarm: Callable[[Callable[[], None]], Alarm],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._running = running  # Jobs.running: in the engine, or waiting for a retry
+        self._alarm = alarm(self._look)
+        self._set = False  # the alarm is set (it is, while jobs run)
+        self._looks = 0  # looks so far
+        self._log = log
+
+    def watch(self) -> None:
+        """Jobs run: the next look is due a second from now (if not set already)."""
+        if not self._set:
+            self._set = True
+            self._alarm.set(PROGRESS_EVERY)
+
+    def _look(self) -> None:
+        self._looks += 1
+        look, log = self._looks, self._log
+        for job in self._running.values():
+            easy = job.easy
+            if easy is None or job.result is not None:  # waiting for a retry
+                continue
+            got = easy.size_download
+            if got == job.seen_bytes:  # no body byte yet, or none since the last look
+                continue
+            if job.seen:
+                total = max(easy.content_length, 0) or None  # -1: not known
+                log.info("transfer.progress", **job.shown, bytes=got, total=total)
+            job.seen, job.seen_bytes = look, got
+        self._set = bool(self._running)
+        if self._set:
+            self._alarm.set(PROGRESS_EVERY)
 
 
 def _log_retry(
