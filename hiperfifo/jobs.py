@@ -181,14 +181,9 @@ class Jobs:
         sources = self.sources
         if shared is not None and not (self._retries or self._debug):
             # --output discard, no --retry, no debug: _attempt's plain Easy, inline
-            options, of_easy, add, take = (
-                self._options,
-                self._of_easy,
-                self._multi.add_handle,
-                queue.popleft,
-            )
+            options, of_easy, add = self._options, self._of_easy, self._multi.add_handle
             for _ in range(min(len(queue), count)):
-                transfer_id, url, accepted, source, entry, shown = take()
+                transfer_id, url, accepted, source, entry, shown = queue.popleft()
                 easy = Easy(url, **options)
                 job = Job(
                     transfer_id, url, shown, shared, sources[source], entry, accepted, now, easy
