@@ -6,8 +6,11 @@ stopped on POLL_REMOVE and started again when that number is announced next,
 closed by close()), one Timer for the engine's timer callback (0 ms runs on the
 next loop iteration through an Idle handle, never re-entrantly), the FIFO
 watcher, signals, one-shot timers and cross-thread wakers (uv Async) for the
-daemon and its sources. After every socket_action it drains info_read() and
-hands the finished transfers over.
+daemon and its sources. Once per loop iteration, after that iteration's I/O
+callbacks (a uv Check, before the daemon's own per-iteration callbacks), it
+drains info_read() and hands all the transfers finished in it over at once:
+one socket_action per ready socket, one on_done call per iteration (small bench,
+50 at once: ~78 transfers over ~40 socket_actions an iteration, measured).
 It holds no transfer state and does not log.
 
 Why a stopped Poll may be started again for whatever socket holds its number
@@ -125,6 +128,19 @@ class Waker(Handle):
             self._uv.close()
 
 
+class Each(Handle):
+    """A callback the driver's Check calls once per loop iteration (every_iteration)."""
+
+    def __init__(self, callbacks: list[Callable[[], None]], callback: Callable[[], None]) -> None:
+        super().__init__(None)
+        self._callbacks, self._callback = callbacks, callback
+        callbacks.append(callback)
+
+    def stop(self) -> None:
+        """Call it no more; calling twice is harmless."""
+        self._callbacks[:] = [c for c in self._callbacks if c is not self._callback]
+
+
 class Driver:
     """Runs one Multi on a pyuv loop and reports finished transfers to `on_done`."""
 
@@ -138,6 +154,13 @@ class Driver:
         self._soon = pyuv.Idle(self.loop)
         self._polls: dict[int, Any] = {}
         self._own: list[Handle] = []
+        # The daemon's per-iteration callbacks, run by the one Check below after collect():
+        # libuv runs Check handles most recently started first, and a callback such as the
+        # journal's flush must see the transfer.done lines of the same iteration.
+        self._each: list[Callable[[], None]] = []
+        self._acted = False  # a socket callback called socket_action in this iteration
+        self._check = pyuv.Check(self.loop)
+        self._check.start(self._on_check)
         multi.socket_function = self._socket_function
         multi.timer_function = self._timer_function
 
@@ -173,23 +196,32 @@ class Driver:
     # -- libuv's callbacks: the only places that call into the engine --
 
     def _on_socket(self, poll: Any, events: int | None, error: int | None) -> None:
+        # libuv's poll phase: the Check right after it (_on_check) collects what finished.
+        self._acted = True
         if error is not None:  # pyuv passes events=None with an error (e.g. a reset socket)
-            self._action(poll.fileno(), CSELECT_ERR)
+            self._multi.socket_action(poll.fileno(), CSELECT_ERR)
             return
         bits = 0
         if events & pyuv.UV_READABLE:
             bits |= CSELECT_IN
         if events & pyuv.UV_WRITABLE:
             bits |= CSELECT_OUT
-        self._action(poll.fileno(), bits)
+        self._multi.socket_action(poll.fileno(), bits)
 
     def _on_timeout(self, handle: Any) -> None:
+        # Timers and Idle run before the loop polls, and it may then sleep: collect now.
         handle.stop()
-        self._action(SOCKET_TIMEOUT, 0)
-
-    def _action(self, fd: int, bits: int) -> None:
-        self._multi.socket_action(fd, bits)
+        self._multi.socket_action(SOCKET_TIMEOUT, 0)
         self.collect()
+
+    def _on_check(self, _handle: Any) -> None:
+        """Once per loop iteration, after its I/O callbacks: what finished in it, then the
+        daemon's per-iteration callbacks (every_iteration), in the order added."""
+        if self._acted:
+            self._acted = False
+            self.collect()
+        for callback in self._each:
+            callback()
 
     def collect(self) -> None:
         """Drain info_read() and hand the finished transfers to on_done (if any)."""
@@ -218,10 +250,11 @@ class Driver:
         return watch
 
     def every_iteration(self, callback: Callable[[], None]) -> Handle:
-        """Call `callback()` once per loop iteration, after its I/O callbacks (uv Check)."""
-        check = pyuv.Check(self.loop)
-        check.start(lambda _h: callback())
-        return self._keep(check)
+        """Call `callback()` once per loop iteration, after its I/O callbacks and after the
+        finished transfers of the iteration were handed to on_done (the driver's uv Check)."""
+        each = Each(self._each, callback)
+        self._own.append(each)
+        return each
 
     def before_waiting(self, callback: Callable[[], None]) -> Handle:
         """Call `callback()` once per loop iteration, just before libuv polls for I/O (uv Prepare).
@@ -291,4 +324,5 @@ class Driver:
         self._polls.clear()
         _close(self._timer)
         _close(self._soon)
+        _close(self._check)
         self.loop.run(pyuv.UV_RUN_NOWAIT)

@@ -548,8 +548,7 @@ def transfer_ok(
     else:
         secs = repr(round(elapsed, 6))
     shown = _esc(url)
-    pending = writer._pending  # writer.msg(), inline
-    pending.append(
+    writer.msg(
         f'{{"timestamp": "{_held or timestamp()}", "level": "info", '
         f'"event": "transfer.done", "id": {transfer_id}, "url": {shown}, '
         f"{'' if entry is None else _ENTRY % _esc(entry)}"
@@ -558,8 +557,6 @@ def transfer_ok(
         f'"redirects": {_NUMBERS.get(redirects) or redirects}, "attempts": 1, '
         f'"http_version": {_JSON.get(http_version) or _esc(str(http_version))}}}'
     )
-    if not writer.batching or len(pending) >= MAX_PENDING:
-        writer.flush()
 
 
 def flush() -> None:

@@ -159,10 +159,11 @@ class FakeLoop:
     def _timer_function(self, timeout_ms: int) -> None:
         self._engine_at = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
-    def _action(self, fd: int, bits: int) -> None:
+    def _action(self, fd: int, bits: int, collect: bool = True) -> None:
         assert self._multi is not None
         self.running = self._multi.socket_action(fd, bits)
-        self.collect()
+        if collect:  # (after ready sockets, the driver collects once, after all of them)
+            self.collect()
 
     def collect(self) -> None:
         assert self._multi is not None
@@ -260,7 +261,9 @@ class FakeLoop:
             bits = (CSELECT_IN if events & selectors.EVENT_READ else 0) | (
                 CSELECT_OUT if events & selectors.EVENT_WRITE else 0
             )
-            self._action(key.fd, bits)
+            self._action(key.fd, bits, collect=False)
+        if ready:  # as the driver's Check: what finished in this round, in one call
+            self.collect()
         engine_soon = self._engine_at is not None and self._engine_at - now <= QUIET
         return not ready and not engine_soon
 

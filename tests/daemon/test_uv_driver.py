@@ -91,6 +91,44 @@ def test_driver_keeps_its_connections_when_answers_come_in_rounds(
     assert server.accepted == 50
 
 
+def test_what_finishes_in_one_loop_iteration_comes_in_one_call_before_every_iteration(
+    serve: Callable[[LoopbackServer], LoopbackServer],
+) -> None:
+    """on_done runs once per loop iteration (the driver's Check, after the poll phase), with
+    every transfer finished in it, and before the every_iteration callbacks of the same
+    iteration (the journal's flush must see that iteration's transfer.done lines)."""
+    server = serve(LoopbackServer(in_rounds(20)))
+    multi = Multi()
+    urls = [server.url(f"/?i={i}") for i in range(100)]
+    todo = list(reversed(urls))
+    calls: list[int] = []
+    unread: list[Message | None] = []  # what an every_iteration callback finds unread
+
+    def on_done(messages: list[Message]) -> None:
+        calls.append(len(messages))
+        for message in messages:
+            assert message.result == Code.OK
+            multi.remove_handle(message.easy)
+            if todo:
+                multi.add_handle(Easy(todo.pop(), write_function=len))
+        if sum(calls) == len(urls):
+            driver.stop()
+
+    driver = Driver(multi, on_done)
+    driver.every_iteration(lambda: unread.append(multi.info_read()))
+    watchdog = driver.call_later(WAIT, driver.stop)
+    for _ in range(20):
+        multi.add_handle(Easy(todo.pop(), write_function=len))
+    driver.run()
+    watchdog.stop()
+    multi.close()
+    driver.close()
+    assert sum(calls) == len(urls)
+    assert len(calls) < len(urls)  # answers come 20 at a time: some call carries several
+    assert unread
+    assert set(unread) == {None}
+
+
 def test_a_reused_descriptor_number_gets_its_stopped_poll_back(http_server: Server) -> None:
     """One connection slot, two servers in turn, one URL at a time: every switch closes a
     socket and opens another, mostly with the same number; a number used again is watched
