@@ -102,7 +102,7 @@ class Daemon:
             self._lost,
             alarm=self._driver.alarm,
         )
-        self.intake.sources = self._sources
+        self.intake.sources = self.jobs.sources = self._sources  # Pending tuples number them
         self._status = systemd.StatusReporter(
             notifier or systemd.Notifier(None), watchdog, self._status_text, log
         )

@@ -43,7 +43,7 @@ class Intake:
         on_lost: Callable[[str], None],
         alarm: Callable[[Callable[[], None]], Alarm] | None = None,
     ) -> None:
-        self.sources: list[Source] = []
+        self.sources: list[Source] = jobs.sources  # the same list: Pending tuples number them
         self.refused: str | None = None  # why journaled input is refused (the journal fails)
         self._jobs = jobs
         self._journal = journal
@@ -165,7 +165,7 @@ class Intake:
                 ids,
                 texts,
                 now,
-                repeat(source),
+                repeat(self.sources.index(source)),
                 repeat(None) if entries is None else entries,
                 shown,
             )
@@ -217,11 +217,11 @@ class Intake:
 
     def resume(self, source: Source) -> None:
         """Queue what the journal holds unfinished from an earlier run, oldest first."""
-        now = self._clock()
+        now, number = self._clock(), self.sources.index(source)
         for transfer_id, url in self._journal.unfinished():
             shown = redact(url)
             self._log.info("transfer.resumed", id=transfer_id, url=shown)
-            self._jobs.queue.append((transfer_id, url, now, source, None, shown))
+            self._jobs.queue.append((transfer_id, url, now, number, None, shown))
         self._jobs.feed()
 
     # -- input refused while the journal cannot be written, paused over a backlog --

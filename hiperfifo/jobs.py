@@ -67,10 +67,13 @@ _ABORTING = Phase.ABORTING  # a plain name, as _OK below
 
 
 # An accepted URL not yet handed to the engine: (id, url, accepted, source, entry, shown),
-# where accepted is clock() when it was accepted, entry the source's name for it (a Redis
-# entry id) or None, and shown the URL as its lines show it (redacted). A plain tuple:
-# 100,000 of them may wait, and a NamedTuple costs a Python-level __new__ per URL.
-Pending = tuple[int, str, float, Source, str | None, str]
+# where accepted is clock() when it was accepted, source the index of its Source in
+# Jobs.sources, entry the source's name for it (a Redis entry id) or None, and shown the
+# URL as its lines show it (redacted). A plain tuple: 100,000 of them may wait, and a
+# NamedTuple costs a Python-level __new__ per URL. Numbers and strings only: the GC stops
+# tracking such a tuple at its first collection (a Source in it kept every queued tuple
+# in every later collection of its generation).
+Pending = tuple[int, str, float, int, str | None, str]
 
 
 @dataclass(eq=False, slots=True)
@@ -121,6 +124,7 @@ class Jobs:
     ) -> None:
         self.phase = Phase.RUNNING
         self.queue: deque[Pending] = deque()  # accepted, not yet in the engine
+        self.sources: list[Source] = []  # by the numbers in Pending tuples (Intake's list)
         self.running: dict[int, Job] = {}  # in the engine, or waiting for a retry
         # whose Easy is whose (not its private option: a getinfo or option read through the
         # Easy's property costs ~950 instructions, a dict look-up ~150)
@@ -173,13 +177,27 @@ class Jobs:
         running, queue = self.running, self.queue
         if len(running) > self._feed_low or not queue or self.phase is _ABORTING:
             return
-        shared, sink, attempt, now = self._shared, self._output.sink, self._attempt, self._clock()
-        for _ in range(min(len(queue), self._feed_limit - len(running))):
-            transfer_id, url, accepted, source, entry, shown = queue.popleft()
-            out = shared or sink(transfer_id, url)
-            job = Job(transfer_id, url, shown, out, source, entry, accepted, now)
-            running[transfer_id] = job
-            attempt(job)
+        shared, now, count = self._shared, self._clock(), self._feed_limit - len(running)
+        sources = self.sources
+        if shared is not None and not (self._retries or self._debug):
+            # --output discard, no --retry, no debug: _attempt's plain Easy, inline
+            options, of_easy, add = self._options, self._of_easy, self._multi.add_handle
+            for _ in range(min(len(queue), count)):
+                transfer_id, url, accepted, source, entry, shown = queue.popleft()
+                easy = Easy(url, **options)
+                job = Job(
+                    transfer_id, url, shown, shared, sources[source], entry, accepted, now, easy
+                )
+                running[transfer_id] = of_easy[easy] = job
+                add(easy)
+        else:
+            sink, attempt = self._output.sink, self._attempt
+            for _ in range(min(len(queue), count)):
+                transfer_id, url, accepted, source, entry, shown = queue.popleft()
+                out = shared or sink(transfer_id, url)
+                job = Job(transfer_id, url, shown, out, sources[source], entry, accepted, now)
+                running[transfer_id] = job
+                attempt(job)
         if self._progress is not None:
             self._progress.watch()
 
@@ -365,7 +383,8 @@ class Jobs:
             else:
                 self.report(job, Code.ABORTED_BY_CALLBACK, why)
         while self.queue:
-            transfer_id, url, accepted, source, entry, shown = self.queue.popleft()
+            transfer_id, url, accepted, number, entry, shown = self.queue.popleft()
+            source = self.sources[number]
             if keep and source.journaled:
                 self._defer(transfer_id, url, why)
                 continue

@@ -548,7 +548,8 @@ def transfer_ok(
     else:
         secs = repr(round(elapsed, 6))
     shown = _esc(url)
-    writer.msg(
+    pending = writer._pending  # writer.msg(), inline
+    pending.append(
         f'{{"timestamp": "{_held or timestamp()}", "level": "info", '
         f'"event": "transfer.done", "id": {transfer_id}, "url": {shown}, '
         f"{'' if entry is None else _ENTRY % _esc(entry)}"
@@ -557,6 +558,8 @@ def transfer_ok(
         f'"redirects": {_NUMBERS.get(redirects) or redirects}, "attempts": 1, '
         f'"http_version": {_JSON.get(http_version) or _esc(str(http_version))}}}'
     )
+    if not writer.batching or len(pending) >= MAX_PENDING:
+        writer.flush()
 
 
 def flush() -> None:

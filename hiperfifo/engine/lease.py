@@ -140,6 +140,10 @@ class Lease:
             return True
         return any(s.free_slots > 0 for s in self._shared.get(origin, ()))
 
+    def connections(self) -> int:
+        """Connections open (connecting, busy or idle; a shared one counts once)."""
+        return self.pool.live
+
     def busy_to(self, origin: Origin) -> int:
         """Connections to `origin` that will free up: connecting, or carrying a request or
         streams (idle ones, HTTP/1.1 or HTTP/2, are not counted)."""

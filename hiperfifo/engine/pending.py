@@ -12,19 +12,31 @@ together, the slot moves as few times as it can), and only if one more
 connection pays for its handshake (`_pays`). Within one origin the order
 never changes.
 
+The move budget: a slot moved to an origin that has a connection of its own
+that will free up (`busy`) is paid for, MOVE_COST x (connections open)
+transfers finished while others waited a move; the budget starts full and
+saves up at most half a pool of moves (connections open // 2, at least one).
+So in any stretch of time such moves <= connections // 2 + finished /
+(MOVE_COST x connections), by construction (`_credit`, in finished transfers).
+A move to an origin with no connection that will free up is never refused by
+the budget: nothing else will serve it (libcurl evicts for it at once), and
+the fairness bound below counts on it.
+
 Fairness bound: a queued transfer whose origin has no connection open (none
 that will free up for it) is passed by at most FAIRNESS transfers queued
 after it; then the oldest queued transfer goes first, even if an idle
 connection of another origin must be evicted for it. A transfer whose
 origin has connections open is served by the next of them that frees up,
-after the earlier transfers of its origin only. Only the oldest transfers
+after the earlier transfers of its origin only (a hand-over, never a move:
+the budget does not touch it). Only the oldest transfers
 can have been passed most: whoever passes one passes every transfer queued
 before it. With arrivals numbered 0, 1, 2, ... every number below the
 oldest queued one has left the queue, so the oldest was passed by
 (left so far) - (its number): the count checked against the bound.
 Pure bookkeeping: the runner decides when to ask, the transfer says
 whether it could proceed, `busy` how many connections an origin has that
-will free up, `direct` whether one could go on without closing another.
+will free up, `direct` whether one could go on without closing another,
+`connections` how many are open (the price of a move).
 """
 
 from __future__ import annotations
@@ -38,16 +50,35 @@ from hiperfifo.engine.transfer import Transfer
 
 PENDING_SCAN = 64  # how far past a blocked head of the queue a release may look
 FAIRNESS = 32  # passes by later arrivals before the oldest goes first (see above)
+MOVE_COST = 8  # transfers finished per connection open, per paid slot move (see above)
+_FULL = 1 << 40  # the budget at first: clamped to half a pool of moves when first asked
 
 
 class PendingQueue:
     """Transfers in PENDING, oldest first (removal from that order is lazy), and by origin."""
 
-    __slots__ = ("_busy", "_by_origin", "_direct", "_left", "_next", "_order", "_queued")
+    __slots__ = (
+        "_busy",
+        "_by_origin",
+        "_connections",
+        "_credit",
+        "_direct",
+        "_left",
+        "_next",
+        "_order",
+        "_queued",
+    )
 
-    def __init__(self, busy: Callable[[Origin], int], direct: Callable[[Origin], bool]) -> None:
+    def __init__(
+        self,
+        busy: Callable[[Origin], int],
+        direct: Callable[[Origin], bool],
+        connections: Callable[[], int],
+    ) -> None:
         self._busy = busy  # an origin's connections that will free up (connecting or busy)
         self._direct = direct  # could one to the origin go on now without closing another?
+        self._connections = connections  # connections open (to price a paid move)
+        self._credit = _FULL  # the move budget, in transfers finished (see above)
         # (arrival number, transfer) in arrival order; entries that left are skipped (one
         # queued again has a new number: its old entry is stale too)
         self._order: deque[tuple[int, Transfer]] = deque()
@@ -84,11 +115,16 @@ class PendingQueue:
             if not mine:
                 del self._by_origin[transfer.origin]
 
-    def take_ready(self, freed: Origin | None = None, handed: bool = False) -> Transfer | None:
+    def take_ready(
+        self, freed: Origin | None = None, handed: bool = False, finished: bool = False
+    ) -> Transfer | None:
         """The transfer to resume now, out of the queue: the oldest for `freed` (the origin
         of a connection just given back; `handed`: that connection is at hand for it, no
         need to ask) unless the fairness bound says the oldest of all goes first; else the
-        one `_move` picks; None when none can go."""
+        one `_move` picks; None when none can go. `finished`: asked because a transfer
+        finished (it pays towards the next move)."""
+        if finished:
+            self._credit += 1
         order = self._order
         queued = self._queued
         while order and queued.get(order[0][1]) != order[0][0]:
@@ -102,7 +138,13 @@ class PendingQueue:
                 return self._take(oldest)
         elif freed is not None:
             mine = self._by_origin.get(freed)
-            if mine and (handed or mine[0].can_leave_pending()):
+            if mine and (
+                handed
+                or (
+                    mine[0].can_leave_pending()
+                    and (self._direct(freed) or self._paid(freed, len(mine)))
+                )
+            ):
                 return self._take(mine[0])
         return self._move()
 
@@ -114,11 +156,14 @@ class PendingQueue:
         evicted, the one whose origin has the most transfers queued per connection that will
         free up for it (none: first), so that the origins run dry together and a slot moves
         as few times as it can; never one whose origin's busy connections serve its queue
-        about as soon (_pays). Ties: the oldest."""
+        about as soon (_pays), nor one with busy connections while the move budget is
+        spent. Ties: the oldest."""
         queued = self._queued
         by_origin = self._by_origin
         best: Transfer | None = None
         best_share = 0.0
+        best_busy = 0
+        price = -1  # of a paid move, once asked (0: the budget does not have it)
         seen: set[Origin] = set()
         for number, transfer in itertools.islice(self._order, PENDING_SCAN):
             origin = transfer.origin
@@ -131,20 +176,58 @@ class PendingQueue:
                 return self._take(transfer)
             waiting = len(by_origin[origin])
             busy = self._busy(origin)
-            if not _pays(waiting, busy):
-                continue
+            if busy:
+                if price < 0:
+                    price = self._price()
+                if not price or not _pays(waiting, busy):
+                    continue
             share = waiting / busy if busy else float("inf")
             if share > best_share:
-                best, best_share = transfer, share
-        return None if best is None else self._take(best)
+                best, best_share, best_busy = transfer, share, busy
+        if best is None:
+            return None
+        if best_busy:
+            self._credit -= price
+        return self._take(best)
 
     def has_queued(self, origin: Origin) -> bool:
         return origin in self._by_origin
 
     def pays(self, origin: Origin) -> bool:
         """Does closing an idle connection of another origin pay, to open one for a transfer
-        to `origin` that is not queued (it would be the last of its origin's queue)?"""
-        return _pays(len(self._by_origin.get(origin, ())) + 1, self._busy(origin))
+        to `origin` that is not queued (it would be the last of its origin's queue), and is
+        the move budget there for it? (Asks; spends nothing: a transfer that closes for it
+        is one whose origin has no busy connection, or one that leaves the queue by
+        take_ready, which pays then.)"""
+        busy = self._busy(origin)
+        if not busy:
+            return True
+        return _pays(len(self._by_origin.get(origin, ())) + 1, busy) and self._price() > 0
+
+    def _paid(self, origin: Origin, waiting: int) -> bool:
+        """May the oldest of `waiting` queued transfers to `origin` close an idle connection
+        of another origin for a new one? Yes when `origin` has no connection that will free
+        up; else when it pays (_pays) and the budget is there, which it then spends."""
+        busy = self._busy(origin)
+        if not busy:
+            return True
+        if not _pays(waiting, busy):
+            return False
+        price = self._price()
+        if not price:
+            return False
+        self._credit -= price
+        return True
+
+    def _price(self) -> int:
+        """What a paid move costs now (MOVE_COST transfers finished per connection open), if
+        the budget has it, else 0; the budget saved up is clamped to half a pool of moves."""
+        live = max(self._connections(), 1)
+        price = MOVE_COST * live
+        most = max(live // 2, 1) * price
+        if self._credit > most:
+            self._credit = most
+        return price if self._credit >= price else 0
 
     def _take(self, transfer: Transfer) -> Transfer:
         """`transfer` (the oldest of its origin) out of the queue."""

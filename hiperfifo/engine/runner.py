@@ -84,7 +84,7 @@ class Runner:
         self.transfers: dict[Easy, Transfer] = {}  # added and not removed, finished included
         self.alive = 0  # transfers not finished
         self.messages: dict[Easy, Code] = {}  # finished, unread, oldest first: result
-        self.pending = PendingQueue(lease.busy_to, lease.serves_directly)
+        self.pending = PendingQueue(lease.busy_to, lease.serves_directly, lease.connections)
         lease.may_evict = self.pending.pays
         lease.queued = self.pending.has_queued
         self._resumed: deque[Transfer] = deque()  # left the queue in this call: run in it
@@ -213,7 +213,7 @@ class Runner:
             transfer.progressed = False
             self.alive -= 1
             self.messages[transfer.easy] = transfer.handle.result  # (read natively here)
-            self._release_pending(in_action=True, freed=transfer.origin)
+            self._release_pending(in_action=True, freed=transfer.origin, finished=True)
             return
         self._pollset.sync(transfer, transfer.easy, transfer.wanted())
         if transfer.progressed:
@@ -277,7 +277,9 @@ class Runner:
             self._lease.shared_idle(shared)
             self._release_pending(self.in_action)  # its slot may serve another host now
 
-    def _release_pending(self, in_action: bool, freed: Origin | None = None) -> None:
+    def _release_pending(
+        self, in_action: bool, freed: Origin | None = None, finished: bool = False
+    ) -> None:
         """Let one queued transfer that can get a connection now proceed: one for the
         origin of the connection just given back first (pending.py says when not), handed
         that connection straight away.
@@ -288,13 +290,14 @@ class Runner:
         the order they left), so that a server answering at once cannot chain one
         origin's transfers on one connection through a single call while other sockets
         wait. From remove_handle, at the next socket_action, through a RUN deadline at now.
+        `finished`: a transfer finished (it pays towards the pending queue's move budget).
         """
         pending = self.pending
         if not pending:
             return
         lease = self._lease
         handed = freed is not None and pending.has_queued(freed) and lease.released(freed)
-        transfer = pending.take_ready(freed, handed)
+        transfer = pending.take_ready(freed, handed, finished)
         if transfer is None:
             return
         conn = (

@@ -21,7 +21,7 @@ from hiperfifo.engine import (
     InfoType,
     Multi,
 )
-from hiperfifo.engine.pending import FAIRNESS
+from hiperfifo.engine.pending import FAIRNESS, MOVE_COST
 from hiperfifo.engine.testing import SELECTOR_EVENTS
 
 
@@ -145,11 +145,44 @@ def test_reuse_before_churn_with_a_server_answering_at_once(
     running dry long before the others, its connections then moving (was 19-36 connections
     opened). A transfer taking over the connection of one that left the queue in the same
     call runs at the next call, an idle connection moves to the origin with the most queued
-    per connection, and only when one more connection pays for its handshake: at most
-    2 x 16 in every run (measured: 4-24 over 76 runs; 4 when every answer came within the
-    first call, one connection per origin doing it all)."""
+    per connection, only when one more connection pays for its handshake, and within the
+    move budget: 8 moves at once, then one per MOVE_COST x 16 transfers finished, so at
+    most 16 + 8 + 999 // 128 = 31 <= 2 x 16 in every run by construction (docs/engine.md;
+    4 when every answer came within the first call, one connection per origin doing it
+    all)."""
+    assert 16 + 16 // 2 + 999 // (MOVE_COST * 16) <= 32
     runs = [round_robin(make_driver(max_total_connections=16), delay=0.0) for _ in range(5)]
     assert max(runs) <= 32, runs
+
+
+def test_slot_moves_keep_to_the_budget_and_the_fairness_bound(
+    make_driver: Callable[..., Any],
+) -> None:
+    """16 connection slots: origin B's first URL and 15 other origins' one URL each take
+    them, then 600 more B URLs queue, one URL for a 17th origin C among them (at 100); the
+    server answers 2 ms after each request. As the 15 finish, B's queue pays for moving
+    every one of their idle connections to B (32 opened without the budget, every run).
+    The move budget lets half a pool of moves (8) go at once, then one per MOVE_COST x 16
+    transfers finished: at most 16 + 8 + 616 // 128 = 28 connections, plus C's one (a move
+    to an origin with no connection that will free up is never refused by the budget). C
+    still leaves the queue before more than FAIRNESS URLs added after it did; B's URLs
+    start in the order added; every URL is done."""
+    server = QuickServer(ports=17, delay=0.002)
+    b_urls = [server.url(0, f"/?i={i}") for i in range(16, 616)]
+    urls = [server.url(0, "/?i=0")] + [server.url(k, f"/?i={k}") for k in range(1, 16)]
+    urls += [*b_urls[:84], server.url(16, "/?i=c"), *b_urls[84:]]
+    try:
+        started = started_in_order(make_driver(max_total_connections=16), urls)
+    finally:
+        server.close()
+    b_order = [0, *range(16, 100), *range(101, len(urls))]
+    assert [n for n in started if n == 0 or (n >= 16 and n != 100)] == b_order
+    passed = sum(1 for n in started[: started.index(100)] if n > 100)  # added after C
+    assert passed <= FAIRNESS, passed
+    assert server.accepted[server.ports[16]] == 1
+    opened = sum(server.accepted.values())
+    assert opened <= 16 + 16 // 2 + (len(urls) - 1) // (MOVE_COST * 16) + 1, opened
+    assert opened >= 16 + 1 + 1, opened  # C's, and the budget let one slot move at least
 
 
 def recorder(url: str, sent: list[str], left: list[str]) -> Callable[[InfoType, str], None]:
