@@ -50,6 +50,7 @@ _PLAIN_RUN = re.compile(
     rf"(?a:\s*+(?:(?i:https?)://[A-Za-z0-9.-]++(?::{_PORT})?+(?:[/?#][!-~]*+)?+\s++)++)"
 )
 _WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.split() splits on
+_TOKEN = re.compile(rb"[^ \t\n\r\x0b\x0c]+")  # what bytes.split() gives
 
 
 class FifoError(Exception):
@@ -191,20 +192,28 @@ class Tokenizer:
             self._emit(raw, items)
 
     def _emit_run(self, run: bytes, items: list[Item]) -> None:
-        """Emit the tokens of `run`, each ended by whitespace: when all are plain URLs (the
-        common case), checked together in one match and handed on as one `Urls`, else one
-        by one."""
-        try:
-            text = run.decode("ascii")
-        except UnicodeDecodeError:
-            text = ""
-        if text and _PLAIN_RUN.fullmatch(text):
-            urls = text.split()
-            if len(text) <= self.max_length or max(map(len, urls)) <= self.max_length:
-                items.append(Urls(urls, text))
+        """Emit the tokens of `run`, each ended by whitespace: each run of plain URLs in it
+        (the common case: all of them) checked in one match and handed on as one `Urls`,
+        any other token on its own (classify())."""
+        text = run.decode("latin-1")  # a character per byte: the same positions in both
+        pos = 0
+        while True:
+            match = _PLAIN_RUN.match(text, pos)
+            if match is not None:
+                end = match.end()
+                part = text[pos:end] if pos or end < len(text) else text
+                urls = part.split()  # plain URLs are ASCII: split where bytes.split() does
+                if len(part) <= self.max_length or max(map(len, urls)) <= self.max_length:
+                    items.append(Urls(urls, part))
+                else:
+                    for raw in run[pos:end].split():
+                        self._emit(raw, items)
+                pos = end
+            token = _TOKEN.search(run, pos)  # not a plain URL (or not a URL at all)
+            if token is None:
                 return
-        for raw in run.split():
-            self._emit(raw, items)
+            self._emit(token.group(), items)
+            pos = token.end()
 
     def _emit(self, raw: bytes, items: list[Item]) -> None:
         if len(raw) > self.max_length:

@@ -12,7 +12,10 @@ from hiperfifo.sources.base import singles
 from hiperfifo.sources.fifo import (
     _PLAIN_RUN,
     Item,
+    Rejected,
+    Stop,
     Tokenizer,
+    Url,
     Urls,
     _parsed_url_problem,
     classify,
@@ -106,3 +109,17 @@ def test_a_read_cut_inside_a_url_still_gives_one_run() -> None:
         Urls(["http://a/2", "http://a/3"], "http://a/2\nhttp://a/3\n")
     ]
     assert tokenizer.feed(b"://a/4\n") == [Urls(["http://a/4"], "http://a/4\n")]
+
+
+def test_a_token_that_is_no_plain_url_splits_the_run_around_it() -> None:
+    """URLs before and after a junk line (or `stop`, or a URL urlsplit() must look at) stay
+    runs: one match each, not every token of the read on its own."""
+    data = b"http://a/1 http://a/2\njunk\nhttp://a/3\nstop\nhttp://u:p@h/ http://a/4\n"
+    assert Tokenizer().feed(data) == [
+        Urls(["http://a/1", "http://a/2"], "http://a/1 http://a/2\n"),
+        Rejected("not a URL (no scheme)", "junk"),
+        Urls(["http://a/3"], "\nhttp://a/3\n"),
+        Stop(),
+        Url("http://u:p@h/"),
+        Urls(["http://a/4"], " http://a/4\n"),
+    ]
