@@ -91,24 +91,17 @@ class Intake:
         if self.refused is not None and source.journaled:  # behind what is held, in order
             self._held.extend((source, item) for item in items)
             return
-        if self._jobs.phase is _RUNNING:  # the common cases, URLs only: accepted at once
-            if len(items) == 1 and type(items[0]) is Urls:  # a FIFO read of plain lines
-                self._accept_run(source, items, items[0])
-                return
-            if all(type(item) is Url for item in items):
-                self._accept(source, items, 0, len(items))
-                return
-        items = singles(items)
         start = 0
         for i, item in enumerate(items):
-            stopping = self._jobs.phase != Phase.RUNNING
-            if isinstance(item, Url) and not stopping:
+            stopping = self._jobs.phase is not _RUNNING
+            if not stopping and isinstance(item, Url | Urls):  # accepted with their run
                 continue
             if not self._accept(source, items, start, i):
                 return
             start = i + 1
             if stopping:
-                self._reject("daemon is stopping", shown(item))
+                for single in singles((item,)):
+                    self._reject("daemon is stopping", shown(single))
             elif isinstance(item, Stop):
                 self._on_stop("stop")
             elif isinstance(item, Rejected):
@@ -116,24 +109,35 @@ class Intake:
         self._accept(source, items, start, len(items))
 
     def _accept(self, source: Source, items: Sequence[Item], start: int, end: int) -> bool:
-        """Record the URLs items[start:end] (`Url`s), then log transfer.added; False: held,
-        refused."""
-        urls = [item for item in items[start:end] if isinstance(item, Url)]
-        if not urls:
+        """Record the URLs of items[start:end] (`Url` and `Urls` items), then log
+        transfer.added; False: held (items[start:]), input refused."""
+        first = items[start] if end - start == 1 else None
+        if isinstance(first, Urls):  # the common case: a FIFO read of plain lines
+            return self._accept_run(source, items[start:], first)
+        texts: list[str] = []
+        entries: list[str | None] = []
+        for item in items[start:end]:
+            if isinstance(item, Url):
+                texts.append(item.url)
+                entries.append(item.entry)
+            elif isinstance(item, Urls):
+                texts += item.urls
+                entries += repeat(None, len(item.urls))
+        if not texts:
             return True
-        texts = [item.url for item in urls]
         shown = [redact(url) if "@" in url else url for url in texts]  # "@": a password?
-        return self._add(source, items[start:], texts, [item.entry for item in urls], shown)
+        return self._add(source, items[start:], texts, entries, shown)
 
-    def _accept_run(self, source: Source, items: Sequence[Item], run: Urls) -> bool:
-        """_accept() for a run of plain URLs (`Urls`, no entries), checked on its text at once."""
+    def _accept_run(self, source: Source, held: Sequence[Item], run: Urls) -> bool:
+        """_accept() for a run of plain URLs (`Urls`, no entries), checked on its text at once
+        (`held`: what to hold if the journal refuses them)."""
         texts = run.urls
         if "@" in run.text:  # a password, maybe
-            return self._add(source, items, texts, None, [redact(url) for url in texts])
+            return self._add(source, held, texts, None, [redact(url) for url in texts])
         # no "@" (nothing to redact), and no quote or backslash: the plain run's only other
         # characters are printable ASCII, so each URL is its own JSON string between quotes
         plain = '"' not in run.text and "\\" not in run.text
-        return self._add(source, items, texts, None, texts, plain)
+        return self._add(source, held, texts, None, texts, plain)
 
     def _add(
         self,
@@ -258,7 +262,7 @@ class Intake:
             if isinstance(item, Rejected):
                 self._rejected(source, item)
         for source, group in groupby(held, key=itemgetter(0)):
-            urls: list[Item] = [item for item in singles(i for _, i in group) if type(item) is Url]
+            urls = [item for _, item in group if isinstance(item, Url | Urls)]
             self._accept(source, urls, 0, len(urls))
         for item in singles(item for _, item in self._held):
             self._reject(f"not recorded: {self.refused}", shown(item))
