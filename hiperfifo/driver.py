@@ -159,8 +159,7 @@ class Driver:
         # journal's flush must see the transfer.done lines of the same iteration.
         self._each: list[Callable[[], None]] = []
         self._acted = False  # a socket callback called socket_action in this iteration
-        self._check = pyuv.Check(self.loop)
-        self._check.start(self._on_check)
+        self._check = pyuv.Check(self.loop)  # started by the first one (or every_iteration)
         multi.socket_function = self._socket_function
         multi.timer_function = self._timer_function
 
@@ -197,7 +196,9 @@ class Driver:
 
     def _on_socket(self, poll: Any, events: int | None, error: int | None) -> None:
         # libuv's poll phase: the Check right after it (_on_check) collects what finished.
-        self._acted = True
+        if not self._acted:
+            self._acted = True
+            self._check.start(self._on_check)
         if error is not None:  # pyuv passes events=None with an error (e.g. a reset socket)
             self._multi.socket_action(poll.fileno(), CSELECT_ERR)
             return
@@ -220,7 +221,10 @@ class Driver:
         if self._acted:
             self._acted = False
             self.collect()
-        for callback in self._each:
+        each = self._each
+        if not each:  # nothing to call in a loop iteration without socket events
+            self._check.stop()
+        for callback in each:
             callback()
 
     def collect(self) -> None:
@@ -253,6 +257,7 @@ class Driver:
         """Call `callback()` once per loop iteration, after its I/O callbacks and after the
         finished transfers of the iteration were handed to on_done (the driver's uv Check)."""
         each = Each(self._each, callback)
+        self._check.start(self._on_check)
         self._own.append(each)
         return each
 
