@@ -177,27 +177,14 @@ class Jobs:
         running, queue = self.running, self.queue
         if len(running) > self._feed_low or not queue or self.phase is _ABORTING:
             return
-        shared, now, count = self._shared, self._clock(), self._feed_limit - len(running)
+        shared, sink, attempt, now = self._shared, self._output.sink, self._attempt, self._clock()
         sources = self.sources
-        if shared is not None and not (self._retries or self._debug):
-            # --output discard, no --retry, no debug: _attempt's plain Easy, inline
-            options, of_easy, add = self._options, self._of_easy, self._multi.add_handle
-            for _ in range(min(len(queue), count)):
-                transfer_id, url, accepted, source, entry, shown = queue.popleft()
-                easy = Easy(url, **options)
-                job = Job(
-                    transfer_id, url, shown, shared, sources[source], entry, accepted, now, easy
-                )
-                running[transfer_id] = of_easy[easy] = job
-                add(easy)
-        else:
-            sink, attempt = self._output.sink, self._attempt
-            for _ in range(min(len(queue), count)):
-                transfer_id, url, accepted, source, entry, shown = queue.popleft()
-                out = shared or sink(transfer_id, url)
-                job = Job(transfer_id, url, shown, out, sources[source], entry, accepted, now)
-                running[transfer_id] = job
-                attempt(job)
+        for _ in range(min(len(queue), self._feed_limit - len(running))):
+            transfer_id, url, accepted, source, entry, shown = queue.popleft()
+            out = shared or sink(transfer_id, url)
+            job = Job(transfer_id, url, shown, out, sources[source], entry, accepted, now)
+            running[transfer_id] = job
+            attempt(job)
         if self._progress is not None:
             self._progress.watch()
 

@@ -541,25 +541,17 @@ def transfer_ok(
         return
     if _direct_level > logging.INFO:
         return
-    if 0.0001 <= elapsed < 1e9:  # seconds(elapsed), inline: a call costs a third of it
-        secs = f"{elapsed:.6f}".rstrip("0")
-        if secs[-1] == ".":
-            secs += "0"
-    else:
-        secs = repr(round(elapsed, 6))
     shown = _esc(url)
-    pending = writer._pending  # writer.msg(), inline
-    pending.append(
+    writer.msg(
         f'{{"timestamp": "{_held or timestamp()}", "level": "info", '
         f'"event": "transfer.done", "id": {transfer_id}, "url": {shown}, '
         f"{'' if entry is None else _ENTRY % _esc(entry)}"
         f'"effective_url": {shown}, "result": 0, "result_name": "OK", "error": "", '
-        f'"status": {_NUMBERS.get(status) or status}, "bytes": {size}, "elapsed": {secs}, '
+        f'"status": {_NUMBERS.get(status) or status}, "bytes": {size}, '
+        f'"elapsed": {seconds(elapsed)}, '
         f'"redirects": {_NUMBERS.get(redirects) or redirects}, "attempts": 1, '
         f'"http_version": {_JSON.get(http_version) or _esc(str(http_version))}}}'
     )
-    if not writer.batching or len(pending) >= MAX_PENDING:
-        writer.flush()
 
 
 def flush() -> None:

@@ -58,6 +58,18 @@ def test_driver_runs_transfers_and_leaves_no_poll_behind(http_server: Server) ->
     assert [h for h in driver.loop.handles if isinstance(h, pyuv.Poll) and not h.closed] == []
 
 
+def _run_to_the_end(driver: Driver, multi: Multi, todo: list[str], at_once: int) -> None:
+    """Add the first `at_once` of `todo` (taken from its end), run the loop until on_done
+    stops it (or WAIT passes), then close the multi and the driver."""
+    watchdog = driver.call_later(WAIT, driver.stop)
+    for _ in range(at_once):
+        multi.add_handle(Easy(todo.pop(), write_function=len))
+    driver.run()
+    watchdog.stop()
+    multi.close()
+    driver.close()
+
+
 def test_driver_keeps_its_connections_when_answers_come_in_rounds(
     serve: Callable[[LoopbackServer], LoopbackServer],
 ) -> None:
@@ -80,13 +92,7 @@ def test_driver_keeps_its_connections_when_answers_come_in_rounds(
             driver.stop()
 
     driver = Driver(multi, on_done)
-    watchdog = driver.call_later(WAIT, driver.stop)
-    for _ in range(50):
-        multi.add_handle(Easy(todo.pop(), write_function=len))
-    driver.run()
-    watchdog.stop()
-    multi.close()
-    driver.close()
+    _run_to_the_end(driver, multi, todo, 50)
     assert [m.result for m in finished] == [Code.OK] * 1000
     assert server.accepted == 50
 
@@ -116,13 +122,7 @@ def test_what_finishes_in_one_loop_iteration_comes_in_one_call_before_every_iter
 
     driver = Driver(multi, on_done)
     driver.every_iteration(lambda: unread.append(multi.info_read()))
-    watchdog = driver.call_later(WAIT, driver.stop)
-    for _ in range(20):
-        multi.add_handle(Easy(todo.pop(), write_function=len))
-    driver.run()
-    watchdog.stop()
-    multi.close()
-    driver.close()
+    _run_to_the_end(driver, multi, todo, 20)
     assert sum(calls) == len(urls)
     assert len(calls) < len(urls)  # answers come 20 at a time: some call carries several
     assert unread
